@@ -1,0 +1,51 @@
+/**
+ * tost — the Token Statistics Transformer on WebGPU. CLI entry point: wires the
+ * subcommands and is the only place that exits.
+ *
+ * @module
+ */
+
+import { Command, CommanderError } from "commander";
+import { describeError, exitCodeOf } from "./src/cli/_errors.ts";
+import { infoCommand } from "./src/cli/info.ts";
+import { VERSION } from "./src/version.ts";
+
+/** Build the root command with every working subcommand registered. */
+export function buildCli() {
+  return new Command("tost")
+    .description(
+      "Token Statistics Transformer (ToST) on WebGPU: linear-time attention, no Python needed.",
+    )
+    .version(VERSION, "-V, --version", "print the version")
+    .option("-v, --verbose", "print stack traces and causes on errors")
+    .addCommand(infoCommand())
+    .showHelpAfterError("(run with --help for usage)")
+    .exitOverride()
+    .configureOutput({
+      outputError: (str, write) => write(str),
+    });
+}
+
+/** Run the CLI on `args`; returns the exit code. */
+export async function main(args: string[]): Promise<number> {
+  const cli = buildCli();
+  for (const c of cli.commands) c.exitOverride();
+  const verbose = args.includes("--verbose") || args.includes("-v");
+  try {
+    await cli.parseAsync(args, { from: "user" });
+    return 0;
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      // --help and --version arrive here with exit code 0.
+      if (err.exitCode === 0) return 0;
+      return 2; // commander already printed "error: …"
+    }
+    console.error(`error: ${describeError(err)}`);
+    if (verbose && err instanceof Error && err.stack) console.error(err.stack);
+    return exitCodeOf(err);
+  }
+}
+
+if (import.meta.main) {
+  Deno.exit(await main(Deno.args));
+}

@@ -1,0 +1,651 @@
+/**
+ * The GPU runtime every op runs on: one device, a pipeline cache, counted
+ * buffer allocations, batched submission and timestamp timing.
+ *
+ * Conventions shared by every kernel in `kernels/`:
+ * - binding 0 of group 0 is a uniform struct of runtime sizes (`params`),
+ *   bindings 1… are the storage buffers in the order the op passes them;
+ * - a 1-D grid is given as a workgroup count; the runtime folds counts over
+ *   65535 into y (and z), so kernels compute the flat workgroup index as
+ *   `wid.x + wid.y * nwg.x + wid.z * nwg.x * nwg.y` and return when past the end;
+ * - dispatches are recorded into one command encoder and one compute pass and
+ *   submitted together when something needs the results (`read`, `flush`).
+ *   Each submit-and-wait costs ~10 ms, so ops never wait on their own.
+ *
+ * @module
+ */
+
+import { describeAdapter, requestAdapter, requestDevice } from "./device.ts";
+import type { AdapterDescription } from "./device.ts";
+import { renderWgsl } from "./render.ts";
+import type { SlotValue } from "./render.ts";
+
+/** Element types a {@linkcode Tensor} can hold on the GPU. */
+export type DType = "f32" | "u32" | "i32";
+
+/** A typed array of the kind a dtype maps to. */
+export type HostArray =
+  | Float32Array<ArrayBuffer>
+  | Uint32Array<ArrayBuffer>
+  | Int32Array<ArrayBuffer>;
+
+/** A float uniform parameter; bare numbers in `params` are u32. */
+export class F32 {
+  constructor(readonly value: number) {}
+}
+
+/** Mark a uniform parameter as f32 (bare numbers are written as u32). */
+export function f32(value: number): F32 {
+  return new F32(value);
+}
+
+/** A signed integer uniform parameter. */
+export class I32 {
+  constructor(readonly value: number) {}
+}
+
+/** Mark a uniform parameter as i32. */
+export function i32(value: number): I32 {
+  return new I32(value);
+}
+
+/** A value in a kernel's uniform struct, 4 bytes each, in declaration order. */
+export type Param = number | F32 | I32;
+
+/** A compiled kernel: its pipeline and the name errors should cite. */
+export interface Kernel {
+  readonly name: string;
+  readonly pipeline: GPUComputePipeline;
+}
+
+/** A byte range of a tensor to bind (for tensors over one binding's limit). */
+export interface BufferRange {
+  readonly tensor: Tensor;
+  /** Byte offset; a multiple of `minStorageBufferOffsetAlignment`. */
+  readonly offset: number;
+  /** Byte size. */
+  readonly size: number;
+}
+
+/** What one {@linkcode Gpu.dispatch} needs. */
+export interface DispatchOptions {
+  /** Storage bindings 1…n, in order. */
+  readonly bindings: readonly (Tensor | BufferRange)[];
+  /** Uniform values at binding 0 (omit when the kernel declares none). */
+  readonly params?: readonly Param[];
+  /** Workgroup count: a total (folded over 65535 by the runtime) or an explicit grid. */
+  readonly workgroups: number | readonly [number, number, number];
+}
+
+/** Live and peak bytes of tensor storage this runtime has allocated. */
+export interface MemoryStats {
+  liveBytes: number;
+  peakBytes: number;
+  liveBuffers: number;
+}
+
+/** One timed region, measured with timestamp queries. */
+export interface Timing {
+  label: string;
+  ms: number;
+}
+
+const UNIFORM_SLOT = 256;
+const UNIFORM_SLOTS = 1024;
+const MAX_TIMED_REGIONS = 256;
+
+/** A tensor on the GPU: a counted storage buffer with a shape. Row-major. */
+export class Tensor {
+  #destroyed = false;
+  constructor(
+    readonly gpu: Gpu,
+    readonly buffer: GPUBuffer,
+    readonly shape: readonly number[],
+    readonly dtype: DType,
+  ) {}
+
+  /** Number of elements. */
+  get numel(): number {
+    return numel(this.shape);
+  }
+
+  /** Bytes of data (the buffer itself may be padded to 4). */
+  get byteSize(): number {
+    return this.numel * 4;
+  }
+
+  /** Whether {@linkcode destroy} has been called. */
+  get destroyed(): boolean {
+    return this.#destroyed;
+  }
+
+  /** Read the tensor back (submits pending work). */
+  read(): Promise<HostArray> {
+    return this.gpu.read(this);
+  }
+
+  /** Free the buffer now. Safe to call twice. */
+  destroy(): void {
+    if (this.#destroyed) return;
+    this.#destroyed = true;
+    this.gpu._release(this);
+  }
+}
+
+/** Product of a shape's dimensions (1 for a scalar). */
+export function numel(shape: readonly number[]): number {
+  let n = 1;
+  for (const d of shape) {
+    if (!Number.isInteger(d) || d < 0) throw new TypeError(`Invalid dimension ${d} in [${shape}]`);
+    n *= d;
+  }
+  return n;
+}
+
+/** Split a workgroup count over x (≤ maxPerDim), y and z. */
+export function foldWorkgroups(count: number, maxPerDim: number): [number, number, number] {
+  if (!Number.isInteger(count) || count < 0) {
+    throw new RangeError(`Invalid workgroup count ${count}`);
+  }
+  if (count <= maxPerDim) return [count, 1, 1];
+  const y = Math.ceil(count / maxPerDim);
+  if (y <= maxPerDim) return [maxPerDim, y, 1];
+  const z = Math.ceil(y / maxPerDim);
+  if (z > maxPerDim) {
+    throw new RangeError(`Dispatch of ${count} workgroups exceeds the device's grid`);
+  }
+  return [maxPerDim, maxPerDim, z];
+}
+
+/** Options for {@linkcode Gpu.create}. */
+export interface GpuOptions {
+  /** Adapter preference; defaults to high performance. */
+  powerPreference?: GPUPowerPreference;
+}
+
+/**
+ * One WebGPU device and everything needed to run tost's kernels on it.
+ *
+ * @example
+ * ```ts ignore
+ * const gpu = await Gpu.create();
+ * const t = gpu.upload(new Float32Array([1, 2, 3]), [3]);
+ * console.log(await t.read());
+ * gpu.destroy();
+ * ```
+ */
+export class Gpu {
+  readonly adapter: GPUAdapter;
+  readonly device: GPUDevice;
+  readonly info: AdapterDescription;
+  readonly hasTimestamps: boolean;
+
+  #pipelines = new Map<string, Promise<Kernel>>();
+  #encoder: GPUCommandEncoder | null = null;
+  #pass: GPUComputePassEncoder | null = null;
+  #passTimed = false;
+  #uniforms: GPUBuffer;
+  #uniformHost = new ArrayBuffer(UNIFORM_SLOT * UNIFORM_SLOTS);
+  #uniformsUsed = 0;
+  #live = new Set<Tensor>();
+  #liveBytes = 0;
+  #peakBytes = 0;
+  #error: Error | null = null;
+  #destroyed = false;
+  #querySet: GPUQuerySet | null = null;
+  #queryResolve: GPUBuffer | null = null;
+  #timedLabels: string[] = [];
+  #pendingTimings: Promise<Timing[]>[] = [];
+
+  private constructor(adapter: GPUAdapter, device: GPUDevice) {
+    this.adapter = adapter;
+    this.device = device;
+    this.info = describeAdapter(adapter);
+    this.hasTimestamps = device.features.has("timestamp-query");
+    this.#uniforms = device.createBuffer({
+      label: "tost.uniforms",
+      size: UNIFORM_SLOT * UNIFORM_SLOTS,
+      usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
+    });
+    device.addEventListener("uncapturederror", (event) => {
+      const err = (event as GPUUncapturedErrorEvent).error;
+      this.#fail(new Error(`WebGPU error: ${err.message.trim()}`));
+    });
+    device.lost.then((info) => {
+      if (!this.#destroyed) {
+        this.#fail(new Error(`GPU device lost (${info.reason}): ${info.message}`));
+      }
+    });
+  }
+
+  /** Open the default adapter's device with its full limits. */
+  static async create(options: GpuOptions = {}): Promise<Gpu> {
+    const adapter = await requestAdapter({
+      powerPreference: options.powerPreference ?? "high-performance",
+    });
+    const device = await requestDevice(adapter);
+    return new Gpu(adapter, device);
+  }
+
+  /** The device's limits. */
+  get limits(): GPUSupportedLimits {
+    return this.device.limits;
+  }
+
+  #fail(err: Error): void {
+    // Fail loudly: print at once (the error may come from work nobody awaits)
+    // and rethrow at the next point that waits on the GPU.
+    if (!this.#error) {
+      this.#error = err;
+      console.error(`error: ${err.message}`);
+    }
+  }
+
+  /** Throw the first asynchronous device error, if any. */
+  checkError(): void {
+    if (this.#error) throw this.#error;
+  }
+
+  // ---------------------------------------------------------------- buffers
+
+  /** Allocate an uninitialised (zeroed) tensor. */
+  empty(shape: readonly number[], dtype: DType = "f32", label = "tensor"): Tensor {
+    this.checkError();
+    const bytes = numel(shape) * 4;
+    const size = Math.max(16, Math.ceil(bytes / 16) * 16);
+    if (size > this.limits.maxBufferSize) {
+      throw new RangeError(
+        `Tensor "${label}" [${shape}] needs ${formatBytes(size)}, ` +
+          `the device allows ${formatBytes(this.limits.maxBufferSize)} per buffer`,
+      );
+    }
+    const buffer = this.device.createBuffer({
+      label,
+      size,
+      usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST,
+    });
+    const t = new Tensor(this, buffer, [...shape], dtype);
+    this.#live.add(t);
+    this.#liveBytes += size;
+    this.#peakBytes = Math.max(this.#peakBytes, this.#liveBytes);
+    return t;
+  }
+
+  /** Allocate a tensor and copy host data into it. */
+  upload(data: HostArray, shape: readonly number[], label = "tensor"): Tensor {
+    if (data.length !== numel(shape)) {
+      throw new TypeError(`Tensor "${label}": ${data.length} values for shape [${shape}]`);
+    }
+    const dtype: DType = data instanceof Float32Array
+      ? "f32"
+      : data instanceof Int32Array
+      ? "i32"
+      : "u32";
+    const t = this.empty(shape, dtype, label);
+    this.write(t, data);
+    return t;
+  }
+
+  /** Overwrite a tensor's contents from the host (ordered with submitted work). */
+  write(t: Tensor, data: HostArray, elementOffset = 0): void {
+    if (elementOffset + data.length > t.numel) {
+      throw new RangeError(`write of ${data.length} values at ${elementOffset} past [${t.shape}]`);
+    }
+    // Queue writes are ordered before later submits but after earlier ones,
+    // so pending dispatches must be submitted first to keep program order.
+    this.flush();
+    this.device.queue.writeBuffer(t.buffer, elementOffset * 4, data);
+  }
+
+  /** @internal called by Tensor.destroy. */
+  _release(t: Tensor): void {
+    if (!this.#live.delete(t)) return;
+    this.#liveBytes -= t.buffer.size;
+    // Destroying is deferred by WebGPU until pending work using the buffer finishes.
+    this.flush();
+    t.buffer.destroy();
+  }
+
+  /** Live and peak tensor bytes allocated through this runtime. */
+  memory(): MemoryStats {
+    return { liveBytes: this.#liveBytes, peakBytes: this.#peakBytes, liveBuffers: this.#live.size };
+  }
+
+  /** Restart peak counting from the current live bytes. */
+  resetPeak(): void {
+    this.#peakBytes = this.#liveBytes;
+  }
+
+  /** Check that `bytes` may be bound as one storage binding. */
+  assertBindable(label: string, bytes: number): void {
+    const max = this.limits.maxStorageBufferBindingSize;
+    if (bytes > max) {
+      throw new RangeError(
+        `${label} needs a ${formatBytes(bytes)} storage binding, the device allows ${
+          formatBytes(max)
+        }`,
+      );
+    }
+  }
+
+  // -------------------------------------------------------------- pipelines
+
+  /**
+   * Compile (once) a kernel from a WGSL template and its slot values.
+   * Compile errors are reported with the kernel's name and line:col.
+   */
+  kernel(
+    name: string,
+    template: string,
+    slots: Readonly<Record<string, SlotValue>> = {},
+    entryPoint = "main",
+  ): Promise<Kernel> {
+    const key = `${name}#${entryPoint}#${JSON.stringify(Object.entries(slots).sort())}`;
+    let k = this.#pipelines.get(key);
+    if (!k) {
+      k = this.#compile(name, renderWgsl(name, template, slots), entryPoint);
+      this.#pipelines.set(key, k);
+      k.catch(() => this.#pipelines.delete(key));
+    }
+    return k;
+  }
+
+  async #compile(name: string, code: string, entryPoint: string): Promise<Kernel> {
+    const device = this.device;
+    device.pushErrorScope("validation");
+    const module = device.createShaderModule({ label: name, code });
+    const info = await module.getCompilationInfo();
+    const scopeError = await device.popErrorScope();
+    const errors = info.messages.filter((m) => m.type === "error");
+    if (errors.length > 0 || scopeError) {
+      const where = errors.map((m) =>
+        `kernels/${name}.wgsl:${m.lineNum}:${m.linePos}: ${firstLine(m.message)}`
+      );
+      throw new SyntaxError(
+        `Kernel "${name}" failed to compile: ${
+          where.join("; ") || firstLine(scopeError?.message ?? "")
+        }`,
+      );
+    }
+    device.pushErrorScope("validation");
+    let pipeline: GPUComputePipeline;
+    try {
+      pipeline = await device.createComputePipelineAsync({
+        label: name,
+        layout: "auto",
+        compute: { module, entryPoint },
+      });
+    } catch (err) {
+      await device.popErrorScope();
+      throw new SyntaxError(`Kernel "${name}" (${entryPoint}) is invalid: ${errMessage(err)}`);
+    }
+    const pipeError = await device.popErrorScope();
+    if (pipeError) {
+      throw new SyntaxError(`Kernel "${name}" (${entryPoint}) is invalid: ${pipeError.message}`);
+    }
+    return { name, pipeline };
+  }
+
+  // ------------------------------------------------------------- dispatches
+
+  #currentEncoder(): GPUCommandEncoder {
+    this.checkError();
+    if (this.#destroyed) throw new Error("GPU runtime used after destroy()");
+    this.#encoder ??= this.device.createCommandEncoder({ label: "tost.batch" });
+    return this.#encoder;
+  }
+
+  #currentPass(): GPUComputePassEncoder {
+    if (!this.#pass) this.#pass = this.#currentEncoder().beginComputePass({ label: "tost.pass" });
+    return this.#pass;
+  }
+
+  #endPass(): void {
+    if (this.#passTimed) {
+      throw new Error("cannot end the timed pass from inside Gpu.timed()");
+    }
+    this.#pass?.end();
+    this.#pass = null;
+  }
+
+  /** Record one dispatch into the current batch. */
+  dispatch(kernel: Kernel, options: DispatchOptions): void {
+    if (this.#uniformsUsed >= UNIFORM_SLOTS) {
+      if (this.#passTimed) throw new RangeError("too many dispatches inside one Gpu.timed()");
+      this.flush();
+    }
+    const entries: GPUBindGroupEntry[] = [];
+    if (options.params && options.params.length > 0) {
+      const slot = this.#uniformsUsed++;
+      writeParams(this.#uniformHost, slot * UNIFORM_SLOT, options.params, kernel.name);
+      entries.push({
+        binding: 0,
+        resource: { buffer: this.#uniforms, offset: slot * UNIFORM_SLOT, size: UNIFORM_SLOT },
+      });
+    }
+    const maxBinding = this.limits.maxStorageBufferBindingSize;
+    options.bindings.forEach((b, i) => {
+      const range = b instanceof Tensor ? { tensor: b, offset: 0, size: b.buffer.size } : b;
+      if (range.tensor.destroyed) {
+        throw new Error(`Kernel "${kernel.name}": binding ${i + 1} uses a destroyed tensor`);
+      }
+      if (range.size > maxBinding) {
+        throw new RangeError(
+          `Kernel "${kernel.name}": binding ${i + 1} is ${formatBytes(range.size)}, ` +
+            `the device allows ${formatBytes(maxBinding)} per binding`,
+        );
+      }
+      entries.push({
+        binding: i + 1,
+        resource: { buffer: range.tensor.buffer, offset: range.offset, size: range.size },
+      });
+    });
+    const bindGroup = this.device.createBindGroup({
+      label: kernel.name,
+      layout: kernel.pipeline.getBindGroupLayout(0),
+      entries,
+    });
+    const grid = typeof options.workgroups === "number"
+      ? foldWorkgroups(options.workgroups, this.limits.maxComputeWorkgroupsPerDimension)
+      : options.workgroups;
+    if (grid[0] * grid[1] * grid[2] === 0) return;
+    const pass = this.#currentPass();
+    pass.setPipeline(kernel.pipeline);
+    pass.setBindGroup(0, bindGroup);
+    pass.dispatchWorkgroups(grid[0], grid[1], grid[2]);
+  }
+
+  /** Copy bytes between tensors, in program order with dispatches. */
+  copy(src: Tensor, dst: Tensor, bytes = src.byteSize, srcOffset = 0, dstOffset = 0): void {
+    this.#endPass();
+    this.#currentEncoder().copyBufferToBuffer(src.buffer, srcOffset, dst.buffer, dstOffset, bytes);
+  }
+
+  /** Submit everything recorded so far (does not wait). */
+  flush(): void {
+    if (this.#passTimed) throw new Error("cannot flush inside Gpu.timed()");
+    if (!this.#encoder) return;
+    this.#endPass();
+    if (this.#uniformsUsed > 0) {
+      this.device.queue.writeBuffer(
+        this.#uniforms,
+        0,
+        this.#uniformHost,
+        0,
+        this.#uniformsUsed * UNIFORM_SLOT,
+      );
+    }
+    this.device.queue.submit([this.#encoder.finish()]);
+    this.#encoder = null;
+    this.#uniformsUsed = 0;
+  }
+
+  /** Submit and wait until the GPU has finished all work. */
+  async sync(): Promise<void> {
+    this.flush();
+    await this.device.queue.onSubmittedWorkDone();
+    this.checkError();
+  }
+
+  /** Read a tensor (or a byte range of it) back to the host. */
+  async read(t: Tensor, byteOffset = 0, byteSize = t.byteSize - byteOffset): Promise<HostArray> {
+    if (t.destroyed) throw new Error("read of a destroyed tensor");
+    const size = Math.max(4, Math.ceil(byteSize / 4) * 4);
+    const staging = this.device.createBuffer({
+      label: "tost.readback",
+      size,
+      usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+    });
+    this.#endPass();
+    this.#currentEncoder().copyBufferToBuffer(t.buffer, byteOffset, staging, 0, size);
+    this.flush();
+    try {
+      await staging.mapAsync(GPUMapMode.READ);
+      this.checkError();
+      const copy = staging.getMappedRange().slice(0, byteSize);
+      staging.unmap();
+      return t.dtype === "f32"
+        ? new Float32Array(copy)
+        : t.dtype === "i32"
+        ? new Int32Array(copy)
+        : new Uint32Array(copy);
+    } finally {
+      staging.destroy();
+    }
+  }
+
+  // ----------------------------------------------------------------- timing
+
+  /**
+   * Record `fn`'s dispatches in one compute pass bracketed by timestamp
+   * queries. Collect the durations with {@linkcode timings}. Without the
+   * `timestamp-query` feature the work is still recorded but not timed.
+   */
+  timed(label: string, fn: () => void): void {
+    if (!this.hasTimestamps) {
+      fn();
+      return;
+    }
+    if (this.#timedLabels.length >= MAX_TIMED_REGIONS) {
+      this.#collectTimings();
+    }
+    this.#endPass();
+    this.#querySet ??= this.device.createQuerySet({
+      type: "timestamp",
+      count: 2 * MAX_TIMED_REGIONS,
+    });
+    const index = this.#timedLabels.length;
+    this.#timedLabels.push(label);
+    this.#pass = this.#currentEncoder().beginComputePass({
+      label: `tost.timed.${label}`,
+      timestampWrites: {
+        querySet: this.#querySet,
+        beginningOfPassWriteIndex: 2 * index,
+        endOfPassWriteIndex: 2 * index + 1,
+      },
+    });
+    this.#passTimed = true;
+    try {
+      fn();
+    } finally {
+      this.#passTimed = false;
+      this.#endPass();
+    }
+  }
+
+  #collectTimings(): void {
+    const labels = this.#timedLabels;
+    if (labels.length === 0 || !this.#querySet) return;
+    this.#timedLabels = [];
+    const bytes = labels.length * 16;
+    this.#queryResolve ??= this.device.createBuffer({
+      label: "tost.timestamps",
+      size: 2 * MAX_TIMED_REGIONS * 8,
+      usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
+    });
+    const staging = this.device.createBuffer({
+      label: "tost.timestamps.read",
+      size: bytes,
+      usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+    });
+    const encoder = this.#currentEncoder();
+    this.#endPass();
+    encoder.resolveQuerySet(this.#querySet, 0, 2 * labels.length, this.#queryResolve, 0);
+    encoder.copyBufferToBuffer(this.#queryResolve, 0, staging, 0, bytes);
+    this.flush();
+    this.#pendingTimings.push(
+      staging.mapAsync(GPUMapMode.READ).then(() => {
+        const ts = new BigUint64Array(staging.getMappedRange().slice(0));
+        staging.unmap();
+        staging.destroy();
+        return labels.map((label, i) => ({
+          label,
+          ms: Number(ts[2 * i + 1] - ts[2 * i]) / 1e6,
+        }));
+      }),
+    );
+  }
+
+  /** Durations of every {@linkcode timed} region since the last call. */
+  async timings(): Promise<Timing[]> {
+    this.#collectTimings();
+    const pending = this.#pendingTimings;
+    this.#pendingTimings = [];
+    const out = (await Promise.all(pending)).flat();
+    this.checkError();
+    return out;
+  }
+
+  /** Free every tensor and the device. */
+  destroy(): void {
+    if (this.#destroyed) return;
+    for (const t of [...this.#live]) t.destroy();
+    this.#destroyed = true;
+    this.#uniforms.destroy();
+    this.#querySet?.destroy();
+    this.#queryResolve?.destroy();
+    this.device.destroy();
+  }
+}
+
+function writeParams(
+  host: ArrayBuffer,
+  byteOffset: number,
+  params: readonly Param[],
+  name: string,
+) {
+  if (params.length * 4 > UNIFORM_SLOT) {
+    throw new RangeError(`Kernel "${name}": more than ${UNIFORM_SLOT / 4} uniform values`);
+  }
+  const view = new DataView(host, byteOffset, UNIFORM_SLOT);
+  params.forEach((p, i) => {
+    if (p instanceof F32) view.setFloat32(i * 4, p.value, true);
+    else if (p instanceof I32) view.setInt32(i * 4, p.value, true);
+    else {
+      if (!Number.isInteger(p) || p < 0 || p > 0xffffffff) {
+        throw new RangeError(`Kernel "${name}": u32 parameter ${i} is ${p}`);
+      }
+      view.setUint32(i * 4, p, true);
+    }
+  });
+}
+
+function firstLine(s: string): string {
+  return s.trim().split("\n")[0];
+}
+
+function errMessage(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+/** Human-readable byte count (binary units). */
+export function formatBytes(n: number): string {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  let v = n;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return `${i === 0 ? v : v.toFixed(v < 10 ? 2 : 1)} ${units[i]}`;
+}
