@@ -29,8 +29,8 @@ function gcd(a: number, b: number): number {
  * @example
  * ```ts
  * import { rowChunks } from "./chunks.ts";
- * const chunks = rowChunks(10, 400, 2048, 256); // 5 rows fit, offsets multiple of 256
- * if (chunks.length !== 4 || chunks[1].start !== 4) throw new Error("unexpected");
+ * const chunks = rowChunks(10, 256, 1024, 256); // 4 rows of 256 bytes per binding
+ * if (chunks.length !== 3 || chunks[1].start !== 4) throw new Error("unexpected");
  * ```
  */
 export function rowChunks(
