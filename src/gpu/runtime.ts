@@ -484,6 +484,7 @@ export class Gpu {
   async sync(): Promise<void> {
     this.flush();
     await this.device.queue.onSubmittedWorkDone();
+    await nextTask();
     this.checkError();
   }
 
@@ -501,6 +502,7 @@ export class Gpu {
     this.flush();
     try {
       await staging.mapAsync(GPUMapMode.READ);
+      await nextTask();
       this.checkError();
       const copy = staging.getMappedRange().slice(0, byteSize);
       staging.unmap();
@@ -628,6 +630,11 @@ function writeParams(
       view.setUint32(i * 4, p, true);
     }
   });
+}
+
+/** Yield one macrotask: Deno delivers `uncapturederror` events as tasks. */
+function nextTask(): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, 0));
 }
 
 function firstLine(s: string): string {

@@ -1,0 +1,200 @@
+import assert from "node:assert/strict";
+import { f32, foldWorkgroups, formatBytes, Gpu, numel } from "../../src/gpu/runtime.ts";
+import { renderWgsl } from "../../src/gpu/render.ts";
+import { rowChunks } from "../../src/gpu/chunks.ts";
+import { withGpu } from "../_util.ts";
+
+// A test kernel: y[i] = x[i] * scale + i, over a folded 1-D grid.
+const AXPI = `
+struct Params { n: u32, scale: f32 }
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+@compute @workgroup_size({{wg}})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+        @builtin(local_invocation_index) lid: u32) {
+  let group = wid.x + wid.y * nwg.x + wid.z * nwg.x * nwg.y;
+  let i = group * {{wg}}u + lid;
+  if (i >= params.n) { return; }
+  y[i] = x[i] * params.scale + f32(i);
+}`;
+
+Deno.test("renderWgsl fills slots and rejects leftovers and unknown names", () => {
+  assert.equal(renderWgsl("k", "a {{x}} b {{ y }}", { x: 1, y: "z" }), "a 1 b z");
+  assert.throws(() => renderWgsl("k", "a {{x}} {{w}}", { x: 1 }), /no value for slot\(s\) w/);
+  assert.throws(() => renderWgsl("k", "a {{x}}", { x: 1, q: 2 }), /unknown slot\(s\) q/);
+  assert.throws(() => renderWgsl("k", "a {{x} }", {}), /malformed slot/);
+  assert.throws(() => renderWgsl("k", "{{x}}", { x: NaN }), RangeError);
+});
+
+Deno.test("foldWorkgroups splits counts over 65535 into y and z", () => {
+  assert.deepEqual(foldWorkgroups(7, 65535), [7, 1, 1]);
+  assert.deepEqual(foldWorkgroups(65535, 65535), [65535, 1, 1]);
+  assert.deepEqual(foldWorkgroups(65536, 65535), [65535, 2, 1]);
+  assert.deepEqual(foldWorkgroups(10, 4), [4, 3, 1]);
+  assert.deepEqual(foldWorkgroups(17, 4), [4, 4, 2]);
+  assert.throws(() => foldWorkgroups(65, 4), RangeError);
+  assert.throws(() => foldWorkgroups(-1, 4), RangeError);
+});
+
+Deno.test("rowChunks keeps chunks within the limit and aligned", () => {
+  for (
+    const [rows, rowBytes, max, align] of [[1000, 12, 1000, 256], [7, 4, 8, 4], [5, 256, 256, 256]]
+  ) {
+    const chunks = rowChunks(rows, rowBytes, max, align);
+    let next = 0;
+    for (const c of chunks) {
+      assert.equal(c.start, next);
+      assert.ok(c.count * rowBytes <= max);
+      assert.equal((c.start * rowBytes) % align, 0);
+      next += c.count;
+    }
+    assert.equal(next, rows);
+  }
+  assert.deepEqual(rowChunks(0, 4, 8, 4), []);
+  assert.throws(() => rowChunks(10, 3, 8, 256), RangeError);
+});
+
+Deno.test("numel and formatBytes", () => {
+  assert.equal(numel([]), 1);
+  assert.equal(numel([2, 3, 0]), 0);
+  assert.throws(() => numel([2, -1]), TypeError);
+  assert.equal(formatBytes(512), "512 B");
+  assert.equal(formatBytes(128 * 1024 * 1024), "128.0 MiB");
+});
+
+Deno.test("a dispatch of more than 65535 workgroups covers every element", async () => {
+  await withGpu(async (gpu) => {
+    const wg = 64;
+    const n = 65535 * wg + 1000; // 65551 workgroups: folds into y
+    const x = new Float32Array(n).fill(2);
+    const tx = gpu.upload(x, [n], "x");
+    const ty = gpu.empty([n], "f32", "y");
+    const k = await gpu.kernel("test_axpi", AXPI, { wg });
+    gpu.dispatch(k, { bindings: [tx, ty], params: [n, f32(0.5)], workgroups: Math.ceil(n / wg) });
+    const y = await ty.read();
+    for (const i of [0, 1, 65535 * wg - 1, 65535 * wg, n - 1]) assert.equal(y[i], 1 + i);
+    let bad = 0;
+    for (let i = 0; i < n; i++) if (y[i] !== 1 + Math.fround(i)) bad++;
+    assert.equal(bad, 0);
+  });
+});
+
+Deno.test("binding ranges address pieces of one buffer", async () => {
+  await withGpu(async (gpu) => {
+    const align = gpu.limits.minStorageBufferOffsetAlignment;
+    const per = align / 4; // floats per aligned piece
+    const n = per * 3;
+    const tx = gpu.upload(new Float32Array(n).map((_, i) => i), [n], "x");
+    const ty = gpu.empty([n], "f32", "y");
+    const k = await gpu.kernel("test_axpi", AXPI, { wg: 64 });
+    // Only the middle piece: y[per..2per) = x[per..2per) * 1 + local index.
+    gpu.dispatch(k, {
+      bindings: [{ tensor: tx, offset: align, size: align }, {
+        tensor: ty,
+        offset: align,
+        size: align,
+      }],
+      params: [per, f32(1)],
+      workgroups: Math.ceil(per / 64),
+    });
+    const y = await ty.read();
+    assert.equal(y[0], 0);
+    assert.equal(y[per], per + 0);
+    assert.equal(y[2 * per - 1], 2 * per - 1 + per - 1);
+    assert.equal(y[2 * per], 0);
+  });
+});
+
+Deno.test("compile errors name the kernel and line:col", async () => {
+  await withGpu(async (gpu) => {
+    await assert.rejects(
+      gpu.kernel("broken", "fn main( {}\n"),
+      (err: Error) => {
+        assert.ok(err instanceof SyntaxError);
+        assert.match(err.message, /Kernel "broken" failed to compile: kernels\/broken\.wgsl:1:10/);
+        return true;
+      },
+    );
+    // A failed compile is not cached as a success.
+    await assert.rejects(gpu.kernel("broken", "fn main( {}\n"), SyntaxError);
+  });
+});
+
+Deno.test("pipelines are cached by name and slots", async () => {
+  await withGpu(async (gpu) => {
+    const a = await gpu.kernel("test_axpi", AXPI, { wg: 64 });
+    const b = await gpu.kernel("test_axpi", AXPI, { wg: 64 });
+    const c = await gpu.kernel("test_axpi", AXPI, { wg: 32 });
+    assert.equal(a, b);
+    assert.notEqual(a, c);
+  });
+});
+
+Deno.test("allocation counter tracks live and peak bytes", async () => {
+  await withGpu((gpu) => {
+    const before = gpu.memory();
+    const a = gpu.empty([1024], "f32", "a");
+    const b = gpu.empty([256], "f32", "b");
+    assert.equal(gpu.memory().liveBytes - before.liveBytes, 5120);
+    a.destroy();
+    a.destroy(); // idempotent
+    assert.equal(gpu.memory().liveBytes - before.liveBytes, 1024);
+    assert.equal(gpu.memory().peakBytes - before.liveBytes, 5120);
+    gpu.resetPeak();
+    assert.equal(gpu.memory().peakBytes, gpu.memory().liveBytes);
+    b.destroy();
+    assert.throws(() => gpu.empty([gpu.limits.maxBufferSize], "f32", "huge"), /needs .* allows/);
+    return Promise.resolve();
+  });
+});
+
+Deno.test("a binding over the device limit is refused with both sizes named", async () => {
+  await withGpu(async (gpu) => {
+    const k = await gpu.kernel("test_axpi", AXPI, { wg: 64 });
+    const tooBig = gpu.limits.maxStorageBufferBindingSize / 4 + 64;
+    const t = gpu.empty([tooBig], "f32", "big");
+    assert.throws(
+      () => gpu.dispatch(k, { bindings: [t, t], params: [1, f32(1)], workgroups: 1 }),
+      /binding 1 is .* the device allows/,
+    );
+  });
+});
+
+Deno.test("timestamp timing returns one duration per region", async () => {
+  await withGpu(async (gpu) => {
+    if (!gpu.hasTimestamps) return; // feature absent: timed() still runs the work (checked below)
+    const n = 1 << 16;
+    const tx = gpu.upload(new Float32Array(n).fill(1), [n], "x");
+    const ty = gpu.empty([n], "f32", "y");
+    const k = await gpu.kernel("test_axpi", AXPI, { wg: 64 });
+    for (let r = 0; r < 3; r++) {
+      gpu.timed(`r${r}`, () => {
+        gpu.dispatch(k, { bindings: [tx, ty], params: [n, f32(3)], workgroups: n / 64 });
+      });
+    }
+    const t = await gpu.timings();
+    assert.deepEqual(t.map((x) => x.label), ["r0", "r1", "r2"]);
+    for (const x of t) assert.ok(x.ms >= 0 && x.ms < 10_000, `${x.ms}`);
+    assert.equal((await ty.read())[5], 8);
+    assert.deepEqual(await gpu.timings(), []);
+  });
+});
+
+Deno.test("validation errors outside scopes surface at the next wait", async () => {
+  const gpu = await Gpu.create();
+  const errors: unknown[] = [];
+  const origError = console.error;
+  console.error = (...a: unknown[]) => errors.push(a);
+  try {
+    // Dispatch a pipeline with a bind group missing a binding: a validation error.
+    const k = await gpu.kernel("test_axpi", AXPI, { wg: 64 });
+    const t = gpu.empty([64], "f32", "t");
+    gpu.dispatch(k, { bindings: [t], params: [1, f32(1)], workgroups: 1 });
+    await assert.rejects(gpu.sync(), /WebGPU error/);
+  } finally {
+    console.error = origError;
+    gpu.destroy();
+  }
+  assert.equal(errors.length, 1); // printed once, loudly
+});
