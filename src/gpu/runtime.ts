@@ -196,6 +196,7 @@ export class Gpu {
   #queryResolve: GPUBuffer | null = null;
   #timedLabels: string[] = [];
   #pendingTimings: Promise<Timing[]>[] = [];
+  #pendingDestroy: GPUBuffer[] = [];
 
   private constructor(adapter: GPUAdapter, device: GPUDevice) {
     this.adapter = adapter;
@@ -301,9 +302,10 @@ export class Gpu {
   _release(t: Tensor): void {
     if (!this.#live.delete(t)) return;
     this.#liveBytes -= t.buffer.size;
-    // Destroying is deferred by WebGPU until pending work using the buffer finishes.
-    this.flush();
-    t.buffer.destroy();
+    // Recorded but unsubmitted commands may still use the buffer: destroy it
+    // right after the next submit (WebGPU then waits for that work itself).
+    if (this.#encoder) this.#pendingDestroy.push(t.buffer);
+    else t.buffer.destroy();
   }
 
   /** Live and peak tensor bytes allocated through this runtime. */
@@ -478,6 +480,8 @@ export class Gpu {
     this.device.queue.submit([this.#encoder.finish()]);
     this.#encoder = null;
     this.#uniformsUsed = 0;
+    for (const b of this.#pendingDestroy) b.destroy();
+    this.#pendingDestroy = [];
   }
 
   /** Submit and wait until the GPU has finished all work. */
@@ -522,12 +526,15 @@ export class Gpu {
    * Record `fn`'s dispatches in one compute pass bracketed by timestamp
    * queries. Collect the durations with {@linkcode timings}. Without the
    * `timestamp-query` feature the work is still recorded but not timed.
+   * `fn` may await (kernel compilation) but must only dispatch: copies,
+   * writes, reads and flushes inside the region throw.
    */
-  timed(label: string, fn: () => void): void {
+  async timed(label: string, fn: () => void | Promise<void>): Promise<void> {
     if (!this.hasTimestamps) {
-      fn();
+      await fn();
       return;
     }
+    if (this.#passTimed) throw new Error("Gpu.timed() regions cannot nest");
     if (this.#timedLabels.length >= MAX_TIMED_REGIONS) {
       this.#collectTimings();
     }
@@ -548,7 +555,7 @@ export class Gpu {
     });
     this.#passTimed = true;
     try {
-      fn();
+      await fn();
     } finally {
       this.#passTimed = false;
       this.#endPass();
@@ -602,6 +609,8 @@ export class Gpu {
   destroy(): void {
     if (this.#destroyed) return;
     for (const t of [...this.#live]) t.destroy();
+    for (const b of this.#pendingDestroy) b.destroy();
+    this.#pendingDestroy = [];
     this.#destroyed = true;
     this.#uniforms.destroy();
     this.#querySet?.destroy();

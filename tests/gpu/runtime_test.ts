@@ -169,7 +169,7 @@ Deno.test("timestamp timing returns one duration per region", async () => {
     const ty = gpu.empty([n], "f32", "y");
     const k = await gpu.kernel("test_axpi", AXPI, { wg: 64 });
     for (let r = 0; r < 3; r++) {
-      gpu.timed(`r${r}`, () => {
+      await gpu.timed(`r${r}`, () => {
         gpu.dispatch(k, { bindings: [tx, ty], params: [n, f32(3)], workgroups: n / 64 });
       });
     }
