@@ -85,7 +85,12 @@ export function seededRandom(seed: number): (lo?: number, hi?: number) => number
 }
 
 /** A Float32Array of `n` seeded uniform values in [lo, hi). */
-export function randomArray(n: number, seed: number, lo = -1, hi = 1): Float32Array {
+export function randomArray(
+  n: number,
+  seed: number,
+  lo = -1,
+  hi = 1,
+): Float32Array<ArrayBuffer> {
   const r = seededRandom(seed);
   const out = new Float32Array(n);
   for (let i = 0; i < n; i++) out[i] = r(lo, hi);

@@ -484,6 +484,34 @@ export class Gpu {
     this.#pendingDestroy = [];
   }
 
+  /**
+   * Run `fn` and wait for its GPU work inside validation and out-of-memory
+   * error scopes, so a failure (an allocation too large for the device, say)
+   * rejects this call instead of poisoning the runtime.
+   */
+  async scoped<T>(fn: () => Promise<T>): Promise<T> {
+    this.flush();
+    this.device.pushErrorScope("out-of-memory");
+    this.device.pushErrorScope("validation");
+    let result: T | undefined;
+    let thrown: unknown = undefined;
+    let failed = false;
+    try {
+      result = await fn();
+      this.flush();
+    } catch (err) {
+      failed = true;
+      thrown = err;
+    }
+    const validation = await this.device.popErrorScope();
+    const oom = await this.device.popErrorScope();
+    if (oom) throw new RangeError(`GPU out of memory: ${firstLine(oom.message)}`);
+    if (validation) throw new Error(`WebGPU error: ${firstLine(validation.message)}`);
+    if (failed) throw thrown;
+    await this.device.queue.onSubmittedWorkDone();
+    return result as T;
+  }
+
   /** Submit and wait until the GPU has finished all work. */
   async sync(): Promise<void> {
     this.flush();

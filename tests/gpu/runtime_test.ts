@@ -198,3 +198,24 @@ Deno.test("validation errors outside scopes surface at the next wait", async () 
   }
   assert.equal(errors.length, 1); // printed once, loudly
 });
+
+Deno.test("scoped() turns device errors into a rejection and leaves the runtime usable", async () => {
+  await withGpu(async (gpu) => {
+    const k = await gpu.kernel("test_axpi", AXPI, { wg: 64 });
+    const t = gpu.empty([64], "f32", "t");
+    await assert.rejects(
+      gpu.scoped(() => {
+        gpu.dispatch(k, { bindings: [t], params: [1, f32(1)], workgroups: 1 });
+        return Promise.resolve();
+      }),
+      /WebGPU error/,
+    );
+    // Still usable afterwards.
+    const y = gpu.empty([64], "f32", "y");
+    const value = await gpu.scoped(async () => {
+      gpu.dispatch(k, { bindings: [t, y], params: [64, f32(1)], workgroups: 1 });
+      return (await y.read())[3];
+    });
+    assert.equal(value, 3);
+  });
+});
