@@ -1,0 +1,279 @@
+/**
+ * The language models (nanoGPT-style `GPT` with `TSSA=True` — causal ToST —
+ * or `TSSA=False` — GPT with causal softmax attention) in plain float64
+ * TypeScript, exactly as the reference PyTorch code computes them:
+ *
+ *     x = wte[idx] + wpe[t]
+ *     per block: x += γ1·attn(ln_1(x));  x += γ2·MLP(ln_2(x))
+ *     logits = lm_head(ln_f(x))            (lm_head tied to wte)
+ *
+ * LayerNorms use `cfg.norm_eps` (1e-5 in the reference) and have a bias only
+ * when `cfg.bias`; so do all linear layers except `lm_head`. The MLP is
+ * `c_fc` (4C) → exact GELU → `c_proj`.
+ *
+ * Shapes: B sequences of T ≤ block_size tokens, C = n_embd, NH = n_head,
+ * HS = C/NH, V = vocab_size.
+ *
+ * @module
+ */
+
+import type { LanguageConfig } from "../config.ts";
+import { addScaledInPlace, geluInPlace, layerNorm, linear, param } from "./layers.ts";
+import type { Capture, Weights } from "./layers.ts";
+
+export { crossEntropyReference } from "./layers.ts";
+
+/** Options of {@linkcode languageForwardReference}. */
+export interface LanguageForwardOptions {
+  /**
+   * Receives `transformer.h.i.attn` (the attention module's output, before
+   * γ1) and `transformer.h.i` (the block's output), named as the fixtures.
+   */
+  capture?: Capture;
+}
+
+/** A causal attention module of one sequence: the model, the length and where its weights are. */
+export interface CausalAttentionLayer {
+  cfg: LanguageConfig;
+  /** Sequence length (T ≤ block_size). */
+  tokens: number;
+  weights: Weights;
+  /** The module's `state_dict` prefix, e.g. `transformer.h.0.attn`. */
+  prefix: string;
+}
+
+/**
+ * Causal Token Statistics Self-Attention (`CausalSelfAttention_TSSA`) of one
+ * sequence `T × C` (already normalised), returning `T × C` after `c_proj`:
+ *
+ *     w = c_attn(x) split into heads;  S[t,k] = Σ_{s≤t} w[s,k]²  (clamped ≥ 1e-12)
+ *     Pi[t,h]   = softmax over h of temp[h]·Σ_k (w[t,k]²/S[t,k] + denom_bias[h,t])
+ *     dots[t,k] = Σ_{s≤t} w[s,k]²·Pi[s,h] / (Σ_{s≤t} Pi[s,h] + 1e-8)
+ *     y[t,k]    = −w[t,k]·Pi[t,h] / (1 + dots[t,k])
+ *
+ * @example
+ * ```ts ignore
+ * const y = causalSelfAttentionTssa(ln1x, { cfg, tokens: T, weights, prefix: "transformer.h.0.attn" });
+ * ```
+ */
+export function causalSelfAttentionTssa(
+  x: Float64Array,
+  layer: CausalAttentionLayer,
+): Float64Array {
+  const { cfg, tokens: T, weights: w, prefix } = layer;
+  const C = cfg.n_embd;
+  const NH = cfg.n_head;
+  const HS = C / NH;
+  const bias = (name: string, n: number) =>
+    cfg.bias ? param(w, `${prefix}.${name}.bias`, [n]).data : undefined;
+  const wq = linear(
+    x,
+    T,
+    param(w, `${prefix}.c_attn.weight`, [C, C]).data,
+    C,
+    C,
+    bias("c_attn", C),
+  );
+  const temp = param(w, `${prefix}.temp`, [NH, 1]).data;
+  const denomBias = param(w, `${prefix}.denom_bias`, [NH, cfg.block_size, 1]).data;
+
+  // Pi[t, h]: prefix sums of w² normalise each feature; softmax over the heads.
+  const pi = new Float64Array(T * NH);
+  const sumSq = new Float64Array(C);
+  for (let t = 0; t < T; t++) {
+    for (let c = 0; c < C; c++) sumSq[c] += wq[t * C + c] ** 2;
+    let max = -Infinity;
+    for (let h = 0; h < NH; h++) {
+      let s = 0;
+      for (let k = 0; k < HS; k++) {
+        const c = h * HS + k;
+        s += wq[t * C + c] ** 2 / Math.max(sumSq[c], 1e-12) + denomBias[h * cfg.block_size + t];
+      }
+      const z = s * temp[h];
+      pi[t * NH + h] = z;
+      max = Math.max(max, z);
+    }
+    let total = 0;
+    for (let h = 0; h < NH; h++) {
+      const e = Math.exp(pi[t * NH + h] - max);
+      pi[t * NH + h] = e;
+      total += e;
+    }
+    for (let h = 0; h < NH; h++) pi[t * NH + h] /= total;
+  }
+
+  // dots from the running sums Σ w²·Pi and Σ Pi; then y.
+  const y = new Float64Array(T * C);
+  const sumSqPi = new Float64Array(C);
+  const sumPi = new Float64Array(NH);
+  for (let t = 0; t < T; t++) {
+    for (let h = 0; h < NH; h++) {
+      const p = pi[t * NH + h];
+      sumPi[h] += p;
+      for (let k = 0; k < HS; k++) {
+        const c = h * HS + k;
+        const v = wq[t * C + c];
+        sumSqPi[c] += v * v * p;
+        const dots = sumSqPi[c] / (sumPi[h] + 1e-8);
+        y[t * C + c] = -(v * p) * (1 / (1 + dots));
+      }
+    }
+  }
+  return linear(y, T, param(w, `${prefix}.c_proj.weight`, [C, C]).data, C, C, bias("c_proj", C));
+}
+
+/**
+ * Causal multi-head softmax attention (nanoGPT's `CausalSelfAttention`) of
+ * one sequence `T × C`: `c_attn [3C, C]` gives q, k, v (in that order, heads
+ * side by side), scale `HS^-½`, each position attends to itself and the past.
+ *
+ * @example
+ * ```ts ignore
+ * const y = causalSelfAttention(ln1x, { cfg, tokens: T, weights, prefix: "transformer.h.0.attn" });
+ * ```
+ */
+export function causalSelfAttention(x: Float64Array, layer: CausalAttentionLayer): Float64Array {
+  const { cfg, tokens: T, weights: w, prefix } = layer;
+  const C = cfg.n_embd;
+  const NH = cfg.n_head;
+  const HS = C / NH;
+  const bias = (name: string, n: number) =>
+    cfg.bias ? param(w, `${prefix}.${name}.bias`, [n]).data : undefined;
+  const qkv = linear(
+    x,
+    T,
+    param(w, `${prefix}.c_attn.weight`, [3 * C, C]).data,
+    C,
+    3 * C,
+    bias("c_attn", 3 * C),
+  ); // [t, (q | k | v)]
+  const scale = 1 / Math.sqrt(HS);
+  const y = new Float64Array(T * C);
+  const att = new Float64Array(T);
+  for (let h = 0; h < NH; h++) {
+    for (let i = 0; i < T; i++) {
+      let max = -Infinity;
+      for (let j = 0; j <= i; j++) {
+        let s = 0;
+        for (let k = 0; k < HS; k++) {
+          s += qkv[i * 3 * C + h * HS + k] * qkv[j * 3 * C + C + h * HS + k];
+        }
+        att[j] = s * scale;
+        max = Math.max(max, att[j]);
+      }
+      let total = 0;
+      for (let j = 0; j <= i; j++) {
+        att[j] = Math.exp(att[j] - max);
+        total += att[j];
+      }
+      for (let k = 0; k < HS; k++) {
+        let s = 0;
+        for (let j = 0; j <= i; j++) s += att[j] * qkv[j * 3 * C + 2 * C + h * HS + k];
+        y[i * C + h * HS + k] = s / total;
+      }
+    }
+  }
+  return linear(y, T, param(w, `${prefix}.c_proj.weight`, [C, C]).data, C, C, bias("c_proj", C));
+}
+
+function norm(cfg: LanguageConfig, w: Weights, p: string, x: Float64Array, rows: number) {
+  const C = cfg.n_embd;
+  return layerNorm(
+    x,
+    rows,
+    C,
+    param(w, `${p}.weight`, [C]).data,
+    cfg.bias ? param(w, `${p}.bias`, [C]).data : undefined,
+    cfg.norm_eps,
+  );
+}
+
+function mlp(cfg: LanguageConfig, w: Weights, p: string, x: Float64Array, rows: number) {
+  const C = cfg.n_embd;
+  const bias = (name: string, n: number) =>
+    cfg.bias ? param(w, `${p}.${name}.bias`, [n]).data : undefined;
+  const h = linear(
+    x,
+    rows,
+    param(w, `${p}.c_fc.weight`, [4 * C, C]).data,
+    C,
+    4 * C,
+    bias("c_fc", 4 * C),
+  );
+  geluInPlace(h);
+  return linear(
+    h,
+    rows,
+    param(w, `${p}.c_proj.weight`, [C, 4 * C]).data,
+    4 * C,
+    C,
+    bias("c_proj", C),
+  );
+}
+
+/**
+ * Forward of a language model on `B` sequences of `T` token ids (row-major
+ * `B × T`), returning the logits of every position, `B × T × V`.
+ *
+ * @throws {RangeError} when `T` exceeds `block_size`, an id is outside the
+ *   vocabulary, or a weight is missing; {@linkcode TypeError} for misshapen weights or inputs
+ * @example
+ * ```ts ignore
+ * const logits = languageForwardReference(cfg, weights, [0, 1, 2], 1, 3);
+ * const loss = crossEntropyReference(logits, [1, 2, 3], 3, cfg.vocab_size);
+ * ```
+ */
+export function languageForwardReference(
+  cfg: LanguageConfig,
+  w: Weights,
+  idx: ArrayLike<number | bigint>,
+  B: number,
+  T: number,
+  opts: LanguageForwardOptions = {},
+): Float64Array {
+  const C = cfg.n_embd;
+  const V = cfg.vocab_size;
+  if (!Number.isInteger(C) || C <= 0 || C % cfg.n_head !== 0) {
+    throw new RangeError(`n_embd ${C} must be a positive multiple of n_head ${cfg.n_head}`);
+  }
+  if (T > cfg.block_size) {
+    throw new RangeError(`Cannot run ${T} tokens: block_size is ${cfg.block_size}`);
+  }
+  if (idx.length !== B * T) throw new TypeError(`Got ${idx.length} token ids, expected ${B}×${T}`);
+  const wte = param(w, "transformer.wte.weight", [V, C]).data;
+  const wpe = param(w, "transformer.wpe.weight", [cfg.block_size, C]).data;
+  const x = new Float64Array(B * T * C);
+  for (let r = 0; r < B * T; r++) {
+    const id = Number(idx[r]);
+    if (!Number.isInteger(id) || id < 0 || id >= V) {
+      throw new RangeError(`Token id ${idx[r]} at ${r} is outside the vocabulary [0, ${V})`);
+    }
+    const t = r % T;
+    for (let c = 0; c < C; c++) x[r * C + c] = wte[id * C + c] + wpe[t * C + c];
+  }
+
+  const attend = cfg.attention === "tssa" ? causalSelfAttentionTssa : causalSelfAttention;
+  for (let i = 0; i < cfg.n_layer; i++) {
+    const p = `transformer.h.${i}`;
+    const gamma1 = param(w, `${p}.gamma1`, [C]).data;
+    const attnOut = new Float64Array(B * T * C);
+    for (let b = 0; b < B; b++) {
+      const xb = x.subarray(b * T * C, (b + 1) * T * C);
+      const a = attend(norm(cfg, w, `${p}.ln_1`, xb, T), {
+        cfg,
+        tokens: T,
+        weights: w,
+        prefix: `${p}.attn`,
+      });
+      attnOut.set(a, b * T * C);
+    }
+    opts.capture?.(`${p}.attn`, [B, T, C], attnOut.slice());
+    addScaledInPlace(x, attnOut, gamma1);
+    const m = mlp(cfg, w, `${p}.mlp`, norm(cfg, w, `${p}.ln_2`, x, B * T), B * T);
+    addScaledInPlace(x, m, param(w, `${p}.gamma2`, [C]).data);
+    opts.capture?.(p, [B, T, C], x.slice());
+  }
+
+  const head = param(w, "lm_head.weight", [V, C]).data;
+  return linear(norm(cfg, w, "transformer.ln_f", x, B * T), B * T, head, C, V);
+}

@@ -1,0 +1,433 @@
+/**
+ * The vision models (ToST `tost_cab_*`, ViT `vit_cab_*`) in plain float64
+ * TypeScript, exactly as the reference PyTorch code computes them in eval mode:
+ *
+ * 1. stem (`patch_embed`): 3 (patch 8) or 4 (patch 16) stages of conv3x3
+ *    stride 2 padding 1 without bias + BatchNorm, GELU between stages;
+ *    channel widths `D/4, D/2, D` or `D/8, D/4, D/2, D`; the map is
+ *    flattened to tokens `n = i·Wp + j`;
+ * 2. plus the Fourier positional encoding (`pos_embeder`);
+ * 3. `depth` blocks `x += γ1·attn(LN1(x)); x += γ2·MLP(LN2(x))`, attn = TSSA
+ *    or multi-head softmax attention;
+ * 4. the class token is prepended, then `cls_attn_layers` class-attention blocks;
+ * 5. the final LayerNorm of the class token and the linear head.
+ *
+ * The class-attention block follows the reference (CaiT/XCiT) literally,
+ * including its quirks: the attention module returns its *input* for the
+ * patch tokens, so they get `x + γ1·LN1(x)`; with `tokens_norm` every token
+ * is then replaced by `LN2(x)`; the MLP runs on the class token only; and the
+ * final residual adds the normalised tokens to themselves, doubling the patch
+ * tokens.
+ *
+ * Shapes: B images, D = embed_dim, NH heads of HS = D/NH, N = Hp·Wp tokens.
+ *
+ * @module
+ */
+
+import type { VisionConfig } from "../config.ts";
+import { fourierEncoding } from "../fourier.ts";
+import { mlpHidden, stemWidths } from "../names.ts";
+import {
+  addScaledInPlace,
+  batchNorm2dInPlace,
+  conv2d,
+  geluInPlace,
+  layerNorm,
+  linear,
+  param,
+  softmaxRowsInPlace,
+} from "./layers.ts";
+import type { Capture, FeatureMap, Weights } from "./layers.ts";
+
+/** Options of {@linkcode visionForwardReference}. */
+export interface VisionForwardOptions {
+  /** Receives `patch_embed`, `blocks.i` and `cls_attn_blocks.i` outputs, named as the fixtures. */
+  capture?: Capture;
+  /**
+   * BatchNorm statistics: `"eval"` (running statistics, default) or `"batch"`
+   * (PyTorch's training-mode forward; dropout and drop-path are 0 in every config).
+   */
+  batchNorm?: "eval" | "batch";
+}
+
+/** BatchNorm epsilon of the stem (PyTorch's default). */
+const BN_EPS = 1e-5;
+
+function checkConfig(cfg: VisionConfig): void {
+  const D = cfg.embed_dim;
+  if (!Number.isInteger(D) || D <= 0 || D % cfg.num_heads !== 0) {
+    throw new RangeError(
+      `embed_dim ${D} must be a positive multiple of num_heads ${cfg.num_heads}`,
+    );
+  }
+  stemWidths(cfg.patch_size, D);
+  if (!(Number.isInteger(cfg.num_classes) && cfg.num_classes > 0)) {
+    throw new RangeError(`num_classes must be a positive integer, got ${cfg.num_classes}`);
+  }
+}
+
+/** The convolutional stem: images `B × in_chans × H × W` → map `B × D × Hp × Wp`. */
+function stem(
+  cfg: VisionConfig,
+  w: Weights,
+  x: FeatureMap,
+  mode: "eval" | "batch",
+): FeatureMap {
+  const widths = stemWidths(cfg.patch_size, cfg.embed_dim);
+  let cin = cfg.in_chans;
+  widths.forEach((cout, s) => {
+    const pre = `patch_embed.proj.${2 * s}`;
+    const kernel = param(w, `${pre}.0.weight`, [cout, cin, 3, 3]).data;
+    x = conv2d(x, kernel, cout, { kernel: 3, stride: 2, padding: 1 });
+    const vec = (n: string) => param(w, `${pre}.1.${n}`, [cout]).data;
+    batchNorm2dInPlace(x, {
+      weight: vec("weight"),
+      bias: vec("bias"),
+      runningMean: vec("running_mean"),
+      runningVar: vec("running_var"),
+      eps: BN_EPS,
+    }, mode);
+    if (s < widths.length - 1) geluInPlace(x.data);
+    cin = cout;
+  });
+  return x;
+}
+
+/** `B × D × Hp × Wp` → tokens `B × N × D`. */
+function mapToTokens(m: FeatureMap): Float64Array {
+  const { B, C, H, W } = m;
+  const N = H * W;
+  const t = new Float64Array(B * N * C);
+  for (let b = 0; b < B; b++) {
+    for (let c = 0; c < C; c++) {
+      for (let n = 0; n < N; n++) t[(b * N + n) * C + c] = m.data[(b * C + c) * N + n];
+    }
+  }
+  return t;
+}
+
+/** An attention module of one image: its size and where its weights are. */
+export interface AttentionLayer {
+  /** Tokens (N). */
+  tokens: number;
+  /** Model width (D). */
+  dim: number;
+  /** Heads (NH); D must be a multiple. */
+  heads: number;
+  weights: Weights;
+  /** The module's `state_dict` prefix, e.g. `blocks.0.attn`. */
+  prefix: string;
+  /** Whether `qkv` has a bias. */
+  qkvBias: boolean;
+}
+
+/**
+ * Token Statistics Self-Attention (`AttentionTSSA`) of one image's tokens
+ * `N × D` (already normalised), returning `N × D` after `to_out`; the
+ * formulas are those of `tests/fixtures/README.md`, in the reference's order
+ * of operations (`F.normalize` with its 1e-12 floor included).
+ *
+ * @example
+ * ```ts ignore
+ * const y = attentionTssa(ln1x, {
+ *   tokens: N, dim: D, heads: NH, weights, prefix: "blocks.0.attn", qkvBias: true,
+ * });
+ * ```
+ */
+export function attentionTssa(x: Float64Array, layer: AttentionLayer): Float64Array {
+  const { tokens: N, dim: D, heads: NH, weights: w, prefix, qkvBias } = layer;
+  const HS = D / NH;
+  const qkvW = param(w, `${prefix}.qkv.weight`, [D, D]).data;
+  const qkvB = qkvBias ? param(w, `${prefix}.qkv.bias`, [D]).data : undefined;
+  const temp = param(w, `${prefix}.temp`, [NH, 1]).data;
+  const proj = linear(x, N, qkvW, D, D, qkvB); // w[n, h·HS + k]
+  // F.normalize over tokens: w / max(‖w[h, :, k]‖₂, 1e-12), then squared.
+  const norm = new Float64Array(D);
+  for (let n = 0; n < N; n++) for (let c = 0; c < D; c++) norm[c] += proj[n * D + c] ** 2;
+  for (let c = 0; c < D; c++) norm[c] = Math.max(Math.sqrt(norm[c]), 1e-12);
+  // Pi[n, h] = softmax over heads of temp[h]·Σ_k w_normed²
+  const pi = new Float64Array(N * NH);
+  for (let n = 0; n < N; n++) {
+    for (let h = 0; h < NH; h++) {
+      let s = 0;
+      for (let k = 0; k < HS; k++) s += (proj[n * D + h * HS + k] / norm[h * HS + k]) ** 2;
+      pi[n * NH + h] = s * temp[h];
+    }
+  }
+  softmaxRowsInPlace(pi, N, NH);
+  // dots[h, k] = Σ_n (Pi[n,h] / (Σ_n' Pi[n',h] + 1e-8))·w[n,h,k]²
+  const piSum = new Float64Array(NH);
+  for (let n = 0; n < N; n++) for (let h = 0; h < NH; h++) piSum[h] += pi[n * NH + h];
+  const dots = new Float64Array(D);
+  for (let n = 0; n < N; n++) {
+    for (let h = 0; h < NH; h++) {
+      const weight = pi[n * NH + h] / (piSum[h] + 1e-8);
+      for (let k = 0; k < HS; k++) dots[h * HS + k] += weight * proj[n * D + h * HS + k] ** 2;
+    }
+  }
+  // y = −(w·Pi)·1/(1 + dots)
+  const y = new Float64Array(N * D);
+  for (let n = 0; n < N; n++) {
+    for (let h = 0; h < NH; h++) {
+      for (let k = 0; k < HS; k++) {
+        const c = h * HS + k;
+        y[n * D + c] = -(proj[n * D + c] * pi[n * NH + h]) * (1 / (1 + dots[c]));
+      }
+    }
+  }
+  const outW = param(w, `${prefix}.to_out.0.weight`, [D, D]).data;
+  const outB = param(w, `${prefix}.to_out.0.bias`, [D]).data;
+  return linear(y, N, outW, D, D, outB);
+}
+
+/**
+ * Multi-head softmax attention (timm-style `Attention`, the ViT twin) of one
+ * image's tokens `N × D`: `qkv [3D, D]` laid out `(3, NH, HS)`, scale `HS^-½`,
+ * then `proj`.
+ *
+ * @example
+ * ```ts ignore
+ * const y = attentionSoftmax(ln1x, {
+ *   tokens: N, dim: D, heads: NH, weights, prefix: "blocks.0.attn", qkvBias: true,
+ * });
+ * ```
+ */
+export function attentionSoftmax(x: Float64Array, layer: AttentionLayer): Float64Array {
+  const { tokens: N, dim: D, heads: NH, weights: w, prefix, qkvBias } = layer;
+  const HS = D / NH;
+  const qkvW = param(w, `${prefix}.qkv.weight`, [3 * D, D]).data;
+  const qkvB = qkvBias ? param(w, `${prefix}.qkv.bias`, [3 * D]).data : undefined;
+  const qkv = linear(x, N, qkvW, D, 3 * D, qkvB); // [n, (s, h, k)]
+  const scale = HS ** -0.5;
+  const y = new Float64Array(N * D);
+  const att = new Float64Array(N);
+  for (let h = 0; h < NH; h++) {
+    for (let i = 0; i < N; i++) {
+      for (let j = 0; j < N; j++) {
+        let s = 0;
+        for (let k = 0; k < HS; k++) {
+          s += qkv[i * 3 * D + h * HS + k] * qkv[j * 3 * D + D + h * HS + k];
+        }
+        att[j] = s * scale;
+      }
+      softmaxRowsInPlace(att, 1, N);
+      for (let k = 0; k < HS; k++) {
+        let s = 0;
+        for (let j = 0; j < N; j++) s += att[j] * qkv[j * 3 * D + 2 * D + h * HS + k];
+        y[i * D + h * HS + k] = s;
+      }
+    }
+  }
+  const outW = param(w, `${prefix}.proj.weight`, [D, D]).data;
+  const outB = param(w, `${prefix}.proj.bias`, [D]).data;
+  return linear(y, N, outW, D, D, outB);
+}
+
+/** timm `Mlp`: fc1 → GELU → fc2 over `rows × D`. */
+function mlp(x: Float64Array, rows: number, D: number, hidden: number, w: Weights, p: string) {
+  const h = linear(
+    x,
+    rows,
+    param(w, `${p}.fc1.weight`, [hidden, D]).data,
+    D,
+    hidden,
+    param(w, `${p}.fc1.bias`, [hidden]).data,
+  );
+  geluInPlace(h);
+  return linear(
+    h,
+    rows,
+    param(w, `${p}.fc2.weight`, [D, hidden]).data,
+    hidden,
+    D,
+    param(w, `${p}.fc2.bias`, [D]).data,
+  );
+}
+
+function norm(cfg: VisionConfig, w: Weights, p: string, x: Float64Array, rows: number) {
+  const D = cfg.embed_dim;
+  return layerNorm(
+    x,
+    rows,
+    D,
+    param(w, `${p}.weight`, [D]).data,
+    param(w, `${p}.bias`, [D]).data,
+    cfg.norm_eps,
+  );
+}
+
+/** One block over one image's tokens `N × D`, in place. */
+function block(cfg: VisionConfig, w: Weights, i: number, x: Float64Array, N: number): void {
+  const D = cfg.embed_dim;
+  const p = `blocks.${i}`;
+  const attend = cfg.attention === "tssa" ? attentionTssa : attentionSoftmax;
+  const a = attend(norm(cfg, w, `${p}.norm1`, x, N), {
+    tokens: N,
+    dim: D,
+    heads: cfg.num_heads,
+    weights: w,
+    prefix: `${p}.attn`,
+    qkvBias: cfg.qkv_bias,
+  });
+  addScaledInPlace(x, a, param(w, `${p}.gamma1`, [D]).data);
+  const m = mlp(norm(cfg, w, `${p}.norm2`, x, N), N, D, mlpHidden(D, cfg.mlp_ratio), w, `${p}.mlp`);
+  addScaledInPlace(x, m, param(w, `${p}.gamma2`, [D]).data);
+}
+
+/**
+ * `ClassAttention` of one image's `M = N + 1` tokens (class token first):
+ * returns `M × D` holding the attended, projected class token in row 0 and
+ * the input rows 1… unchanged, as the reference module does.
+ */
+function classAttention(
+  cfg: VisionConfig,
+  w: Weights,
+  p: string,
+  x: Float64Array,
+  M: number,
+): Float64Array {
+  const D = cfg.embed_dim;
+  const NH = cfg.num_heads;
+  const HS = D / NH;
+  const qkvW = param(w, `${p}.qkv.weight`, [3 * D, D]).data;
+  const qkvB = cfg.qkv_bias ? param(w, `${p}.qkv.bias`, [3 * D]).data : undefined;
+  const qkv = linear(x, M, qkvW, D, 3 * D, qkvB); // [m, (s, h, k)]
+  const scale = HS ** -0.5;
+  const cls = new Float64Array(D);
+  const att = new Float64Array(M);
+  for (let h = 0; h < NH; h++) {
+    // Only the class token's query; softmax over all M tokens (class token included).
+    for (let j = 0; j < M; j++) {
+      let s = 0;
+      for (let k = 0; k < HS; k++) s += qkv[h * HS + k] * qkv[j * 3 * D + D + h * HS + k];
+      att[j] = s * scale;
+    }
+    softmaxRowsInPlace(att, 1, M);
+    for (let k = 0; k < HS; k++) {
+      let s = 0;
+      for (let j = 0; j < M; j++) s += att[j] * qkv[j * 3 * D + 2 * D + h * HS + k];
+      cls[h * HS + k] = s;
+    }
+  }
+  const out = x.slice();
+  out.set(
+    linear(
+      cls,
+      1,
+      param(w, `${p}.proj.weight`, [D, D]).data,
+      D,
+      D,
+      param(w, `${p}.proj.bias`, [D]).data,
+    ),
+    0,
+  );
+  return out;
+}
+
+/** One class-attention block over one image's `M × D` tokens; returns the new tokens. */
+function classAttentionBlock(
+  cfg: VisionConfig,
+  w: Weights,
+  i: number,
+  x: Float64Array,
+  M: number,
+): Float64Array {
+  const D = cfg.embed_dim;
+  const p = `cls_attn_blocks.${i}`;
+  const a = classAttention(cfg, w, `${p}.attn`, norm(cfg, w, `${p}.norm1`, x, M), M);
+  x = addScaledInPlace(x.slice(), a, param(w, `${p}.gamma1`, [D]).data);
+  if (cfg.tokens_norm) {
+    x = norm(cfg, w, `${p}.norm2`, x, M);
+  } else {
+    x.set(norm(cfg, w, `${p}.norm2`, x.subarray(0, D), 1), 0);
+  }
+  // x_res + cat([γ2·MLP(x[0]), x[1:]]): the class token gets its MLP residual,
+  // the patch tokens are added to themselves.
+  const m = mlp(x.subarray(0, D), 1, D, mlpHidden(D, cfg.mlp_ratio), w, `${p}.mlp`);
+  const gamma2 = param(w, `${p}.gamma2`, [D]).data;
+  const out = new Float64Array(M * D);
+  for (let c = 0; c < D; c++) out[c] = x[c] + gamma2[c] * m[c];
+  for (let r = D; r < M * D; r++) out[r] = 2 * x[r];
+  return out;
+}
+
+/**
+ * Eval-mode forward of a vision model on `B` images `B × in_chans × H × W`
+ * (NCHW, float64), returning the logits `B × num_classes`. Any `H, W` the
+ * stem accepts work (the token grid is `⌈H/2⌉…` per stage, `H/patch` when
+ * divisible); the reference itself imposes no more.
+ *
+ * @throws {RangeError} or {TypeError} for a bad config, image size or a missing or misshapen weight
+ * @example
+ * ```ts ignore
+ * const logits = visionForwardReference(cfg, weights, images, 2, 32, 32, {
+ *   capture: (name, shape) => console.log(name, shape),
+ * });
+ * ```
+ */
+export function visionForwardReference(
+  cfg: VisionConfig,
+  w: Weights,
+  images: Float64Array,
+  B: number,
+  H: number,
+  W: number,
+  opts: VisionForwardOptions = {},
+): Float64Array {
+  checkConfig(cfg);
+  if (images.length !== B * cfg.in_chans * H * W) {
+    throw new TypeError(
+      `Images have ${images.length} values, expected ${B}×${cfg.in_chans}×${H}×${W}`,
+    );
+  }
+  const D = cfg.embed_dim;
+  const capture = opts.capture;
+  const map = stem(cfg, w, { data: images, B, C: cfg.in_chans, H, W }, opts.batchNorm ?? "eval");
+  const { H: Hp, W: Wp } = map;
+  const N = Hp * Wp;
+  const x = mapToTokens(map); // B × N × D
+  capture?.("patch_embed", [B, N, D], x.slice());
+
+  const F = 2 * cfg.pos_hidden_dim;
+  const pe = fourierEncoding(
+    Hp,
+    Wp,
+    param(w, "pos_embeder.token_projection.weight", [D, F, 1, 1]).data,
+    param(w, "pos_embeder.token_projection.bias", [D]).data,
+    { hidden: cfg.pos_hidden_dim },
+  );
+  for (let b = 0; b < B; b++) for (let i = 0; i < N * D; i++) x[b * N * D + i] += pe[i];
+
+  for (let i = 0; i < cfg.depth; i++) {
+    for (let b = 0; b < B; b++) block(cfg, w, i, x.subarray(b * N * D, (b + 1) * N * D), N);
+    capture?.(`blocks.${i}`, [B, N, D], x.slice());
+  }
+
+  const M = N + 1;
+  const clsToken = param(w, "cls_token", [1, 1, D]).data;
+  const tokens: Float64Array[] = [];
+  for (let b = 0; b < B; b++) {
+    const t = new Float64Array(M * D);
+    t.set(clsToken, 0);
+    t.set(x.subarray(b * N * D, (b + 1) * N * D), D);
+    tokens.push(t);
+  }
+  for (let i = 0; i < cfg.cls_attn_layers; i++) {
+    for (let b = 0; b < B; b++) tokens[b] = classAttentionBlock(cfg, w, i, tokens[b], M);
+    if (capture) {
+      const all = new Float64Array(B * M * D);
+      tokens.forEach((t, b) => all.set(t, b * M * D));
+      capture(`cls_attn_blocks.${i}`, [B, M, D], all);
+    }
+  }
+
+  const K = cfg.num_classes;
+  const headW = param(w, "head.weight", [K, D]).data;
+  const headB = param(w, "head.bias", [K]).data;
+  const logits = new Float64Array(B * K);
+  for (let b = 0; b < B; b++) {
+    const cls = norm(cfg, w, "norm", tokens[b].subarray(0, D), 1);
+    logits.set(linear(cls, 1, headW, D, K, headB), b * K);
+  }
+  return logits;
+}
