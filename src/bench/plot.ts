@@ -1,0 +1,91 @@
+/**
+ * `tost bench --plot`: log-log time and memory against tokens, one line per
+ * operator, rendered with vega-lite to SVG (no DOM needed) and to PNG with
+ * resvg (WebAssembly) and a bundled DejaVu font, so it works offline and
+ * without system fonts.
+ *
+ * @module
+ */
+
+import * as vega from "vega";
+import * as vl from "vega-lite";
+import { initWasm, Resvg } from "@resvg/resvg-wasm";
+import resvgWasm from "@resvg/resvg-wasm/index_bg.wasm" with { type: "bytes" };
+import dejavuSans from "dejavu-fonts-ttf/ttf/DejaVuSans.ttf" with { type: "bytes" };
+import type { BenchRecord } from "./run.ts";
+
+function spec(records: readonly BenchRecord[], title: string): vl.TopLevelSpec {
+  const values = records
+    .filter((r) => r.status === "ok")
+    .map((r) => ({
+      op: r.op,
+      tokens: r.n * r.batch,
+      ms: r.gpu_ms ?? r.wall_ms,
+      mib: (r.peak_bytes ?? 0) / 2 ** 20,
+    }));
+  const x = {
+    field: "tokens",
+    type: "quantitative",
+    scale: { type: "log" },
+    title: "tokens (batch × sequence)",
+  } as const;
+  const color = { field: "op", type: "nominal", title: "operator" } as const;
+  return {
+    $schema: "https://vega.github.io/schema/vega-lite/v6.json",
+    title,
+    data: { values },
+    hconcat: [
+      {
+        width: 320,
+        height: 260,
+        mark: { type: "line", point: true },
+        encoding: {
+          x,
+          y: { field: "ms", type: "quantitative", scale: { type: "log" }, title: "time (ms)" },
+          color,
+        },
+      },
+      {
+        width: 320,
+        height: 260,
+        mark: { type: "line", point: true },
+        encoding: {
+          x,
+          y: {
+            field: "mib",
+            type: "quantitative",
+            scale: { type: "log" },
+            title: "peak memory (MiB)",
+          },
+          color,
+        },
+      },
+    ],
+    config: { font: "DejaVu Sans" },
+  } as vl.TopLevelSpec;
+}
+
+/** Render the benchmark plot as an SVG string. */
+export async function renderSvg(records: readonly BenchRecord[], title: string): Promise<string> {
+  const compiled = vl.compile(spec(records, title)).spec;
+  const view = new vega.View(vega.parse(compiled), { renderer: "none" });
+  try {
+    return await view.toSVG();
+  } finally {
+    view.finalize();
+  }
+}
+
+let resvgReady: Promise<void> | undefined;
+
+/** Rasterise an SVG to PNG (white background, 2× scale). */
+export async function svgToPng(svg: string): Promise<Uint8Array> {
+  resvgReady ??= initWasm(resvgWasm);
+  await resvgReady;
+  const r = new Resvg(svg, {
+    background: "white",
+    fitTo: { mode: "zoom", value: 2 },
+    font: { loadSystemFonts: false, fontBuffers: [dejavuSans], defaultFontFamily: "DejaVu Sans" },
+  });
+  return r.render().asPng();
+}

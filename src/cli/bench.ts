@@ -1,0 +1,216 @@
+/**
+ * `tost bench`: time and memory of attention against sequence length, TSSA
+ * against softmax, on the WebGPU device at hand.
+ *
+ * @module
+ */
+
+import { Command, Option } from "commander";
+import Table from "cli-table3";
+import { Gpu } from "../gpu/runtime.ts";
+import { formatBytes } from "../gpu/runtime.ts";
+import { type OperatorName, OPERATORS } from "../bench/operators.ts";
+import { type BenchRecord, type CheckResult, runBench } from "../bench/run.ts";
+import { logLogSlope } from "../bench/stats.ts";
+import { UsageError } from "./_errors.ts";
+import { printJson, useColor } from "./_output.ts";
+
+const DEFAULT_OPS: OperatorName[] = ["tssa", "causal-tssa", "softmax", "flash-softmax"];
+/** Lengths on a software renderer (a CPU): seconds, not hours. */
+const SOFTWARE_SEQ = [256, 512, 1024, 2048, 4096];
+/** Lengths on a real GPU: up to the paper's 262k tokens. */
+const HARDWARE_SEQ = [1024, 4096, 16384, 65536, 262144];
+
+function positiveInt(name: string) {
+  return (value: string): number => {
+    const n = Number(value);
+    if (!Number.isInteger(n) || n < 1) {
+      throw new UsageError(`--${name} must be a positive integer, got "${value}"`);
+    }
+    return n;
+  };
+}
+
+function intList(value: string): number[] {
+  const parts = value.split(",").map((s) => s.trim()).filter(Boolean);
+  if (parts.length === 0) throw new UsageError(`--seq needs a list like 256,1024,4096`);
+  return parts.map(positiveInt("seq"));
+}
+
+function opList(value: string): OperatorName[] {
+  const ops = value.split(",").map((s) => s.trim()).filter(Boolean);
+  for (const op of ops) {
+    if (!(OPERATORS as readonly string[]).includes(op)) {
+      throw new UsageError(`unknown operator "${op}" (known: ${OPERATORS.join(", ")})`);
+    }
+  }
+  return ops as OperatorName[];
+}
+
+/** Build the `bench` subcommand. */
+export function benchCommand() {
+  return new Command("bench")
+    .description(
+      "Profile attention time and memory against sequence length: TSSA against softmax.",
+    )
+    .option("--seq <list>", "sequence lengths, comma-separated (default: by device)", intList)
+    .option("--ops <list>", `operators (${OPERATORS.join(", ")})`, opList, DEFAULT_OPS)
+    .option("--dim <n>", "embedding width", positiveInt("dim"), 384)
+    .option("--heads <n>", "attention heads", positiveInt("heads"), 8)
+    .option("--batch <n>", "batch size", positiveInt("batch"), 1)
+    .option(
+      "--repeats <n>",
+      "timed repeats per length (median reported)",
+      positiveInt("repeats"),
+      5,
+    )
+    .option("--warmup <n>", "untimed runs first", positiveInt("warmup"), 1)
+    .addOption(
+      new Option("--check-tokens <n>", "tokens of the correctness check run before timing")
+        .argParser(positiveInt("check-tokens")).default(64),
+    )
+    .option("--plot <file.svg>", "write a log-log plot of time and memory (and a PNG beside it)")
+    .option("--json", "print the records as JSON on stdout")
+    .addHelpText(
+      "after",
+      `
+Each operator is timed as the attention module the paper measures: input projection,
+operator, output projection (ToST-S sizes by default: width 384, 8 heads, batch 1).
+  tssa           Token Statistics Self-Attention, linear in tokens
+  causal-tssa    its causal form (prefix statistics), linear in tokens
+  softmax        standard attention, materialises the N×N scores (quadratic memory)
+  flash-softmax  tiled online-softmax attention, never materialises N×N
+  causal-…       causal variants of the softmax operators
+Before timing, every operator is checked against the CPU reference at --check-tokens.
+GPU times come from timestamp queries (median of --repeats); wall time includes the
+~10 ms submit-and-wait of every WebGPU round trip. Peak bytes come from tost's own
+allocation counter, parameters excluded. A length an operator cannot run at (memory,
+binding limits) is recorded as failed and the run continues.
+
+Examples:
+  tost bench                                   # default lengths for this device
+  tost bench --seq 1024,4096,16384 --ops tssa,flash-softmax --json
+  tost bench --plot bench.svg                  # also writes bench.png`,
+    )
+    .action(async (options) => {
+      if (options.dim % options.heads !== 0) {
+        throw new UsageError(`--dim ${options.dim} is not divisible by --heads ${options.heads}`);
+      }
+      const gpu = await Gpu.create();
+      try {
+        const seq = options.seq ?? (gpu.info.software ? SOFTWARE_SEQ : HARDWARE_SEQ);
+        const progress = (e: CheckResult | BenchRecord) => {
+          if (options.json) return;
+          if ("ok" in e) {
+            console.error(
+              `check ${e.op} (${e.n} tokens): ${e.ok ? "ok" : "FAILED"}, error ${
+                e.error.toExponential(2)
+              }`,
+            );
+          } else {
+            console.error(
+              `${e.op} n=${e.n}: ${
+                e.status === "ok"
+                  ? `${fmtMs(e.gpu_ms)} GPU, ${fmtMs(e.wall_ms)} wall, ${
+                    formatBytes(e.peak_bytes ?? 0)
+                  }`
+                  : `failed: ${e.error}`
+              }`,
+            );
+          }
+        };
+        const { checks, records } = await runBench(gpu, {
+          ops: options.ops,
+          seq,
+          dim: options.dim,
+          heads: options.heads,
+          batch: options.batch,
+          repeats: options.repeats,
+          warmup: options.warmup,
+          checkTokens: options.checkTokens,
+          tolerance: 1e-4,
+          onProgress: progress,
+        });
+        const slopes = fitSlopes(records);
+        if (options.plot) {
+          const { renderSvg, svgToPng } = await import("../bench/plot.ts");
+          const svg = await renderSvg(
+            records,
+            `tost bench on ${gpu.info.name} (width ${options.dim}, ${options.heads} heads)`,
+          );
+          await Deno.writeTextFile(options.plot, svg);
+          const png = options.plot.replace(/\.svg$/i, "") + ".png";
+          await Deno.writeFile(png, await svgToPng(svg));
+          if (!options.json) console.error(`plot: ${options.plot}, ${png}`);
+        }
+        if (options.json) {
+          printJson({ device: gpu.info, checks, slopes, results: records });
+        } else {
+          console.log(table(records));
+          for (const s of slopes) {
+            console.log(
+              `${s.op.padEnd(22)} time slope ${fmtSlope(s.time)}   memory slope ${
+                fmtSlope(s.memory)
+              }   (≈1 linear, ≈2 quadratic)`,
+            );
+          }
+        }
+        const failedChecks = checks.filter((c) => !c.ok);
+        if (failedChecks.length > 0) {
+          throw new Error(
+            `correctness check failed for ${failedChecks.map((c) => c.op).join(", ")}: not timed`,
+          );
+        }
+      } finally {
+        gpu.destroy();
+      }
+    });
+}
+
+/** Log-log slopes of time and memory against tokens, per operator. */
+export function fitSlopes(
+  records: readonly BenchRecord[],
+): { op: OperatorName; time: number | null; memory: number | null }[] {
+  const ops = [...new Set(records.map((r) => r.op))];
+  return ops.map((op) => {
+    const ok = records.filter((r) => r.op === op && r.status === "ok");
+    const n = ok.map((r) => r.n * r.batch);
+    return {
+      op,
+      time: logLogSlope(n, ok.map((r) => r.gpu_ms ?? r.wall_ms ?? 0)),
+      memory: logLogSlope(n, ok.map((r) => r.peak_bytes ?? 0)),
+    };
+  });
+}
+
+function fmtMs(ms: number | null): string {
+  return ms === null ? "-" : `${ms < 10 ? ms.toFixed(3) : ms.toFixed(1)} ms`;
+}
+
+function fmtSlope(s: number | null): string {
+  return s === null ? "-" : s.toFixed(2);
+}
+
+function table(records: readonly BenchRecord[]): string {
+  const t = new Table({
+    head: ["op", "n", "GPU time", "wall time", "peak memory", "minimum", "status"],
+    style: useColor() ? {} : { head: [], border: [] },
+    colAligns: ["left", "right", "right", "right", "right", "right", "left"],
+  });
+  for (const r of records) {
+    t.push([
+      r.op,
+      String(r.n),
+      fmtMs(r.gpu_ms),
+      fmtMs(r.wall_ms),
+      r.peak_bytes === null ? "-" : formatBytes(r.peak_bytes),
+      formatBytes(r.min_bytes),
+      r.status === "ok" ? "ok" : `failed: ${truncate(r.error ?? "", 60)}`,
+    ]);
+  }
+  return t.toString();
+}
+
+function truncate(s: string, n: number): string {
+  return s.length > n ? s.slice(0, n - 1) + "…" : s;
+}
