@@ -1,0 +1,97 @@
+/**
+ * Softmax attention, standard (scores materialised) against flash (tiled
+ * online softmax) and class attention, each against its float64 CPU
+ * reference as the baseline. Every GPU variant is validated against the
+ * reference before any case is timed, and every timed call waits for the GPU
+ * to finish.
+ *
+ *     deno bench -A bench/attention_bench.ts
+ *
+ * @module
+ */
+
+import { Gpu } from "../src/gpu/runtime.ts";
+import type { Tensor } from "../src/gpu/runtime.ts";
+import { attentionReference, softmaxAttention } from "../src/ops/attention.ts";
+import type { AttentionOptions } from "../src/ops/attention.ts";
+import { flashAttention } from "../src/ops/flash_attention.ts";
+import { classAttention, classAttentionReference } from "../src/ops/class_attention.ts";
+import { randomArray } from "../tests/_util.ts";
+
+const HEADS = 8;
+const WIDTH = 384; // C, as ViT-S and the DESIGN anchors
+const d = WIDTH / HEADS;
+
+const gpu = await Gpu.create();
+globalThis.addEventListener("unload", () => gpu.destroy());
+
+/** Throw unless the GPU result is within `atol + rtol·|ref|` of the reference. */
+function validate(what: string, got: ArrayLike<number>, ref: ArrayLike<number>): void {
+  for (let i = 0; i < ref.length; i++) {
+    if (!(Math.abs(got[i] - ref[i]) <= 5e-5 + 1e-4 * Math.abs(ref[i]))) {
+      throw new Error(`${what}: element ${i} is ${got[i]}, the reference says ${ref[i]}`);
+    }
+  }
+}
+
+async function timedOp(op: () => Promise<Tensor>): Promise<void> {
+  const y = await op();
+  await gpu.sync(); // the GPU has finished
+  y.destroy();
+}
+
+for (const N of [64, 256]) {
+  const x = randomArray(N * 3 * WIDTH, N);
+  const qkv = gpu.upload(x, [1, N, 3 * WIDTH], "qkv");
+  for (const causal of [false, true]) {
+    const options: AttentionOptions = { causal };
+    const ref = attentionReference(x, 1, N, HEADS, d, options);
+    const ops = {
+      softmax: () => softmaxAttention(gpu, qkv, HEADS, options),
+      "flash-softmax": () => flashAttention(gpu, qkv, HEADS, options),
+    };
+    const group = `attention N=${N}${causal ? " causal" : ""}`;
+    Deno.bench({
+      name: `cpu reference, ${group}`,
+      group,
+      baseline: true,
+      fn: () => {
+        attentionReference(x, 1, N, HEADS, d, options);
+      },
+    });
+    for (const [name, op] of Object.entries(ops)) {
+      const y = await op();
+      validate(`${name}, ${group}`, await y.read(), ref);
+      y.destroy();
+      // An async function, so that Deno.bench awaits it.
+      Deno.bench({
+        name: `${name}, ${group}`,
+        group,
+        fn: async () => await timedOp(op),
+      });
+    }
+  }
+}
+
+{
+  const N = 1024;
+  const x = randomArray(N * 3 * WIDTH, 7);
+  const qkv = gpu.upload(x, [1, N, 3 * WIDTH], "qkv");
+  const group = `class attention N=${N}`;
+  const y = await classAttention(gpu, qkv, HEADS);
+  validate(group, await y.read(), classAttentionReference(x, 1, N, HEADS, d));
+  y.destroy();
+  Deno.bench({
+    name: `cpu reference, ${group}`,
+    group,
+    baseline: true,
+    fn: () => {
+      classAttentionReference(x, 1, N, HEADS, d);
+    },
+  });
+  Deno.bench({
+    name: `class attention, ${group}`,
+    group,
+    fn: async () => await timedOp(() => classAttention(gpu, qkv, HEADS)),
+  });
+}

@@ -1,0 +1,179 @@
+/**
+ * Standard softmax attention, the quadratic baseline ToST is compared with
+ * (ViT, GPT): the scores `[B, H, N, N]` are materialised, softmaxed in place
+ * and multiplied by the values, as PyTorch's eager
+ * `softmax(q @ k.transpose(-2, -1) * scale) @ v` does.
+ *
+ * Input is the packed projection `qkv [B, N, 3·C]` (last dimension
+ * `(3, H, d)`, `C = H·d`); output `[B, N, C]` with heads concatenated, ready
+ * for the output projection. Scale `1/√d`. Causal masking is PyTorch's
+ * `is_causal=True`: query `i` sees keys `0..i`.
+ *
+ * GPU kernels: `kernels/attention_scores.wgsl`, `attention_softmax.wgsl`,
+ * `attention_values.wgsl`.
+ *
+ * @module
+ */
+
+import type { Gpu, Tensor } from "../gpu/runtime.ts";
+import { f32, formatBytes } from "../gpu/runtime.ts";
+import scoresWgsl from "../../kernels/attention_scores.wgsl" with { type: "text" };
+import softmaxWgsl from "../../kernels/attention_softmax.wgsl" with { type: "text" };
+import valuesWgsl from "../../kernels/attention_values.wgsl" with { type: "text" };
+import { bindingLimit, bindRows, rowPieces, storageAlignment } from "./_shapes.ts";
+import type { ChunkOptions } from "./_shapes.ts";
+import { checkSizes, qkvShape } from "./_attention_shape.ts";
+
+/** Options of the softmax-attention ops. */
+export interface AttentionOptions extends ChunkOptions {
+  /** Mask future keys: query `i` sees keys `0..i` (PyTorch `is_causal=True`). */
+  causal?: boolean;
+}
+
+const TILE = 32;
+
+/** Invocations per softmax row: fewer for short rows, where most would idle. */
+function softmaxWorkgroupSize(N: number): number {
+  return N >= 2048 ? 256 : N >= 64 ? 64 : 16;
+}
+
+/**
+ * Softmax attention of packed `qkv` with the scores materialised in a
+ * `[B, H, N, N]` tensor (freed before returning). Records dispatches only.
+ *
+ * @param qkv f32 `[B, N, 3·C]`, last dimension `(3, heads, d)`, `d ≤ 128`
+ * @param heads number of heads `H` (`C = H·d`)
+ * @param options `causal`; `maxBindingBytes` (tests)
+ * @returns a new f32 tensor `[B, N, C]`, heads concatenated
+ * @throws {TypeError} for a malformed `qkv` or head count
+ * @throws {RangeError} when the scores do not fit one buffer, one head's
+ *   scores or one batch of `qkv` do not fit one storage binding (the message
+ *   gives the bytes needed and the device's limit)
+ * @example
+ * ```ts ignore
+ * const y = await softmaxAttention(gpu, qkv, 6, { causal: true });
+ * ```
+ */
+export async function softmaxAttention(
+  gpu: Gpu,
+  qkv: Tensor,
+  heads: number,
+  options: AttentionOptions = {},
+): Promise<Tensor> {
+  const op = "softmaxAttention";
+  const { B, N, H, d, C } = qkvShape(op, qkv, heads);
+  const causal = options.causal ? 1 : 0;
+  const limit = bindingLimit(gpu, options);
+  const align = storageAlignment(gpu);
+  const headBytes = N * N * 4;
+  const scoreBytes = B * H * headBytes;
+  const maxBuffer = gpu.limits.maxBufferSize;
+  if (scoreBytes > maxBuffer) {
+    throw new RangeError(
+      `${op}: the attention scores [${B}, ${H}, ${N}, ${N}] need ${formatBytes(scoreBytes)} ` +
+        `(${scoreBytes} bytes), the device allows ${formatBytes(maxBuffer)} per buffer`,
+    );
+  }
+  if (headBytes + align - 4 > limit) {
+    throw new RangeError(
+      `${op}: one head's scores [${N}, ${N}] need a ${formatBytes(headBytes)} ` +
+        `(${headBytes} bytes) storage binding, the device allows ${formatBytes(limit)}`,
+    );
+  }
+  const batchBytes = N * 3 * C * 4;
+  if (batchBytes + align - 4 > limit) {
+    throw new RangeError(
+      `${op}: one batch of qkv [${N}, ${3 * C}] needs a ${formatBytes(batchBytes)} ` +
+        `storage binding, the device allows ${formatBytes(limit)}`,
+    );
+  }
+  const out = gpu.empty([B, N, C], "f32", "attention.out");
+  if (B === 0 || N === 0) return out;
+  const [scoresK, softmaxK, valuesK] = await Promise.all([
+    gpu.kernel("attention_scores", scoresWgsl),
+    gpu.kernel("attention_softmax", softmaxWgsl, { workgroupSize: softmaxWorkgroupSize(N) }),
+    gpu.kernel("attention_values", valuesWgsl),
+  ]);
+  const scores = gpu.empty([B, H, N, N], "f32", "attention.scores");
+  const tiles = Math.ceil(N / TILE);
+  const scale = f32(1 / Math.sqrt(d));
+  for (const bp of rowPieces(op, B, batchBytes, limit, align)) {
+    const src = bindRows(qkv, bp.start, bp.count, N * 3 * C, align);
+    const dst = bindRows(out, bp.start, bp.count, N * C, align);
+    for (const hp of rowPieces(op, bp.count * H, headBytes, limit, align)) {
+      const s = bindRows(scores, bp.start * H + hp.start, hp.count, N * N, align);
+      gpu.dispatch(scoresK, {
+        bindings: [src.range, s.range],
+        params: [N, H, d, C, hp.count, hp.start, src.base, s.base, scale, causal],
+        workgroups: hp.count * tiles * tiles,
+      });
+      gpu.dispatch(softmaxK, {
+        bindings: [s.range],
+        params: [hp.count * N, N, s.base, causal],
+        workgroups: hp.count * N,
+      });
+      gpu.dispatch(valuesK, {
+        bindings: [s.range, src.range, dst.range],
+        params: [N, H, d, C, hp.count, hp.start, src.base, dst.base, s.base, causal],
+        workgroups: hp.count * tiles * Math.ceil(d / TILE),
+      });
+    }
+  }
+  scores.destroy();
+  return out;
+}
+
+/**
+ * Softmax attention on the CPU in float64: the reference for both GPU
+ * implementations.
+ *
+ * @param qkv `B·N·3·heads·d` values, layout `[B, N, (3, heads, d)]`
+ * @returns `[B, N, heads·d]`, heads concatenated
+ * @throws {TypeError} when the sizes do not match `qkv`
+ * @example
+ * ```ts
+ * import { attentionReference } from "./attention.ts";
+ * // one token attends only to itself: the output is its value
+ * const y = attentionReference(new Float64Array([0.3, -1, 2]), 1, 1, 1, 1);
+ * if (y[0] !== 2) throw new Error("attention of one token");
+ * ```
+ */
+export function attentionReference(
+  qkv: Float32Array | Float64Array,
+  B: number,
+  N: number,
+  heads: number,
+  d: number,
+  options: AttentionOptions = {},
+): Float64Array {
+  const { C } = checkSizes("attentionReference", qkv, B, N, heads, d);
+  const causal = options.causal ?? false;
+  const out = new Float64Array(B * N * C);
+  const scale = 1 / Math.sqrt(d);
+  const p = new Float64Array(N);
+  for (let b = 0; b < B; b++) {
+    for (let h = 0; h < heads; h++) {
+      for (let i = 0; i < N; i++) {
+        const q = (b * N + i) * 3 * C + h * d;
+        const keys = causal ? i + 1 : N;
+        let m = -Infinity;
+        for (let j = 0; j < keys; j++) {
+          const k = (b * N + j) * 3 * C + C + h * d;
+          let s = 0;
+          for (let c = 0; c < d; c++) s += qkv[q + c] * qkv[k + c];
+          p[j] = s * scale;
+          m = Math.max(m, p[j]);
+        }
+        let sum = 0;
+        for (let j = 0; j < keys; j++) sum += p[j] = Math.exp(p[j] - m);
+        const o = (b * N + i) * C + h * d;
+        for (let j = 0; j < keys; j++) {
+          const v = (b * N + j) * 3 * C + 2 * C + h * d;
+          const w = p[j] / sum;
+          for (let c = 0; c < d; c++) out[o + c] += w * qkv[v + c];
+        }
+      }
+    }
+  }
+  return out;
+}
