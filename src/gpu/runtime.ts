@@ -183,7 +183,7 @@ export class Gpu {
   #pipelines = new Map<string, Promise<Kernel>>();
   #encoder: GPUCommandEncoder | null = null;
   #pass: GPUComputePassEncoder | null = null;
-  #passTimed = false;
+  #timing = false;
   #uniforms: GPUBuffer;
   #uniformHost = new ArrayBuffer(UNIFORM_SLOT * UNIFORM_SLOTS);
   #uniformsUsed = 0;
@@ -403,19 +403,13 @@ export class Gpu {
   }
 
   #endPass(): void {
-    if (this.#passTimed) {
-      throw new Error("cannot end the timed pass from inside Gpu.timed()");
-    }
     this.#pass?.end();
     this.#pass = null;
   }
 
   /** Record one dispatch into the current batch. */
   dispatch(kernel: Kernel, options: DispatchOptions): void {
-    if (this.#uniformsUsed >= UNIFORM_SLOTS) {
-      if (this.#passTimed) throw new RangeError("too many dispatches inside one Gpu.timed()");
-      this.flush();
-    }
+    if (this.#uniformsUsed >= UNIFORM_SLOTS) this.flush();
     const entries: GPUBindGroupEntry[] = [];
     if (options.params && options.params.length > 0) {
       const slot = this.#uniformsUsed++;
@@ -465,7 +459,6 @@ export class Gpu {
 
   /** Submit everything recorded so far (does not wait). */
   flush(): void {
-    if (this.#passTimed) throw new Error("cannot flush inside Gpu.timed()");
     if (!this.#encoder) return;
     this.#endPass();
     if (this.#uniformsUsed > 0) {
@@ -551,46 +544,49 @@ export class Gpu {
   // ----------------------------------------------------------------- timing
 
   /**
-   * Record `fn`'s dispatches in one compute pass bracketed by timestamp
-   * queries. Collect the durations with {@linkcode timings}. Without the
-   * `timestamp-query` feature the work is still recorded but not timed.
-   * `fn` may await (kernel compilation) but must only dispatch: copies,
-   * writes, reads and flushes inside the region throw.
+   * Time the GPU work `fn` records, with timestamp queries written by two
+   * empty marker passes around it (timestamps are written once all earlier
+   * commands have finished, so the pair brackets exactly this work). Collect
+   * the durations with {@linkcode timings}. Without the `timestamp-query`
+   * feature the work still runs but is not timed. Regions cannot nest.
    */
   async timed(label: string, fn: () => void | Promise<void>): Promise<void> {
     if (!this.hasTimestamps) {
       await fn();
       return;
     }
-    if (this.#passTimed) throw new Error("Gpu.timed() regions cannot nest");
-    if (this.#timedLabels.length >= MAX_TIMED_REGIONS) {
-      this.#collectTimings();
+    if (this.#timing) throw new Error("Gpu.timed() regions cannot nest");
+    if (this.#timedLabels.length >= MAX_TIMED_REGIONS) this.#collectTimings();
+    const index = this.#timedLabels.length;
+    this.#timedLabels.push(label);
+    this.#marker({ beginningOfPassWriteIndex: 2 * index });
+    this.#timing = true;
+    try {
+      await fn();
+    } finally {
+      this.#timing = false;
+      this.#marker({ endOfPassWriteIndex: 2 * index + 1 });
     }
-    this.#endPass();
+  }
+
+  #marker(
+    writes: { beginningOfPassWriteIndex: number } | { endOfPassWriteIndex: number },
+  ): void {
     this.#querySet ??= this.device.createQuerySet({
       type: "timestamp",
       count: 2 * MAX_TIMED_REGIONS,
     });
-    const index = this.#timedLabels.length;
-    this.#timedLabels.push(label);
-    this.#pass = this.#currentEncoder().beginComputePass({
-      label: `tost.timed.${label}`,
-      timestampWrites: {
-        querySet: this.#querySet,
-        beginningOfPassWriteIndex: 2 * index,
-        endOfPassWriteIndex: 2 * index + 1,
-      },
-    });
-    this.#passTimed = true;
-    try {
-      await fn();
-    } finally {
-      this.#passTimed = false;
-      this.#endPass();
-    }
+    this.#endPass();
+    this.#currentEncoder()
+      .beginComputePass({
+        label: "tost.timestamp",
+        timestampWrites: { querySet: this.#querySet, ...writes },
+      })
+      .end();
   }
 
   #collectTimings(): void {
+    if (this.#timing) throw new Error("Gpu.timings() called inside a Gpu.timed() region");
     const labels = this.#timedLabels;
     if (labels.length === 0 || !this.#querySet) return;
     this.#timedLabels = [];

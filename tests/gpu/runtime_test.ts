@@ -219,3 +219,24 @@ Deno.test("scoped() turns device errors into a rejection and leaves the runtime 
     assert.equal(value, 3);
   });
 });
+
+Deno.test("timed regions may contain copies and flushes, and cannot nest", async () => {
+  await withGpu(async (gpu) => {
+    if (!gpu.hasTimestamps) return;
+    const n = 1 << 18;
+    const tx = gpu.upload(new Float32Array(n).fill(1), [n], "x");
+    const ty = gpu.empty([n], "f32", "y");
+    const k = await gpu.kernel("test_axpi", AXPI, { wg: 64 });
+    await gpu.timed("mixed", () => {
+      gpu.dispatch(k, { bindings: [tx, ty], params: [n, f32(2)], workgroups: n / 64 });
+      gpu.copy(ty, tx);
+      gpu.flush();
+      gpu.dispatch(k, { bindings: [tx, ty], params: [n, f32(2)], workgroups: n / 64 });
+    });
+    await assert.rejects(gpu.timed("outer", () => gpu.timed("inner", () => {})), /cannot nest/);
+    const [t] = await gpu.timings();
+    assert.equal(t.label, "mixed");
+    assert.ok(t.ms > 0, `${t.ms}`);
+    assert.equal((await ty.read())[10], 2 * (2 + 10) + 10);
+  });
+});
