@@ -7,7 +7,11 @@
 
 import { Command, CommanderError } from "commander";
 import { describeError, exitCodeOf } from "./src/cli/_errors.ts";
+import { benchCommand } from "./src/cli/bench.ts";
 import { infoCommand } from "./src/cli/info.ts";
+import { convertCommand } from "./src/cli/convert.ts";
+import { evaluateCommand } from "./src/cli/evaluate.ts";
+import { sampleCommand } from "./src/cli/sample.ts";
 import { VERSION } from "./src/version.ts";
 
 /** Build the root command with every working subcommand registered. */
@@ -19,6 +23,10 @@ export function buildCli() {
     .version(VERSION, "-V, --version", "print the version")
     .option("-v, --verbose", "print stack traces and causes on errors")
     .addCommand(infoCommand())
+    .addCommand(benchCommand())
+    .addCommand(convertCommand())
+    .addCommand(evaluateCommand())
+    .addCommand(sampleCommand())
     .showHelpAfterError("(run with --help for usage)")
     .exitOverride()
     .configureOutput({

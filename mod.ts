@@ -1,20 +1,32 @@
 /**
- * tost as a library: run Token Statistics Self-Attention (TSSA) and the rest
- * of tost's WebGPU kernels on your own tensors from another Deno program.
+ * tost as a library: run Token Statistics Self-Attention (TSSA), its causal
+ * form, the softmax baselines and whole ToST models on WebGPU from another
+ * Deno program, on your own tensors.
+ *
+ * Every GPU op takes the {@linkcode Gpu} runtime and {@linkcode Tensor}s,
+ * records its dispatches without waiting, and returns a new tensor; read a
+ * result with `await tensor.read()`. Each op has a float64 `…Reference` twin in
+ * plain TypeScript.
  *
  * @example
  * ```ts ignore
- * import { Gpu } from "./mod.ts";
+ * import { Gpu, tssa, tssaReference } from "./mod.ts";
  *
  * const gpu = await Gpu.create();
- * const x = gpu.upload(new Float32Array([1, 2, 3, 4]), [2, 2], "x");
- * console.log(await x.read()); // Float32Array [1, 2, 3, 4]
+ * const [B, N, H, d] = [1, 1000, 4, 16];
+ * const values = new Float32Array(B * N * H * d).map(() => Math.random() - 0.5);
+ * const w = gpu.upload(values, [B, N, H * d], "w");
+ * const temp = gpu.upload(new Float32Array(H).fill(1), [H], "temp");
+ * const y = await tssa(gpu, w, temp, H); // [B, N, H·d]
+ * const ref = tssaReference(values, [1, 1, 1, 1], B, N, H, d);
+ * console.log((await y.read())[0], ref[0]);
  * gpu.destroy();
  * ```
  *
  * @module
  */
 
+// Runtime
 export { f32, Gpu, i32, Tensor } from "./src/gpu/runtime.ts";
 export type {
   BufferRange,
@@ -29,4 +41,38 @@ export type {
 } from "./src/gpu/runtime.ts";
 export { describeAdapter, NoAdapterError } from "./src/gpu/device.ts";
 export type { AdapterDescription } from "./src/gpu/device.ts";
+
+// The paper's operators and their attention modules
+export { tssa, tssaReference } from "./src/ops/tssa.ts";
+export { causalTssa, causalTssaReference } from "./src/ops/causal_tssa.ts";
+export { tssaAttention, tssaAttentionReference } from "./src/nn/tssa_attention.ts";
+export type { TssaAttentionParams } from "./src/nn/tssa_attention.ts";
+export {
+  causalTssaAttention,
+  causalTssaAttentionReference,
+} from "./src/nn/causal_tssa_attention.ts";
+export type { CausalTssaAttentionParams } from "./src/nn/causal_tssa_attention.ts";
+export { tssaBackward, tssaForwardWithSaves } from "./src/ops/tssa_backward.ts";
+export { causalTssaBackward, causalTssaForwardWithSaves } from "./src/ops/causal_tssa_backward.ts";
+export { causalTssaStep, createCausalTssaState } from "./src/ops/causal_tssa_step.ts";
+
+// Softmax baselines
+export { attentionReference, softmaxAttention } from "./src/ops/attention.ts";
+export { flashAttention } from "./src/ops/flash_attention.ts";
+export { classAttention, classAttentionReference } from "./src/ops/class_attention.ts";
+
+// Layers
+export { linear, linearReference } from "./src/ops/linear.ts";
+export { layerNorm, layerNormReference } from "./src/ops/layer_norm.ts";
+export { gelu, geluReference } from "./src/ops/gelu.ts";
+export { softmax, softmaxReference } from "./src/ops/softmax.ts";
+
+// Models, checkpoints and files
 export type { LanguageConfig, ModelConfig, VisionConfig } from "./src/model/config.ts";
+export { destroyModel, loadModel, readModelFile } from "./src/model/load.ts";
+export { languageForward } from "./src/model/language.ts";
+export { visionForward } from "./src/model/vision.ts";
+export { initialParameters } from "./src/model/init.ts";
+export { convertCheckpoint, inspectCheckpoint, loadCheckpoint } from "./src/checkpoint/mod.ts";
+export { readSafetensors, writeSafetensors } from "./src/io/safetensors.ts";
+export type { SafetensorsFile, StDType, StTensor } from "./src/io/safetensors.ts";

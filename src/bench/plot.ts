@@ -12,9 +12,18 @@ import * as vl from "vega-lite";
 import { initWasm, Resvg } from "@resvg/resvg-wasm";
 import resvgWasm from "@resvg/resvg-wasm/index_bg.wasm" with { type: "bytes" };
 import dejavuSans from "dejavu-fonts-ttf/ttf/DejaVuSans.ttf" with { type: "bytes" };
-import type { BenchRecord } from "./run.ts";
+/** What a plotted point needs (operator and model records both have it). */
+export interface PlotRecord {
+  op: string;
+  n: number;
+  batch: number;
+  gpu_ms: number | null;
+  wall_ms: number | null;
+  peak_bytes: number | null;
+  status: "ok" | "failed";
+}
 
-function spec(records: readonly BenchRecord[], title: string): vl.TopLevelSpec {
+function spec(records: readonly PlotRecord[], title: string): vl.TopLevelSpec {
   const values = records
     .filter((r) => r.status === "ok")
     .map((r) => ({
@@ -66,7 +75,7 @@ function spec(records: readonly BenchRecord[], title: string): vl.TopLevelSpec {
 }
 
 /** Render the benchmark plot as an SVG string. */
-export async function renderSvg(records: readonly BenchRecord[], title: string): Promise<string> {
+export async function renderSvg(records: readonly PlotRecord[], title: string): Promise<string> {
   const compiled = vl.compile(spec(records, title)).spec;
   const view = new vega.View(vega.parse(compiled), { renderer: "none" });
   try {

@@ -12,14 +12,19 @@ import { formatBytes } from "../gpu/runtime.ts";
 import { type OperatorName, OPERATORS } from "../bench/operators.ts";
 import { type BenchRecord, type CheckResult, runBench } from "../bench/run.ts";
 import { logLogSlope } from "../bench/stats.ts";
+import { MODEL_NAMES, type ModelRecord, runModelBench } from "../bench/models.ts";
 import { UsageError } from "./_errors.ts";
 import { printJson, useColor } from "./_output.ts";
 
 const DEFAULT_OPS: OperatorName[] = ["tssa", "causal-tssa", "softmax", "flash-softmax"];
 /** Lengths on a software renderer (a CPU): seconds, not hours. */
-const SOFTWARE_SEQ = [256, 512, 1024, 2048, 4096];
+const SOFTWARE_SEQ = [256, 512, 1024, 2048];
 /** Lengths on a real GPU: up to the paper's 262k tokens. */
 const HARDWARE_SEQ = [1024, 4096, 16384, 65536, 262144];
+/** Image sides for `--model` on a software renderer. */
+const SOFTWARE_IMAGES = [64, 128, 224];
+/** Image sides for `--model` on a real GPU (1344² is the paper's 7056 tokens). */
+const HARDWARE_IMAGES = [224, 448, 672, 896, 1344, 1792, 2240];
 
 function positiveInt(name: string) {
   return (value: string): number => {
@@ -69,6 +74,12 @@ export function benchCommand() {
       new Option("--check-tokens <n>", "tokens of the correctness check run before timing")
         .argParser(positiveInt("check-tokens")).default(64),
     )
+    .option("--model", "compare whole ToST-S and ViT-S (vision, random weights) instead")
+    .option(
+      "--images <list>",
+      "image sides in pixels for --model, comma-separated (default: by device)",
+      intList,
+    )
     .option("--plot <file.svg>", "write a log-log plot of time and memory (and a PNG beside it)")
     .option("--json", "print the records as JSON on stdout")
     .addHelpText(
@@ -87,7 +98,11 @@ GPU times come from timestamp queries (median of --repeats); wall time includes 
 allocation counter, parameters excluded. A length an operator cannot run at (memory,
 binding limits) is recorded as failed and the run continues.
 
+With --model, whole models are timed instead: ToST-S against ViT-S (width 384, 12 blocks,
+patch 16, random weights) at growing image sizes (--images), as in the paper's figure.
+
 Examples:
+  tost bench --model --images 224,448,896 --plot models.svg
   tost bench                                   # default lengths for this device
   tost bench --seq 1024,4096,16384 --ops tssa,flash-softmax --json
   tost bench --plot bench.svg                  # also writes bench.png`,
@@ -97,6 +112,14 @@ Examples:
         throw new UsageError(`--dim ${options.dim} is not divisible by --heads ${options.heads}`);
       }
       const gpu = await Gpu.create();
+      if (options.model) {
+        try {
+          await benchModels(gpu, options);
+        } finally {
+          gpu.destroy();
+        }
+        return;
+      }
       try {
         const seq = options.seq ?? (gpu.info.software ? SOFTWARE_SEQ : HARDWARE_SEQ);
         const progress = (e: CheckResult | BenchRecord) => {
@@ -133,27 +156,18 @@ Examples:
         });
         const slopes = fitSlopes(records);
         if (options.plot) {
-          const { renderSvg, svgToPng } = await import("../bench/plot.ts");
-          const svg = await renderSvg(
+          await writePlot(
+            options.plot,
             records,
             `tost bench on ${gpu.info.name} (width ${options.dim}, ${options.heads} heads)`,
+            !options.json,
           );
-          await Deno.writeTextFile(options.plot, svg);
-          const png = options.plot.replace(/\.svg$/i, "") + ".png";
-          await Deno.writeFile(png, await svgToPng(svg));
-          if (!options.json) console.error(`plot: ${options.plot}, ${png}`);
         }
         if (options.json) {
           printJson({ device: gpu.info, checks, slopes, results: records });
         } else {
           console.log(table(records));
-          for (const s of slopes) {
-            console.log(
-              `${s.op.padEnd(22)} time slope ${fmtSlope(s.time)}   memory slope ${
-                fmtSlope(s.memory)
-              }   (≈1 linear, ≈2 quadratic)`,
-            );
-          }
+          printSlopes(slopes);
         }
         const failedChecks = checks.filter((c) => !c.ok);
         if (failedChecks.length > 0) {
@@ -167,10 +181,91 @@ Examples:
     });
 }
 
-/** Log-log slopes of time and memory against tokens, per operator. */
+async function benchModels(
+  gpu: Gpu,
+  options: {
+    images?: number[];
+    batch: number;
+    warmup: number;
+    repeats: number;
+    json?: true;
+    plot?: string;
+  },
+): Promise<void> {
+  const images = options.images ?? (gpu.info.software ? SOFTWARE_IMAGES : HARDWARE_IMAGES);
+  const records = await runModelBench(gpu, {
+    models: MODEL_NAMES,
+    images,
+    batch: options.batch,
+    warmup: options.warmup,
+    repeats: options.repeats,
+    onProgress: (r) => {
+      if (options.json) return;
+      console.error(
+        `${r.op} ${r.image}px (${r.n} tokens): ${
+          r.status === "ok"
+            ? `${fmtMs(r.gpu_ms)} GPU, ${fmtMs(r.wall_ms)} wall, ${formatBytes(r.peak_bytes ?? 0)}`
+            : `failed: ${r.error}`
+        }`,
+      );
+    },
+  });
+  const slopes = fitSlopes(records);
+  if (options.plot) {
+    await writePlot(options.plot, records, `tost bench --model on ${gpu.info.name}`, !options.json);
+  }
+  if (options.json) {
+    printJson({ device: gpu.info, slopes, results: records });
+    return;
+  }
+  const t = new Table({
+    head: ["model", "image", "tokens", "GPU time", "wall time", "peak memory", "status"],
+    style: useColor() ? {} : { head: [], border: [] },
+    colAligns: ["left", "right", "right", "right", "right", "right", "left"],
+  });
+  for (const r of records) {
+    t.push([
+      r.op,
+      `${r.image}²`,
+      String(r.n),
+      fmtMs(r.gpu_ms),
+      fmtMs(r.wall_ms),
+      r.peak_bytes === null ? "-" : formatBytes(r.peak_bytes),
+      r.status === "ok" ? "ok" : `failed: ${truncate(r.error ?? "", 60)}`,
+    ]);
+  }
+  console.log(t.toString());
+  printSlopes(slopes);
+}
+
+async function writePlot(
+  path: string,
+  records: readonly (BenchRecord | ModelRecord)[],
+  title: string,
+  say: boolean,
+): Promise<void> {
+  const { renderSvg, svgToPng } = await import("../bench/plot.ts");
+  const svg = await renderSvg(records, title);
+  await Deno.writeTextFile(path, svg);
+  const png = path.replace(/\.svg$/i, "") + ".png";
+  await Deno.writeFile(png, await svgToPng(svg));
+  if (say) console.error(`plot: ${path}, ${png}`);
+}
+
+function printSlopes(slopes: ReturnType<typeof fitSlopes>): void {
+  for (const s of slopes) {
+    console.log(
+      `${s.op.padEnd(22)} time slope ${fmtSlope(s.time)}   memory slope ${
+        fmtSlope(s.memory)
+      }   (≈1 linear, ≈2 quadratic)`,
+    );
+  }
+}
+
+/** Log-log slopes of time and memory against tokens, per operator or model. */
 export function fitSlopes(
-  records: readonly BenchRecord[],
-): { op: OperatorName; time: number | null; memory: number | null }[] {
+  records: readonly (BenchRecord | ModelRecord)[],
+): { op: string; time: number | null; memory: number | null }[] {
   const ops = [...new Set(records.map((r) => r.op))];
   return ops.map((op) => {
     const ok = records.filter((r) => r.op === op && r.status === "ok");

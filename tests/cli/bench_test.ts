@@ -73,3 +73,23 @@ Deno.test("tost bench prints a table and slopes; bad flags exit 2", async () => 
   assert.equal(bad2.code, 2);
   assert.match(bad2.stderr, /not divisible/);
 });
+
+Deno.test("tost bench --model: ToST-S and ViT-S records at each image size", async () => {
+  const r = await runTost([
+    "bench",
+    "--model",
+    "--images",
+    "32",
+    "--repeats",
+    "1",
+    "--json",
+  ]);
+  assert.equal(r.code, 0, r.stderr);
+  const out = JSON.parse(r.stdout);
+  assert.deepEqual(out.results.map((x: { op: string }) => x.op), ["tost-s", "vit-s"]);
+  for (const rec of out.results) {
+    assert.equal(rec.status, "ok", rec.error);
+    assert.equal(rec.n, 4); // (32 / 16)² patch tokens
+    assert.ok(rec.wall_ms > 0 && rec.peak_bytes > 0);
+  }
+});

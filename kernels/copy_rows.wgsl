@@ -1,0 +1,44 @@
+// Strided row copy between batched row tensors (one thread per element):
+//
+//   dst[b, dst_row0 + r, c] = src[b · src_batch_rows + src_row0 + r, c]
+//   for b < batches, r < rows, c < cols.
+//
+// `src_batch_rows` 0 broadcasts one block of rows to every batch (the class
+// token); the other uses are concatenation along rows and picking one row
+// (the class token's) out of every batch.
+//
+// Bindings: 1 = src, 2 = dst (read_write), both whole tensors.
+
+struct Params {
+  n: u32,              // batches · rows · cols
+  rows: u32,           // rows copied per batch
+  cols: u32,           // C
+  src_batch_rows: u32, // rows between batches in src (0: broadcast)
+  src_row0: u32,       // first source row inside each batch
+  dst_batch_rows: u32, // rows between batches in dst
+  dst_row0: u32,       // first destination row inside each batch
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> src: array<f32>;
+@group(0) @binding(2) var<storage, read_write> dst: array<f32>;
+
+const WG: u32 = {{workgroupSize}}u;
+
+@compute @workgroup_size(WG)
+fn main(
+  @builtin(workgroup_id) wid: vec3u,
+  @builtin(num_workgroups) nwg: vec3u,
+  @builtin(local_invocation_index) lid: u32,
+) {
+  let i = (wid.x + wid.y * nwg.x + wid.z * nwg.x * nwg.y) * WG + lid;
+  if (i >= params.n) {
+    return;
+  }
+  let c = i % params.cols;
+  let r = (i / params.cols) % params.rows;
+  let b = i / (params.cols * params.rows);
+  let s = (b * params.src_batch_rows + params.src_row0 + r) * params.cols + c;
+  let d = (b * params.dst_batch_rows + params.dst_row0 + r) * params.cols + c;
+  dst[d] = src[s];
+}

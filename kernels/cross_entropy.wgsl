@@ -1,0 +1,77 @@
+// Cross-entropy of each row of logits against an integer target, as
+// PyTorch's F.cross_entropy(..., reduction="none", ignore_index=-1):
+//
+//   loss[r] = log Σ_v exp(logits[r, v] − m) + m − logits[r, target[r]],  m = max_v logits[r, v]
+//
+// and 0 where target[r] < 0. One workgroup per row (flat workgroup index
+// folded over 65535); max and sum are tree-reduced in workgroup memory.
+// Targets are validated on the host (< V); the kernel clamps for safety.
+//
+// Bindings: 1 = logits (a piece of rows starting at `base`), 2 = targets
+// (i32, whole), 3 = loss (read_write, whole); `row0` is the piece's first row.
+
+struct Params {
+  rows: u32, // rows in this piece
+  cols: u32, // V
+  base: u32, // element offset of the piece's first row inside logits' binding
+  row0: u32, // global index of the piece's first row
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> logits: array<f32>;
+@group(0) @binding(2) var<storage, read> targets: array<i32>;
+@group(0) @binding(3) var<storage, read_write> loss: array<f32>;
+
+const WG: u32 = {{workgroupSize}}u; // a power of two
+
+var<workgroup> partial: array<f32, WG>;
+
+fn reduce(lid: u32, v: f32, take_max: bool) -> f32 {
+  partial[lid] = v;
+  workgroupBarrier();
+  for (var s = WG / 2u; s > 0u; s = s / 2u) {
+    if (lid < s) {
+      if (take_max) {
+        partial[lid] = max(partial[lid], partial[lid + s]);
+      } else {
+        partial[lid] = partial[lid] + partial[lid + s];
+      }
+    }
+    workgroupBarrier();
+  }
+  let r = partial[0];
+  workgroupBarrier();
+  return r;
+}
+
+@compute @workgroup_size(WG)
+fn main(
+  @builtin(workgroup_id) wid: vec3u,
+  @builtin(num_workgroups) nwg: vec3u,
+  @builtin(local_invocation_index) lid: u32,
+) {
+  let row = wid.x + wid.y * nwg.x + wid.z * nwg.x * nwg.y;
+  if (row >= params.rows) {
+    return; // uniform: the whole workgroup leaves together
+  }
+  let start = params.base + row * params.cols;
+  var m = -3.0e38;
+  for (var c = lid; c < params.cols; c += WG) {
+    m = max(m, logits[start + c]);
+  }
+  m = reduce(lid, m, true);
+  var s = 0.0;
+  for (var c = lid; c < params.cols; c += WG) {
+    s += exp(logits[start + c] - m);
+  }
+  s = reduce(lid, s, false);
+  if (lid == 0u) {
+    let t = targets[params.row0 + row];
+    var l = 0.0;
+    if (t >= 0) {
+      let v = min(u32(t), params.cols - 1u);
+      l = log(s) + m - logits[start + v];
+    }
+    loss[params.row0 + row] = l;
+  }
+}

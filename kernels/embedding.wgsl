@@ -1,0 +1,43 @@
+// Token plus position embedding (nanoGPT's `wte(idx) + wpe(pos)`), one
+// thread per output element:
+//
+//   y[r, c] = wte[idx[r], c] + wpe[pos0 + r % T, c],   r = b·T + t.
+//
+// Token ids are validated on the host before upload (out-of-range ids are a
+// user error there); the kernel still clamps them so that a bad id can never
+// read outside wte.
+//
+// Bindings: 1 = idx (u32), 2 = wte, 3 = wpe, 4 = y (read_write).
+
+struct Params {
+  n: u32,     // rows · C
+  cols: u32,  // C
+  t: u32,     // T, tokens per sequence
+  vocab: u32, // V
+  pos0: u32,  // position of the first token of every sequence
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> idx: array<u32>;
+@group(0) @binding(2) var<storage, read> wte: array<f32>;
+@group(0) @binding(3) var<storage, read> wpe: array<f32>;
+@group(0) @binding(4) var<storage, read_write> y: array<f32>;
+
+const WG: u32 = {{workgroupSize}}u;
+
+@compute @workgroup_size(WG)
+fn main(
+  @builtin(workgroup_id) wid: vec3u,
+  @builtin(num_workgroups) nwg: vec3u,
+  @builtin(local_invocation_index) lid: u32,
+) {
+  let i = (wid.x + wid.y * nwg.x + wid.z * nwg.x * nwg.y) * WG + lid;
+  if (i >= params.n) {
+    return;
+  }
+  let c = i % params.cols;
+  let r = i / params.cols;
+  let token = min(idx[r], params.vocab - 1u);
+  let pos = params.pos0 + r % params.t;
+  y[i] = wte[token * params.cols + c] + wpe[pos * params.cols + c];
+}

@@ -1,0 +1,79 @@
+// Backward of LayerNorm over the last dimension (biased variance):
+//   x̂ = (x − μ)·r,  r = 1/√(var + eps),  g = dy ⊙ w
+//   dx[c]   = r · (g[c] − mean(g) − x̂[c] · mean(g ⊙ x̂))
+//   prod[c] = dy[c] · x̂[c]        (summed over rows afterwards for ∂w)
+// One workgroup per row (flat workgroup index folded over 65535). The row's
+// mean and variance are recomputed from x in two passes, as the forward
+// does; the two means of the gradient are tree-reduced in workgroup memory.
+//
+// Bindings: 1 = dy, 2 = x, 3 = weight [C], 4 = dx, 5 = prod.
+
+struct Params {
+  rows: u32,
+  cols: u32, // C
+  eps: f32,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> dy: array<f32>;
+@group(0) @binding(2) var<storage, read> x: array<f32>;
+@group(0) @binding(3) var<storage, read> weight: array<f32>;
+@group(0) @binding(4) var<storage, read_write> dx: array<f32>;
+@group(0) @binding(5) var<storage, read_write> prod: array<f32>;
+
+const WG: u32 = {{workgroupSize}}u; // a power of two
+
+var<workgroup> partial: array<vec2f, WG>;
+
+fn reduce_sum(lid: u32, v: vec2f) -> vec2f {
+  partial[lid] = v;
+  workgroupBarrier();
+  for (var s = WG / 2u; s > 0u; s = s / 2u) {
+    if (lid < s) {
+      partial[lid] = partial[lid] + partial[lid + s];
+    }
+    workgroupBarrier();
+  }
+  let r = partial[0];
+  workgroupBarrier(); // everyone has read before the next reduction writes
+  return r;
+}
+
+@compute @workgroup_size(WG)
+fn main(
+  @builtin(workgroup_id) wid: vec3u,
+  @builtin(num_workgroups) nwg: vec3u,
+  @builtin(local_invocation_index) lid: u32,
+) {
+  let row = wid.x + wid.y * nwg.x + wid.z * nwg.x * nwg.y;
+  if (row >= params.rows) {
+    return; // uniform: the whole workgroup leaves together
+  }
+  let cols = params.cols;
+  let inv_c = 1.0 / f32(cols);
+  let start = row * cols;
+  var s = 0.0;
+  for (var c = lid; c < cols; c += WG) {
+    s += x[start + c];
+  }
+  let mean = reduce_sum(lid, vec2f(s, 0.0)).x * inv_c;
+  var q = 0.0;
+  for (var c = lid; c < cols; c += WG) {
+    let d = x[start + c] - mean;
+    q += d * d;
+  }
+  let rstd = inverseSqrt(reduce_sum(lid, vec2f(q, 0.0)).x * inv_c + params.eps);
+  var sg = vec2f(0.0);
+  for (var c = lid; c < cols; c += WG) {
+    let xhat = (x[start + c] - mean) * rstd;
+    let g = dy[start + c] * weight[c];
+    sg += vec2f(g, g * xhat);
+  }
+  let means = reduce_sum(lid, sg) * inv_c;
+  for (var c = lid; c < cols; c += WG) {
+    let xhat = (x[start + c] - mean) * rstd;
+    let d = dy[start + c];
+    dx[start + c] = rstd * (d * weight[c] - means.x - xhat * means.y);
+    prod[start + c] = d * xhat;
+  }
+}

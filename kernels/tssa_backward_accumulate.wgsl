@@ -1,0 +1,30 @@
+// Accumulate a reduced gradient into a parameter gradient, transposing
+// [positions, HEADS] sums into the parameter's [HEADS, stride] layout:
+//   dst[h·stride + n] += scale · src[n·HEADS + h]   for n < positions.
+// Used for ∂temp (positions 1) and ∂denom_bias (positions N, scale d).
+
+struct Params {
+  positions: u32,
+  heads: u32,
+  stride: u32,
+  scale: f32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> src: array<f32>;
+@group(0) @binding(2) var<storage, read_write> dst: array<f32>;
+
+@compute @workgroup_size(64)
+fn main(
+  @builtin(workgroup_id) wid: vec3u,
+  @builtin(num_workgroups) nwg: vec3u,
+  @builtin(local_invocation_index) lid: u32,
+) {
+  let i = (wid.x + wid.y * nwg.x + wid.z * nwg.x * nwg.y) * 64u + lid;
+  if (i >= p.positions * p.heads) {
+    return;
+  }
+  let n = i / p.heads;
+  let h = i % p.heads;
+  dst[h * p.stride + n] += p.scale * src[i];
+}

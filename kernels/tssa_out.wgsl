@@ -1,0 +1,54 @@
+// Non-causal TSSA output pass: with stats[b] = [Σ_n Pi·w² (DIM values),
+// Σ_n Pi (repeated per column, DIM values)] from tssa_pi.wgsl reduced over
+// all blocks,
+//   y[n, c] = −w[n, c] · Pi[n, h(c)] / (1 + stats[c] / (stats[DIM + c] + 1e-8)).
+// One thread per (block, column), walking the block's tokens; a workgroup
+// covers 64 consecutive columns, so loads and stores are coalesced. y is
+// bound like w (same piece, same base).
+
+struct Params {
+  rows: u32,
+  block_rows: u32,
+  blocks_per_batch: u32,
+  first_block: u32,
+  block_count: u32,
+  row_base: u32,
+  elem_base: u32,
+}
+
+const DIM: u32 = {{dim}}u;
+const HEADS: u32 = {{heads}}u;
+const HEAD_DIM: u32 = {{headDim}}u;
+const CHUNKS: u32 = {{chunks}}u;  // ceil(DIM / 64)
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> w: array<f32>;
+@group(0) @binding(2) var<storage, read> pi: array<f32>;     // [B·N, HEADS]
+@group(0) @binding(3) var<storage, read> stats: array<f32>;  // [B, 2·DIM]
+@group(0) @binding(4) var<storage, read_write> y: array<f32>;
+
+@compute @workgroup_size(64)
+fn main(
+  @builtin(workgroup_id) wid: vec3u,
+  @builtin(num_workgroups) nwg: vec3u,
+  @builtin(local_invocation_index) lid: u32,
+) {
+  let flat = wid.x + wid.y * nwg.x + wid.z * nwg.x * nwg.y;
+  let local_block = flat / CHUNKS;
+  let c = (flat % CHUNKS) * 64u + lid;
+  if (local_block >= p.block_count || c >= DIM) {
+    return;
+  }
+  let g = p.first_block + local_block;
+  let b = g / p.blocks_per_batch;
+  let first = (g % p.blocks_per_batch) * p.block_rows;
+  let count = min(p.block_rows, p.rows - first);
+  let row0 = b * p.rows + first;
+  let h = c / HEAD_DIM;
+  let attn = 1.0 / (1.0 + stats[b * 2u * DIM + c] / (stats[b * 2u * DIM + DIM + c] + 1e-8));
+  let elem0 = p.elem_base + (row0 - p.row_base) * DIM + c;
+  for (var t = 0u; t < count; t++) {
+    let i = elem0 + t * DIM;
+    y[i] = -(w[i] * pi[(row0 + t) * HEADS + h]) * attn;
+  }
+}

@@ -1,0 +1,854 @@
+/**
+ * Training step of the vision models (ToST `tost_cab_*`, ViT `vit_cab_*`) in
+ * plain float64 TypeScript: the forward of {@linkcode visionForwardReference}
+ * with BatchNorm in **training mode**, the mean cross-entropy, and the
+ * gradient of that loss with respect to every parameter, named as the
+ * PyTorch `state_dict`. It is the reference the GPU backward is checked
+ * against, and is itself checked against the PyTorch fixture
+ * (`train.grad.*`) and against finite differences.
+ *
+ * BatchNorm in training mode (PyTorch's `BatchNorm2d.train()`): every channel
+ * is normalised with the mean and the *biased* variance of that channel over
+ * the batch and all positions; the running statistics are then updated with
+ * momentum 0.1 using the *unbiased* variance
+ * (`running_var ← 0.9·running_var + 0.1·var·K/(K−1)`, K values per channel),
+ * and `num_batches_tracked` grows by one. The updates are returned, never
+ * applied to the weights given.
+ *
+ * Gradient convention (as in llm.c and the GPU ops): parameter gradients
+ * **accumulate** (`+=`) into arrays the caller provides; activation gradients
+ * are **assigned** (returned fresh).
+ *
+ * Shapes: B images, D = embed_dim, NH heads of HS = D/NH, N tokens, M = N + 1
+ * with the class token, K classes.
+ *
+ * @module
+ */
+
+import type { VisionConfig } from "../config.ts";
+import { fourierFeatures } from "../fourier.ts";
+import { mlpHidden, stemWidths } from "../names.ts";
+import { conv2d, geluScalar, param } from "./layers.ts";
+import type { FeatureMap, Weights } from "./layers.ts";
+import { linearBackwardReference, linearForwardReference } from "../../ops/linear_backward.ts";
+import {
+  layerNormBackwardReference,
+  layerNormForwardReference,
+} from "../../ops/layer_norm_backward.ts";
+import { geluBackwardReference } from "../../ops/gelu_backward.ts";
+import { attentionReference } from "../../ops/attention.ts";
+import { softmaxAttentionBackwardReference } from "../../ops/attention_backward.ts";
+import {
+  tssaAttentionBackwardReference,
+  tssaAttentionForwardReference,
+} from "../../nn/tssa_attention_backward.ts";
+import type {
+  TssaAttentionParamsReference,
+  TssaAttentionSavesReference,
+} from "../../nn/tssa_attention_backward.ts";
+
+/** PyTorch's default BatchNorm momentum. */
+export const BN_MOMENTUM = 0.1;
+/** BatchNorm epsilon of the stem (PyTorch's default). */
+export const BN_EPS = 1e-5;
+
+// ------------------------------------------------------------ conv 2-D
+
+/** Geometry of a square convolution without bias (groups 1, dilation 1). */
+export interface ConvGeometry {
+  /** Square kernel size. */
+  kernel: number;
+  stride: number;
+  /** Zero padding on every side. */
+  padding: number;
+}
+
+/**
+ * Backward of `y = conv2d(x, weight)` (no bias): `∂x` (assigned) and
+ * `∂weight` (added to `dWeight`, `Cout × Cin × k × k`).
+ *
+ * @param dy `B × Cout × Ho × Wo`, the output size `conv2d` gives for `x`
+ * @throws {TypeError} when the sizes disagree
+ * @example
+ * ```ts
+ * import { conv2dBackwardReference } from "./vision_backward.ts";
+ * const x = { data: new Float64Array([1, 2, 3, 4]), B: 1, C: 1, H: 2, W: 2 };
+ * const dWeight = new Float64Array(1);
+ * const dx = conv2dBackwardReference(new Float64Array([1]), x, new Float64Array([5]), dWeight, {
+ *   kernel: 1, stride: 2, padding: 0,
+ * });
+ * if (dx.join() !== "5,0,0,0" || dWeight[0] !== 1) throw new Error("conv backward");
+ * ```
+ */
+export function conv2dBackwardReference(
+  dy: Float64Array,
+  x: FeatureMap,
+  weight: Float64Array,
+  dWeight: Float64Array,
+  { kernel: k, stride: s, padding: p }: ConvGeometry,
+): Float64Array {
+  const { B, C: Cin, H, W } = x;
+  const Ho = Math.floor((H + 2 * p - k) / s) + 1;
+  const Wo = Math.floor((W + 2 * p - k) / s) + 1;
+  const Cout = weight.length / (Cin * k * k);
+  if (!Number.isInteger(Cout) || dy.length !== B * Cout * Ho * Wo) {
+    throw new TypeError(
+      `conv2dBackwardReference: dy has ${dy.length} values and weight ${weight.length}, ` +
+        `expected ${B}×Cout×${Ho}×${Wo} and Cout×${Cin}×${k}×${k}`,
+    );
+  }
+  if (dWeight.length !== weight.length) {
+    throw new TypeError(`conv2dBackwardReference: dWeight has ${dWeight.length} values`);
+  }
+  const dx = new Float64Array(x.data.length);
+  for (let b = 0; b < B; b++) {
+    for (let o = 0; o < Cout; o++) {
+      for (let i = 0; i < Ho; i++) {
+        for (let j = 0; j < Wo; j++) {
+          const g = dy[((b * Cout + o) * Ho + i) * Wo + j];
+          for (let c = 0; c < Cin; c++) {
+            const xc = (b * Cin + c) * H * W;
+            const wc = (o * Cin + c) * k * k;
+            for (let u = 0; u < k; u++) {
+              const row = i * s + u - p;
+              if (row < 0 || row >= H) continue;
+              for (let v = 0; v < k; v++) {
+                const col = j * s + v - p;
+                if (col < 0 || col >= W) continue;
+                dx[xc + row * W + col] += g * weight[wc + u * k + v];
+                dWeight[wc + u * k + v] += g * x.data[xc + row * W + col];
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+  return dx;
+}
+
+// ------------------------------------------------------------ BatchNorm
+
+/** Parameters and running statistics of a training-mode BatchNorm2d. */
+export interface BatchNormTrainParams {
+  weight: Float64Array;
+  bias: Float64Array;
+  runningMean: Float64Array;
+  /** Running unbiased variance. */
+  runningVar: Float64Array;
+  /** Default {@linkcode BN_EPS}. */
+  eps?: number;
+  /** Default {@linkcode BN_MOMENTUM}. */
+  momentum?: number;
+}
+
+/** What {@linkcode batchNormTrainForwardReference} computes and keeps. */
+export interface BatchNormTrainSaves {
+  /** Output `B × C × H × W`. */
+  y: Float64Array;
+  /** Normalised input `(x − mean)·invStd`, `B × C × H × W`. */
+  xhat: Float64Array;
+  /** Batch mean per channel. */
+  mean: Float64Array;
+  /** `1/√(biased variance + eps)` per channel. */
+  invStd: Float64Array;
+  /** Updated running mean (new array). */
+  runningMean: Float64Array;
+  /** Updated running variance, from the unbiased batch variance (new array). */
+  runningVar: Float64Array;
+}
+
+/**
+ * BatchNorm2d forward in training mode: batch statistics (biased variance in
+ * the normalisation) and the momentum update of the running statistics with
+ * the unbiased variance, as PyTorch does. With a single value per channel
+ * (K = 1) the unbiased variance is NaN, as in PyTorch.
+ *
+ * @example
+ * ```ts
+ * import { batchNormTrainForwardReference } from "./vision_backward.ts";
+ * const x = { data: new Float64Array([1, 2, 3, 4]), B: 1, C: 1, H: 2, W: 2 };
+ * const one = new Float64Array([1]);
+ * const s = batchNormTrainForwardReference(x, {
+ *   weight: one, bias: new Float64Array(1), runningMean: new Float64Array(1), runningVar: one,
+ * });
+ * // mean 2.5, biased variance 1.25, unbiased 5/3
+ * if (Math.abs(s.runningVar[0] - (0.9 + 0.1 * 5 / 3)) > 1e-15) throw new Error("running var");
+ * ```
+ */
+export function batchNormTrainForwardReference(
+  x: FeatureMap,
+  p: BatchNormTrainParams,
+): BatchNormTrainSaves {
+  const { B, C, H, W } = x;
+  const hw = H * W;
+  const K = B * hw;
+  const eps = p.eps ?? BN_EPS;
+  const momentum = p.momentum ?? BN_MOMENTUM;
+  for (const [name, v] of Object.entries({ weight: p.weight, bias: p.bias })) {
+    if (v.length !== C) throw new TypeError(`BatchNorm ${name} has ${v.length} values, not ${C}`);
+  }
+  const y = new Float64Array(x.data.length);
+  const xhat = new Float64Array(x.data.length);
+  const mean = new Float64Array(C);
+  const invStd = new Float64Array(C);
+  const runningMean = new Float64Array(C);
+  const runningVar = new Float64Array(C);
+  for (let c = 0; c < C; c++) {
+    let m = 0;
+    for (let b = 0; b < B; b++) {
+      for (let i = 0; i < hw; i++) m += x.data[(b * C + c) * hw + i];
+    }
+    m /= K;
+    let ss = 0;
+    for (let b = 0; b < B; b++) {
+      for (let i = 0; i < hw; i++) ss += (x.data[(b * C + c) * hw + i] - m) ** 2;
+    }
+    const inv = 1 / Math.sqrt(ss / K + eps);
+    mean[c] = m;
+    invStd[c] = inv;
+    runningMean[c] = (1 - momentum) * p.runningMean[c] + momentum * m;
+    runningVar[c] = (1 - momentum) * p.runningVar[c] + momentum * (ss / (K - 1));
+    for (let b = 0; b < B; b++) {
+      for (let i = 0; i < hw; i++) {
+        const at = (b * C + c) * hw + i;
+        xhat[at] = (x.data[at] - m) * inv;
+        y[at] = xhat[at] * p.weight[c] + p.bias[c];
+      }
+    }
+  }
+  return { y, xhat, mean, invStd, runningMean, runningVar };
+}
+
+/**
+ * Backward of the training-mode BatchNorm2d (the batch statistics depend on
+ * the input): `∂x = invStd·(g − mean(g) − x̂·mean(g·x̂))` per channel with
+ * `g = ∂y·weight`; `∂weight += Σ ∂y·x̂`, `∂bias += Σ ∂y`.
+ *
+ * @param dims the map's `B, C, H, W`
+ * @returns `∂x` (assigned)
+ */
+export function batchNormTrainBackwardReference(
+  dy: Float64Array,
+  saved: Pick<BatchNormTrainSaves, "xhat" | "invStd">,
+  weight: Float64Array,
+  grads: { dWeight: Float64Array; dBias: Float64Array },
+  dims: { B: number; C: number; H: number; W: number },
+): Float64Array {
+  const { B, C, H, W } = dims;
+  const hw = H * W;
+  const K = B * hw;
+  if (dy.length !== B * C * hw || saved.xhat.length !== dy.length) {
+    throw new TypeError(`batchNormTrainBackwardReference: expected ${B}×${C}×${H}×${W} values`);
+  }
+  const dx = new Float64Array(dy.length);
+  for (let c = 0; c < C; c++) {
+    let sumDy = 0;
+    let sumDyX = 0;
+    for (let b = 0; b < B; b++) {
+      for (let i = 0; i < hw; i++) {
+        const at = (b * C + c) * hw + i;
+        sumDy += dy[at];
+        sumDyX += dy[at] * saved.xhat[at];
+      }
+    }
+    grads.dWeight[c] += sumDyX;
+    grads.dBias[c] += sumDy;
+    const g = weight[c] * saved.invStd[c];
+    for (let b = 0; b < B; b++) {
+      for (let i = 0; i < hw; i++) {
+        const at = (b * C + c) * hw + i;
+        dx[at] = g * (dy[at] - sumDy / K - saved.xhat[at] * sumDyX / K);
+      }
+    }
+  }
+  return dx;
+}
+
+// ------------------------------------------------------------ attention
+
+/** Sizes of an attention call on packed `qkv [B, N, 3·heads·headDim]`. */
+export interface QkvDims {
+  batches: number;
+  tokens: number;
+  heads: number;
+  headDim: number;
+}
+
+function qkvChecked(op: string, qkv: ArrayLike<number>, dims: QkvDims) {
+  const { batches: B, tokens: N, heads: H, headDim: d } = dims;
+  const C = H * d;
+  if (qkv.length !== B * N * 3 * C || N < 1) {
+    throw new TypeError(`${op}: qkv has ${qkv.length} values, expected ${B}×${N}×3·${H}·${d}`);
+  }
+  return { B, N, H, d, C };
+}
+
+/**
+ * Class attention (token 0 queries all `N` tokens) in float64, keeping the
+ * attention weights: `out [B, C]`, `p [B, H, N]`.
+ *
+ * @example
+ * ```ts
+ * import { classAttentionForwardReference } from "./vision_backward.ts";
+ * const { out } = classAttentionForwardReference([1, 1, 2, 0, 1, 4], {
+ *   batches: 1, tokens: 2, heads: 1, headDim: 1,
+ * });
+ * if (out[0] !== 3) throw new Error("class attention");
+ * ```
+ */
+export function classAttentionForwardReference(
+  qkv: ArrayLike<number>,
+  dims: QkvDims,
+): { out: Float64Array; p: Float64Array } {
+  const { B, N, H, d, C } = qkvChecked("classAttentionForwardReference", qkv, dims);
+  const scale = 1 / Math.sqrt(d);
+  const out = new Float64Array(B * C);
+  const p = new Float64Array(B * H * N);
+  for (let b = 0; b < B; b++) {
+    for (let h = 0; h < H; h++) {
+      const q = b * N * 3 * C + h * d;
+      const pr = (b * H + h) * N;
+      let max = -Infinity;
+      for (let j = 0; j < N; j++) {
+        const k = (b * N + j) * 3 * C + C + h * d;
+        let s = 0;
+        for (let c = 0; c < d; c++) s += qkv[q + c] * qkv[k + c];
+        p[pr + j] = s * scale;
+        max = Math.max(max, p[pr + j]);
+      }
+      let sum = 0;
+      for (let j = 0; j < N; j++) sum += p[pr + j] = Math.exp(p[pr + j] - max);
+      for (let j = 0; j < N; j++) {
+        p[pr + j] /= sum;
+        const v = (b * N + j) * 3 * C + 2 * C + h * d;
+        for (let c = 0; c < d; c++) out[b * C + h * d + c] += p[pr + j] * qkv[v + c];
+      }
+    }
+  }
+  return { out, p };
+}
+
+/**
+ * Backward of class attention: `∂qkv [B, N, 3C]` (assigned) from
+ * `∂out [B, C]`, the input `qkv` and the saved weights `p [B, H, N]`.
+ * Only token 0 gets a query gradient; every token gets key and value gradients.
+ */
+export function classAttentionBackwardReference(
+  dOut: ArrayLike<number>,
+  qkv: ArrayLike<number>,
+  p: Float64Array,
+  dims: QkvDims,
+): Float64Array {
+  const { B, N, H, d, C } = qkvChecked("classAttentionBackwardReference", qkv, dims);
+  if (dOut.length !== B * C || p.length !== B * H * N) {
+    throw new TypeError("classAttentionBackwardReference: dOut or p has the wrong size");
+  }
+  const scale = 1 / Math.sqrt(d);
+  const dqkv = new Float64Array(qkv.length);
+  const ds = new Float64Array(N);
+  for (let b = 0; b < B; b++) {
+    for (let h = 0; h < H; h++) {
+      const pr = (b * H + h) * N;
+      const go = b * C + h * d;
+      const q = b * N * 3 * C + h * d;
+      // dp_j = ∂out·v_j; ∂v_j = p_j·∂out
+      let dot = 0;
+      for (let j = 0; j < N; j++) {
+        const v = (b * N + j) * 3 * C + 2 * C + h * d;
+        let s = 0;
+        for (let c = 0; c < d; c++) {
+          s += dOut[go + c] * qkv[v + c];
+          dqkv[v + c] += p[pr + j] * dOut[go + c];
+        }
+        ds[j] = s;
+        dot += p[pr + j] * s;
+      }
+      for (let j = 0; j < N; j++) {
+        const g = p[pr + j] * (ds[j] - dot) * scale;
+        const k = (b * N + j) * 3 * C + C + h * d;
+        for (let c = 0; c < d; c++) {
+          dqkv[q + c] += g * qkv[k + c];
+          dqkv[k + c] += g * qkv[q + c];
+        }
+      }
+    }
+  }
+  return dqkv;
+}
+
+// ------------------------------------------------------------ the model
+
+/** Result of {@linkcode visionTrainStepReference}. */
+export interface VisionTrainStepReference {
+  /** Mean cross-entropy over the batch. */
+  loss: number;
+  /** Logits `B × K` of the training-mode forward. */
+  logits: Float64Array;
+  /** ∂loss/∂parameter for every trainable parameter, by `state_dict` name. */
+  grads: Map<string, Float64Array>;
+  /**
+   * The BatchNorm buffers after the step (`…running_mean`, `…running_var`,
+   * `…num_batches_tracked`), by `state_dict` name.
+   */
+  buffers: Map<string, Float64Array>;
+}
+
+/** Gradient accumulators, created on first use with the parameter's size. */
+class Grads {
+  readonly map = new Map<string, Float64Array>();
+  constructor(private readonly w: Weights) {}
+  get(name: string): Float64Array {
+    let g = this.map.get(name);
+    if (!g) {
+      const p = this.w.get(name);
+      if (!p) throw new RangeError(`Missing parameter "${name}"`);
+      g = new Float64Array(p.data.length);
+      this.map.set(name, g);
+    }
+    return g;
+  }
+}
+
+interface LinearLayer {
+  weight: Float64Array;
+  bias: Float64Array | null;
+  inF: number;
+  outF: number;
+  prefix: string;
+}
+
+function linearLayer(w: Weights, prefix: string, inF: number, outF: number, bias: boolean) {
+  return {
+    weight: param(w, `${prefix}.weight`, [outF, inF]).data,
+    bias: bias ? param(w, `${prefix}.bias`, [outF]).data : null,
+    inF,
+    outF,
+    prefix,
+  };
+}
+
+function linFwd(l: LinearLayer, x: Float64Array, rows: number): Float64Array {
+  return linearForwardReference(x, l.weight, l.bias, {
+    rows,
+    inFeatures: l.inF,
+    outFeatures: l.outF,
+  });
+}
+
+function linBwd(l: LinearLayer, g: Grads, dy: Float64Array, x: Float64Array, rows: number) {
+  return linearBackwardReference({
+    dy,
+    x,
+    weight: l.weight,
+    dWeight: g.get(`${l.prefix}.weight`),
+    dBias: l.bias ? g.get(`${l.prefix}.bias`) : null,
+  }, { rows, inFeatures: l.inF, outFeatures: l.outF });
+}
+
+/** LayerNorm forward (`rows × D`) and a closure for its backward. */
+function lnFwd(cfg: VisionConfig, w: Weights, g: Grads, p: string, x: Float64Array) {
+  const D = cfg.embed_dim;
+  const weight = param(w, `${p}.weight`, [D]).data;
+  const bias = param(w, `${p}.bias`, [D]).data;
+  const y = layerNormForwardReference(x, weight, bias, D, cfg.norm_eps);
+  const back = (dy: Float64Array) =>
+    layerNormBackwardReference(
+      {
+        dy,
+        x,
+        weight,
+        dWeight: g.get(`${p}.weight`),
+        dBias: g.get(`${p}.bias`),
+      },
+      D,
+      cfg.norm_eps,
+    );
+  return { y, back };
+}
+
+/** fc1 → GELU → fc2 over `rows × D`, with a closure for the backward. */
+function mlpFwd(cfg: VisionConfig, w: Weights, g: Grads, p: string, x: Float64Array, rows: number) {
+  const D = cfg.embed_dim;
+  const hidden = mlpHidden(D, cfg.mlp_ratio);
+  const fc1 = linearLayer(w, `${p}.fc1`, D, hidden, true);
+  const fc2 = linearLayer(w, `${p}.fc2`, hidden, D, true);
+  const pre = linFwd(fc1, x, rows);
+  const act = pre.map(geluScalar);
+  const y = linFwd(fc2, act, rows);
+  const back = (dy: Float64Array) => {
+    const dAct = linBwd(fc2, g, dy, act, rows);
+    return linBwd(fc1, g, geluBackwardReference(dAct, pre), x, rows);
+  };
+  return { y, back };
+}
+
+/** An attention module of a block over all images, with a closure for its backward. */
+function blockAttentionFwd(
+  cfg: VisionConfig,
+  w: Weights,
+  g: Grads,
+  p: string,
+  x: Float64Array,
+  B: number,
+  N: number,
+) {
+  const D = cfg.embed_dim;
+  const NH = cfg.num_heads;
+  const dims = { batches: B, tokens: N, heads: NH, headDim: D / NH };
+  if (cfg.attention === "tssa") {
+    const params: TssaAttentionParamsReference = {
+      inWeight: param(w, `${p}.qkv.weight`, [D, D]).data,
+      inBias: cfg.qkv_bias ? param(w, `${p}.qkv.bias`, [D]).data : null,
+      temp: param(w, `${p}.temp`, [NH, 1]).data,
+      outWeight: param(w, `${p}.to_out.0.weight`, [D, D]).data,
+      outBias: param(w, `${p}.to_out.0.bias`, [D]).data,
+    };
+    const saved: TssaAttentionSavesReference = tssaAttentionForwardReference(x, params, dims);
+    const back = (dy: Float64Array) =>
+      tssaAttentionBackwardReference({
+        dy,
+        x,
+        params,
+        saved,
+        grads: {
+          inWeight: g.get(`${p}.qkv.weight`),
+          inBias: cfg.qkv_bias ? g.get(`${p}.qkv.bias`) : null,
+          temp: g.get(`${p}.temp`),
+          outWeight: g.get(`${p}.to_out.0.weight`),
+          outBias: g.get(`${p}.to_out.0.bias`),
+        },
+      }, dims);
+    return { y: saved.out, back };
+  }
+  const qkvL = linearLayer(w, `${p}.qkv`, D, 3 * D, cfg.qkv_bias);
+  const projL = linearLayer(w, `${p}.proj`, D, D, true);
+  const qkv = linFwd(qkvL, x, B * N);
+  const att = attentionReference(qkv, B, N, NH, D / NH);
+  const y = linFwd(projL, att, B * N);
+  const back = (dy: Float64Array) => {
+    const dAtt = linBwd(projL, g, dy, att, B * N);
+    const dqkv = softmaxAttentionBackwardReference(qkv, dAtt, B, N, NH, D / NH);
+    return linBwd(qkvL, g, dqkv, x, B * N);
+  };
+  return { y, back };
+}
+
+/** `x + γ⊙y` over rows of D; the backward adds ∂γ and returns ∂y (∂x is the input). */
+function scaledResidual(
+  w: Weights,
+  g: Grads,
+  name: string,
+  x: Float64Array,
+  y: Float64Array,
+  D: number,
+) {
+  const gamma = param(w, name, [D]).data;
+  const out = new Float64Array(x.length);
+  for (let i = 0; i < x.length; i++) out[i] = x[i] + gamma[i % D] * y[i];
+  const back = (dOut: Float64Array) => {
+    const dGamma = g.get(name);
+    const dy = new Float64Array(y.length);
+    for (let i = 0; i < y.length; i++) {
+      dGamma[i % D] += dOut[i] * y[i];
+      dy[i] = dOut[i] * gamma[i % D];
+    }
+    return dy;
+  };
+  return { out, back };
+}
+
+function addInPlace(a: Float64Array, b: Float64Array): Float64Array {
+  for (let i = 0; i < a.length; i++) a[i] += b[i];
+  return a;
+}
+
+/** One ToST/ViT block over all images `B·N × D`, with a closure for the backward. */
+function blockFwd(
+  cfg: VisionConfig,
+  w: Weights,
+  g: Grads,
+  i: number,
+  x: Float64Array,
+  B: number,
+  N: number,
+) {
+  const p = `blocks.${i}`;
+  const n1 = lnFwd(cfg, w, g, `${p}.norm1`, x);
+  const a = blockAttentionFwd(cfg, w, g, `${p}.attn`, n1.y, B, N);
+  const r1 = scaledResidual(w, g, `${p}.gamma1`, x, a.y, cfg.embed_dim);
+  const n2 = lnFwd(cfg, w, g, `${p}.norm2`, r1.out);
+  const m = mlpFwd(cfg, w, g, `${p}.mlp`, n2.y, B * N);
+  const r2 = scaledResidual(w, g, `${p}.gamma2`, r1.out, m.y, cfg.embed_dim);
+  const back = (dOut: Float64Array) => {
+    const dx1 = addInPlace(n2.back(m.back(r2.back(dOut))), dOut);
+    return addInPlace(n1.back(a.back(r1.back(dx1))), dx1);
+  };
+  return { out: r2.out, back };
+}
+
+/**
+ * One class-attention block over all images `B·M × D` (class token first in
+ * each image), following the reference literally: the attention module
+ * returns its input for the patch tokens, `tokens_norm` normalises every
+ * token, the MLP sees the class token only, and the patch tokens are
+ * doubled by the final residual.
+ */
+function classBlockFwd(
+  cfg: VisionConfig,
+  w: Weights,
+  g: Grads,
+  i: number,
+  x: Float64Array,
+  B: number,
+  M: number,
+) {
+  const D = cfg.embed_dim;
+  const NH = cfg.num_heads;
+  const p = `cls_attn_blocks.${i}`;
+  const dims = { batches: B, tokens: M, heads: NH, headDim: D / NH };
+  const n1 = lnFwd(cfg, w, g, `${p}.norm1`, x);
+  const qkvL = linearLayer(w, `${p}.attn.qkv`, D, 3 * D, cfg.qkv_bias);
+  const projL = linearLayer(w, `${p}.attn.proj`, D, D, true);
+  const qkv = linFwd(qkvL, n1.y, B * M);
+  const att = classAttentionForwardReference(qkv, dims);
+  const cls = linFwd(projL, att.out, B);
+  const a = n1.y.slice(); // patch tokens pass through the attention module
+  for (let b = 0; b < B; b++) a.set(cls.subarray(b * D, (b + 1) * D), b * M * D);
+  const r1 = scaledResidual(w, g, `${p}.gamma1`, x, a, D);
+
+  // Rows normalised by norm2: all (tokens_norm) or the class tokens only.
+  const x2 = r1.out.slice();
+  let n2back: (dy: Float64Array) => Float64Array;
+  if (cfg.tokens_norm) {
+    const n2 = lnFwd(cfg, w, g, `${p}.norm2`, r1.out);
+    x2.set(n2.y);
+    n2back = n2.back;
+  } else {
+    const rows = new Float64Array(B * D);
+    for (let b = 0; b < B; b++) rows.set(r1.out.subarray(b * M * D, b * M * D + D), b * D);
+    const n2 = lnFwd(cfg, w, g, `${p}.norm2`, rows);
+    for (let b = 0; b < B; b++) x2.set(n2.y.subarray(b * D, (b + 1) * D), b * M * D);
+    n2back = (dy) => {
+      const dRows = new Float64Array(B * D);
+      for (let b = 0; b < B; b++) dRows.set(dy.subarray(b * M * D, b * M * D + D), b * D);
+      const dx = dy.slice();
+      const back = n2.back(dRows);
+      for (let b = 0; b < B; b++) dx.set(back.subarray(b * D, (b + 1) * D), b * M * D);
+      return dx;
+    };
+  }
+  const clsRows = new Float64Array(B * D);
+  for (let b = 0; b < B; b++) clsRows.set(x2.subarray(b * M * D, b * M * D + D), b * D);
+  const m = mlpFwd(cfg, w, g, `${p}.mlp`, clsRows, B);
+  const gamma2 = param(w, `${p}.gamma2`, [D]).data;
+  const out = new Float64Array(B * M * D);
+  for (let r = 0; r < B * M * D; r++) out[r] = 2 * x2[r];
+  for (let b = 0; b < B; b++) {
+    for (let c = 0; c < D; c++) {
+      out[b * M * D + c] = x2[b * M * D + c] + gamma2[c] * m.y[b * D + c];
+    }
+  }
+
+  const back = (dOut: Float64Array) => {
+    const dx2 = new Float64Array(B * M * D);
+    for (let r = 0; r < B * M * D; r++) dx2[r] = 2 * dOut[r];
+    const dM = new Float64Array(B * D);
+    const dGamma2 = g.get(`${p}.gamma2`);
+    for (let b = 0; b < B; b++) {
+      for (let c = 0; c < D; c++) {
+        const go = dOut[b * M * D + c];
+        dx2[b * M * D + c] = go;
+        dGamma2[c] += go * m.y[b * D + c];
+        dM[b * D + c] = go * gamma2[c];
+      }
+    }
+    const dCls = m.back(dM);
+    for (let b = 0; b < B; b++) {
+      for (let c = 0; c < D; c++) dx2[b * M * D + c] += dCls[b * D + c];
+    }
+    const dx1 = n2back(dx2);
+    const da = r1.back(dx1);
+    // ∂ of the attention module: the patch rows pass through, the class row
+    // goes back through proj, class attention and qkv (over every token).
+    const dAttOut = new Float64Array(B * D);
+    for (let b = 0; b < B; b++) dAttOut.set(da.subarray(b * M * D, b * M * D + D), b * D);
+    const dAtt = linBwd(projL, g, dAttOut, att.out, B);
+    const dqkv = classAttentionBackwardReference(dAtt, qkv, att.p, dims);
+    const dn1 = linBwd(qkvL, g, dqkv, n1.y, B * M);
+    for (let b = 0; b < B; b++) {
+      for (let r = D; r < M * D; r++) dn1[b * M * D + r] += da[b * M * D + r];
+    }
+    return addInPlace(n1.back(dn1), dx1);
+  };
+  return { out, back };
+}
+
+/**
+ * One training step's forward and backward of a vision model in float64:
+ * BatchNorm with batch statistics, mean cross-entropy against `labels`, and
+ * the gradient of every trainable parameter (BatchNorm buffers excluded).
+ *
+ * @param images `B × in_chans × H × W` (NCHW)
+ * @param labels `B` class indices in `[0, num_classes)`
+ * @throws {TypeError} or {RangeError} for inconsistent sizes, a bad label or
+ *   a missing or misshapen weight
+ * @example
+ * ```ts ignore
+ * const { loss, grads, buffers } = visionTrainStepReference(cfg, w, images, { B: 2, H: 32, W: 32 }, [3, 7]);
+ * grads.get("head.weight"); // Float64Array, 10·64 values
+ * ```
+ */
+export function visionTrainStepReference(
+  cfg: VisionConfig,
+  w: Weights,
+  images: Float64Array,
+  size: { B: number; H: number; W: number },
+  labels: ArrayLike<number | bigint>,
+): VisionTrainStepReference {
+  const { B, H, W } = size;
+  const D = cfg.embed_dim;
+  const K = cfg.num_classes;
+  if (images.length !== B * cfg.in_chans * H * W) {
+    throw new TypeError(
+      `Images have ${images.length} values, expected ${B}×${cfg.in_chans}×${H}×${W}`,
+    );
+  }
+  if (labels.length !== B) throw new TypeError(`${labels.length} labels for ${B} images`);
+  const targets = Array.from(labels, (l, b) => {
+    const t = Number(l);
+    if (!Number.isInteger(t) || t < 0 || t >= K) {
+      throw new RangeError(`Label ${t} of image ${b} is outside [0, ${K})`);
+    }
+    return t;
+  });
+  const g = new Grads(w);
+  const buffers = new Map<string, Float64Array>();
+  const backs: Array<(dy: Float64Array) => Float64Array> = [];
+
+  // 1. stem: conv → BatchNorm (batch statistics) → GELU (not after the last stage).
+  const widths = stemWidths(cfg.patch_size, D);
+  let map: FeatureMap = { data: images, B, C: cfg.in_chans, H, W };
+  const geometry = { kernel: 3, stride: 2, padding: 1 };
+  widths.forEach((cout, s) => {
+    const pre = `patch_embed.proj.${2 * s}`;
+    const input = map;
+    const kernel = param(w, `${pre}.0.weight`, [cout, input.C, 3, 3]).data;
+    const conv = conv2d(input, kernel, cout, geometry);
+    const vec = (n: string) => param(w, `${pre}.1.${n}`, [cout]).data;
+    const bn = batchNormTrainForwardReference(conv, {
+      weight: vec("weight"),
+      bias: vec("bias"),
+      runningMean: vec("running_mean"),
+      runningVar: vec("running_var"),
+    });
+    buffers.set(`${pre}.1.running_mean`, bn.runningMean);
+    buffers.set(`${pre}.1.running_var`, bn.runningVar);
+    const tracked = w.get(`${pre}.1.num_batches_tracked`)?.data[0] ?? 0;
+    buffers.set(`${pre}.1.num_batches_tracked`, new Float64Array([tracked + 1]));
+    const last = s === widths.length - 1;
+    const out = last ? bn.y : bn.y.map(geluScalar);
+    backs.push((dy) => {
+      const dBn = last ? dy : geluBackwardReference(dy, bn.y);
+      const dConv = batchNormTrainBackwardReference(dBn, bn, vec("weight"), {
+        dWeight: g.get(`${pre}.1.weight`),
+        dBias: g.get(`${pre}.1.bias`),
+      }, conv);
+      return conv2dBackwardReference(dConv, input, kernel, g.get(`${pre}.0.weight`), geometry);
+    });
+    map = { ...conv, data: out };
+  });
+  const { H: Hp, W: Wp } = map;
+  const N = Hp * Wp;
+
+  // 2. tokens `B × N × D` plus the Fourier encoding (a linear map of fixed features).
+  const x = new Float64Array(B * N * D);
+  for (let b = 0; b < B; b++) {
+    for (let c = 0; c < D; c++) {
+      for (let n = 0; n < N; n++) x[(b * N + n) * D + c] = map.data[(b * D + c) * N + n];
+    }
+  }
+  const F = 2 * cfg.pos_hidden_dim;
+  const feat = fourierFeatures(Hp, Wp, { hidden: cfg.pos_hidden_dim });
+  const peW = param(w, "pos_embeder.token_projection.weight", [D, F, 1, 1]).data;
+  const peB = param(w, "pos_embeder.token_projection.bias", [D]).data;
+  const pe = linearForwardReference(feat, peW, peB, { rows: N, inFeatures: F, outFeatures: D });
+  for (let b = 0; b < B; b++) for (let i = 0; i < N * D; i++) x[b * N * D + i] += pe[i];
+  backs.push((dx) => {
+    // ∂pe = Σ_b ∂x; the projection's gradient; the map gets ∂x back in NCHW.
+    const dPe = new Float64Array(N * D);
+    for (let b = 0; b < B; b++) for (let i = 0; i < N * D; i++) dPe[i] += dx[b * N * D + i];
+    linearBackwardReference({
+      dy: dPe,
+      x: feat,
+      weight: peW,
+      dWeight: g.get("pos_embeder.token_projection.weight"),
+      dBias: g.get("pos_embeder.token_projection.bias"),
+    }, { rows: N, inFeatures: F, outFeatures: D });
+    const dMap = new Float64Array(B * D * N);
+    for (let b = 0; b < B; b++) {
+      for (let c = 0; c < D; c++) {
+        for (let n = 0; n < N; n++) dMap[(b * D + c) * N + n] = dx[(b * N + n) * D + c];
+      }
+    }
+    return dMap;
+  });
+
+  // 3. blocks.
+  let tokens = x;
+  for (let i = 0; i < cfg.depth; i++) {
+    const blk = blockFwd(cfg, w, g, i, tokens, B, N);
+    tokens = blk.out;
+    backs.push(blk.back);
+  }
+
+  // 4. class token first, then the class-attention blocks.
+  const M = N + 1;
+  const clsToken = param(w, "cls_token", [1, 1, D]).data;
+  let t = new Float64Array(B * M * D);
+  for (let b = 0; b < B; b++) {
+    t.set(clsToken, b * M * D);
+    t.set(tokens.subarray(b * N * D, (b + 1) * N * D), b * M * D + D);
+  }
+  backs.push((dt) => {
+    const dCls = g.get("cls_token");
+    const dx = new Float64Array(B * N * D);
+    for (let b = 0; b < B; b++) {
+      for (let c = 0; c < D; c++) dCls[c] += dt[b * M * D + c];
+      dx.set(dt.subarray(b * M * D + D, (b + 1) * M * D), b * N * D);
+    }
+    return dx;
+  });
+  for (let i = 0; i < cfg.cls_attn_layers; i++) {
+    const blk = classBlockFwd(cfg, w, g, i, t, B, M);
+    t = blk.out;
+    backs.push(blk.back);
+  }
+
+  // 5. final norm of the class token, head, mean cross-entropy.
+  const clsRows = new Float64Array(B * D);
+  for (let b = 0; b < B; b++) clsRows.set(t.subarray(b * M * D, b * M * D + D), b * D);
+  const fin = lnFwd(cfg, w, g, "norm", clsRows);
+  const head = linearLayer(w, "head", D, K, true);
+  const logits = linFwd(head, fin.y, B);
+  let loss = 0;
+  const dLogits = new Float64Array(B * K);
+  for (let b = 0; b < B; b++) {
+    const row = logits.subarray(b * K, (b + 1) * K);
+    const max = Math.max(...row);
+    let sum = 0;
+    for (let k = 0; k < K; k++) sum += Math.exp(row[k] - max);
+    loss += max + Math.log(sum) - row[targets[b]];
+    for (let k = 0; k < K; k++) {
+      dLogits[b * K + k] = (Math.exp(row[k] - max) / sum - (k === targets[b] ? 1 : 0)) / B;
+    }
+  }
+  loss /= B;
+
+  // Backward, in reverse.
+  const dCls = fin.back(linBwd(head, g, dLogits, fin.y, B));
+  let d: Float64Array = new Float64Array(B * M * D);
+  for (let b = 0; b < B; b++) d.set(dCls.subarray(b * D, (b + 1) * D), b * M * D);
+  for (let k = backs.length - 1; k >= 0; k--) d = backs[k](d);
+  return { loss, logits, grads: g.map, buffers };
+}

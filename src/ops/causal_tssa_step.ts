@@ -1,0 +1,280 @@
+/**
+ * Causal TSSA for decoding: the operator of `causal_tssa.ts` evaluated token
+ * by token on top of running statistics, so that each new token costs O(D)
+ * work, whatever the length of the context before it.
+ *
+ * Causal TSSA at position n depends on the past only through three sums
+ * over the tokens 0…n−1 of the sequence, per head h and feature k:
+ *
+ *     s1[h,k] = Σ w²        s2[h,k] = Σ Pi[h]·w²        s3[h] = Σ Pi[h]
+ *
+ * A new token w at position n updates them and gives its output:
+ *
+ *     s1 += w²
+ *     Pi  = softmax over h of temp[h]·(Σ_k w²/max(s1, 1e-12) + d·denom_bias[h,n])
+ *     s2 += Pi·w²;   s3 += Pi
+ *     y   = −w·Pi / (1 + s2/(s3 + 1e-8))
+ *
+ * which is exactly the full operator's prefix sums up to position n. The
+ * statistics of one layer live in a {@linkcode CausalTssaState} (`s1`, `s2`
+ * `[B, H, d]`, `s3` `[B, H]`, plus the position on the host). Because
+ * `denom_bias` is learned per position, a state can only grow to the model's
+ * `block_size` tokens; there is no way to drop the oldest token from it
+ * (Pi of every later token depended on it), so a sliding window needs the
+ * window recomputed from an empty state.
+ *
+ * GPU kernel: `kernels/causal_tssa_step.wgsl`, one workgroup per sequence,
+ * walking its new tokens in order (so a prompt of T tokens can be fed in one
+ * dispatch).
+ *
+ * @module
+ */
+
+import type { Gpu, Tensor } from "../gpu/runtime.ts";
+import stepWgsl from "../../kernels/causal_tssa_step.wgsl" with { type: "text" };
+import { assertF32 } from "./_shapes.ts";
+import { softmaxInPlace, tssaShape } from "./tssa.ts";
+
+/** Threads per workgroup of the step kernel, at most. */
+const MAX_WORKGROUP = 256;
+
+/**
+ * Running statistics of one causal TSSA layer for B sequences that have all
+ * consumed `position` tokens. Create with {@linkcode createCausalTssaState}.
+ */
+export interface CausalTssaState {
+  /** Sequences B. */
+  readonly batches: number;
+  /** Heads H. */
+  readonly heads: number;
+  /** Features per head d. */
+  readonly headDim: number;
+  /** Σ w², `[B, H, d]`. */
+  readonly s1: Tensor;
+  /** Σ Pi·w², `[B, H, d]`. */
+  readonly s2: Tensor;
+  /** Σ Pi, `[B, H]`. */
+  readonly s3: Tensor;
+  /** Tokens consumed so far: the position of the next token. */
+  position: number;
+}
+
+/** An empty state (no tokens yet) for B sequences of H heads of d features. */
+export function createCausalTssaState(
+  gpu: Gpu,
+  batches: number,
+  heads: number,
+  headDim: number,
+): CausalTssaState {
+  for (const [k, v] of Object.entries({ batches, heads, headDim })) {
+    if (!Number.isInteger(v) || v < 1) {
+      throw new RangeError(`createCausalTssaState: ${k} must be a positive integer, got ${v}`);
+    }
+  }
+  const s1 = gpu.empty([batches, heads, headDim], "f32", "causalTssaState.s1");
+  const s2 = gpu.empty([batches, heads, headDim], "f32", "causalTssaState.s2");
+  const s3 = gpu.empty([batches, heads], "f32", "causalTssaState.s3");
+  return { batches, heads, headDim, s1, s2, s3, position: 0 };
+}
+
+/** Forget every token: zero the statistics (queued in order with recorded work). */
+export function resetCausalTssaState(gpu: Gpu, state: CausalTssaState): void {
+  gpu.write(state.s1, new Float32Array(state.s1.numel));
+  gpu.write(state.s2, new Float32Array(state.s2.numel));
+  gpu.write(state.s3, new Float32Array(state.s3.numel));
+  state.position = 0;
+}
+
+/** Free a state's tensors. */
+export function destroyCausalTssaState(state: CausalTssaState): void {
+  state.s1.destroy();
+  state.s2.destroy();
+  state.s3.destroy();
+}
+
+/**
+ * Feed T new tokens of each of B sequences through causal TSSA on top of
+ * `state`: `w` `[B, T, H·d]` (the `c_attn` projection of the new tokens) →
+ * `y` `[B, T, H·d]`, equal to rows `position … position+T−1` of
+ * {@linkcode causalTssa} on the whole sequence. Updates the state on the GPU
+ * and advances `state.position` by T. Records one dispatch; read `y` to wait.
+ *
+ * @param temp per-head temperature, `H` values
+ * @param denomBias `[H, blockSize]` (or `[H, blockSize, 1]`)
+ * @throws {RangeError} when the tokens would pass `blockSize`
+ * @throws {TypeError} on wrong shapes or dtypes, or a state of other sizes
+ * @example
+ * ```ts ignore
+ * const state = createCausalTssaState(gpu, 1, 2, 4);
+ * const y0 = await causalTssaStep(gpu, w0, temp, denomBias, state); // w0 [1, 1, 8]
+ * const y1 = await causalTssaStep(gpu, w1, temp, denomBias, state); // next position
+ * ```
+ */
+export async function causalTssaStep(
+  gpu: Gpu,
+  w: Tensor,
+  temp: Tensor,
+  denomBias: Tensor,
+  state: CausalTssaState,
+): Promise<Tensor> {
+  const op = "causalTssaStep";
+  const s = tssaShape(op, w, temp, state.heads);
+  assertF32(op, "denomBias", denomBias);
+  const { batches: B, tokens: T, dim: D, heads: H } = s;
+  const blockSize = denomBias.numel / H;
+  if (denomBias.shape[0] !== H || !Number.isInteger(blockSize)) {
+    throw new TypeError(
+      `${op}: denomBias must have shape [${H}, blockSize(, 1)], got [${denomBias.shape}]`,
+    );
+  }
+  if (B !== state.batches || s.headDim !== state.headDim) {
+    throw new TypeError(
+      `${op}: w [${w.shape}] does not match a state of ${state.batches} sequences × ` +
+        `${state.heads} heads × ${state.headDim} features`,
+    );
+  }
+  for (const t of [state.s1, state.s2, state.s3]) assertF32(op, "state", t);
+  if (state.position + T > blockSize) {
+    throw new RangeError(
+      `${op}: tokens at positions ${state.position}…${state.position + T - 1} pass ` +
+        `the block size ${blockSize} of denomBias`,
+    );
+  }
+  const shared = (D + 3 * H) * 4;
+  const maxShared = gpu.limits.maxComputeWorkgroupStorageSize;
+  if (shared > maxShared) {
+    throw new RangeError(
+      `${op}: ${D} features and ${H} heads need ${shared} bytes of workgroup memory, ` +
+        `the device allows ${maxShared}`,
+    );
+  }
+  gpu.assertBindable(`${op}: w`, w.byteSize);
+  const y = gpu.empty([B, T, D], "f32", "causalTssaStep.y");
+  if (B * T === 0) return y;
+  try {
+    const workgroupSize = Math.min(MAX_WORKGROUP, Math.ceil(Math.max(D, H) / 32) * 32);
+    const kernel = await gpu.kernel("causal_tssa_step", stepWgsl, {
+      dim: D,
+      heads: H,
+      headDim: s.headDim,
+      workgroupSize,
+    });
+    gpu.dispatch(kernel, {
+      bindings: [w, temp, denomBias, state.s1, state.s2, state.s3, y],
+      params: [T, state.position, blockSize, B],
+      workgroups: B,
+    });
+  } catch (err) {
+    y.destroy();
+    throw err;
+  }
+  state.position += T;
+  return y;
+}
+
+/** Running statistics of one layer on the CPU, float64, for {@linkcode causalTssaStepReference}. */
+export interface CausalTssaHostState {
+  /** Σ w², `[B, H·d]`. */
+  s1: Float64Array;
+  /** Σ Pi·w², `[B, H·d]`. */
+  s2: Float64Array;
+  /** Σ Pi, `[B, H]`. */
+  s3: Float64Array;
+  /** Tokens consumed so far. */
+  position: number;
+}
+
+/** An empty CPU state for B sequences of H heads of d features. */
+export function createCausalTssaHostState(
+  batches: number,
+  heads: number,
+  headDim: number,
+): CausalTssaHostState {
+  return {
+    s1: new Float64Array(batches * heads * headDim),
+    s2: new Float64Array(batches * heads * headDim),
+    s3: new Float64Array(batches * heads),
+    position: 0,
+  };
+}
+
+/**
+ * The decoding step on the CPU in float64: T new tokens `w` `[B, T, H·d]` on
+ * top of `state` (updated in place) → y `[B, T, H·d]`. Feeding a sequence
+ * token by token gives {@linkcode causalTssaReference} of the whole sequence.
+ *
+ * @throws {RangeError} when the tokens would pass `blockSize`
+ * @example
+ * ```ts
+ * import { causalTssaStepReference, createCausalTssaHostState } from "./causal_tssa_step.ts";
+ * // One head, d = 2: the first token gives −w / (1 + w² / (1 + 1e-8)).
+ * const state = createCausalTssaHostState(1, 1, 2);
+ * const y = causalTssaStepReference([2, 1], [1], [0, 0], state, 1, 1, 1, 2, 2);
+ * if (Math.abs(y[0] + 2 / (1 + 4 / (1 + 1e-8))) > 1e-12 || state.position !== 1) {
+ *   throw new Error("step");
+ * }
+ * ```
+ */
+export function causalTssaStepReference(
+  w: ArrayLike<number>,
+  temp: ArrayLike<number>,
+  denomBias: ArrayLike<number>,
+  state: CausalTssaHostState,
+  B: number,
+  T: number,
+  heads: number,
+  d: number,
+  blockSize: number,
+): Float64Array {
+  const op = "causalTssaStepReference";
+  const D = heads * d;
+  if (w.length !== B * T * D) {
+    throw new TypeError(`${op}: w has ${w.length} values, expected ${B}·${T}·${D}`);
+  }
+  if (temp.length !== heads || denomBias.length !== heads * blockSize) {
+    throw new TypeError(
+      `${op}: temp must hold ${heads} and denomBias ${heads}·${blockSize} values`,
+    );
+  }
+  if (state.s1.length !== B * D || state.s2.length !== B * D || state.s3.length !== B * heads) {
+    throw new TypeError(`${op}: the state does not hold ${B} sequences × ${heads} heads × ${d}`);
+  }
+  if (state.position + T > blockSize) {
+    throw new RangeError(
+      `${op}: tokens at positions ${state.position}…${
+        state.position + T - 1
+      } pass the block size ${blockSize}`,
+    );
+  }
+  const y = new Float64Array(B * T * D);
+  const z = new Float64Array(heads);
+  for (let b = 0; b < B; b++) {
+    const s1 = state.s1.subarray(b * D, (b + 1) * D);
+    const s2 = state.s2.subarray(b * D, (b + 1) * D);
+    const s3 = state.s3.subarray(b * heads, (b + 1) * heads);
+    for (let t = 0; t < T; t++) {
+      const n = state.position + t;
+      const row = (b * T + t) * D;
+      for (let c = 0; c < D; c++) s1[c] += w[row + c] ** 2;
+      for (let h = 0; h < heads; h++) {
+        let s = 0;
+        for (let k = 0; k < d; k++) {
+          const c = h * d + k;
+          s += w[row + c] ** 2 / Math.max(s1[c], 1e-12) + denomBias[h * blockSize + n];
+        }
+        z[h] = temp[h] * s;
+      }
+      softmaxInPlace(z);
+      for (let h = 0; h < heads; h++) {
+        s3[h] += z[h];
+        for (let k = 0; k < d; k++) {
+          const c = h * d + k;
+          s2[c] += z[h] * w[row + c] ** 2;
+          y[row + c] = -(w[row + c] * z[h]) / (1 + s2[c] / (s3[h] + 1e-8));
+        }
+      }
+    }
+  }
+  state.position += T;
+  return y;
+}

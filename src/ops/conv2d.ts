@@ -1,0 +1,192 @@
+/**
+ * The convolutional patch stem's building block: a 3×3 convolution with
+ * stride 2 and padding 1, plus bias, with eval-mode BatchNorm folded into the
+ * weights on the host ({@linkcode foldBatchNorm}).
+ *
+ * GPU kernel: `kernels/conv2d.wgsl`, one thread per output pixel and 4
+ * output channels (weights padded to a multiple of 4 channels). The
+ * input is NCHW (images) or NHWC (a previous stage); the output is NHWC,
+ * which for the stem's last stage is the token layout `[B, Ho·Wo, C]`.
+ *
+ * @module
+ */
+
+import type { Gpu, Tensor } from "../gpu/runtime.ts";
+import conv2dWgsl from "../../kernels/conv2d.wgsl" with { type: "text" };
+import {
+  assertF32,
+  assertShape,
+  bindingLimit,
+  bindRows,
+  rowPieces,
+  storageAlignment,
+} from "./_shapes.ts";
+import type { ChunkOptions } from "./_shapes.ts";
+
+const WORKGROUP_SIZE = 64;
+
+/** Output side of a 3×3, stride 2, padding 1 convolution. */
+export function convOutSize(n: number): number {
+  return Math.floor((n - 1) / 2) + 1;
+}
+
+/** Output channels rounded up to a multiple of 4: the kernel's weight columns. */
+export function paddedChannels(cout: number): number {
+  return Math.ceil(cout / 4) * 4;
+}
+
+/** A stem convolution with BatchNorm folded in, laid out for the kernel. */
+export interface FoldedConv {
+  /** `[Cin·9, Cout4]`: PyTorch's `[Cout, Cin, 3, 3]` transposed, Cout4 = Cout rounded up to a multiple of 4 (zero columns). */
+  weight: Float32Array<ArrayBuffer>;
+  /** `[Cout]` */
+  bias: Float32Array<ArrayBuffer>;
+  cin: number;
+  cout: number;
+}
+
+/**
+ * Fold eval-mode BatchNorm into a bias-free 3×3 convolution, in float64:
+ * `w' = w·γ/√(var + eps)`, `b' = β − mean·γ/√(var + eps)`, and transpose the
+ * weights to `[Cin·9, Cout4]` ({@linkcode paddedChannels}).
+ *
+ * @param weight `[Cout, Cin, 3, 3]` values
+ * @param bn BatchNorm weight (γ), bias (β), running mean and variance, `[Cout]` each
+ * @example
+ * ```ts
+ * import { foldBatchNorm } from "./conv2d.ts";
+ * const one = new Float32Array([1]);
+ * const f = foldBatchNorm(new Float32Array(9).fill(2), 1, 1, {
+ *   weight: one, bias: new Float32Array([0.5]), mean: one, variance: new Float32Array([3]),
+ * }, 1);
+ * if (f.weight[0] !== 1 || f.bias[0] !== 0) throw new Error("fold");
+ * ```
+ */
+export function foldBatchNorm(
+  weight: Float32Array,
+  cout: number,
+  cin: number,
+  bn: { weight: Float32Array; bias: Float32Array; mean: Float32Array; variance: Float32Array },
+  eps = 1e-5,
+): FoldedConv {
+  if (weight.length !== cout * cin * 9) {
+    throw new TypeError(`foldBatchNorm: ${weight.length} weights for [${cout}, ${cin}, 3, 3]`);
+  }
+  for (const [k, v] of Object.entries(bn)) {
+    if (v.length !== cout) {
+      throw new TypeError(`foldBatchNorm: BatchNorm ${k} has ${v.length} values, expected ${cout}`);
+    }
+  }
+  const cout4 = paddedChannels(cout);
+  const w = new Float32Array(cin * 9 * cout4);
+  const b = new Float32Array(cout);
+  for (let co = 0; co < cout; co++) {
+    const s = bn.weight[co] / Math.sqrt(bn.variance[co] + eps);
+    b[co] = bn.bias[co] - bn.mean[co] * s;
+    for (let k = 0; k < cin * 9; k++) w[k * cout4 + co] = weight[co * cin * 9 + k] * s;
+  }
+  return { weight: w, bias: b, cin, cout };
+}
+
+/**
+ * Run one stem convolution on the GPU. Records one dispatch.
+ *
+ * @param x f32 `[B, Cin, H, W]` (layout "nchw") or `[B, H, W, Cin]` (layout "nhwc")
+ * @param weight f32 `[Cin·9, Cout4]` from {@linkcode foldBatchNorm}
+ * @param bias f32 `[Cout]`, which gives Cout
+ * @param options test-only binding limit (batches over one binding run in pieces of images)
+ * @returns f32 `[B, Ho, Wo, Cout]`, Ho = ⌊(H − 1)/2⌋ + 1
+ */
+export async function conv3x3s2(
+  gpu: Gpu,
+  x: Tensor,
+  weight: Tensor,
+  bias: Tensor,
+  layout: "nchw" | "nhwc",
+  options: ChunkOptions = {},
+): Promise<Tensor> {
+  const op = "conv3x3s2";
+  assertF32(op, "x", x);
+  assertF32(op, "weight", weight);
+  assertF32(op, "bias", bias);
+  if (x.shape.length !== 4) throw new TypeError(`${op}: x must be 4-D, got [${x.shape}]`);
+  const [B, d1, d2, d3] = x.shape;
+  const [cin, H, W] = layout === "nchw" ? [d1, d2, d3] : [d3, d1, d2];
+  if (bias.shape.length !== 1) {
+    throw new TypeError(`${op}: bias must be [Cout], got [${bias.shape}]`);
+  }
+  const cout = bias.shape[0];
+  assertShape(op, "weight", weight, [cin * 9, paddedChannels(cout)]);
+  if (H < 1 || W < 1) throw new RangeError(`${op}: empty image ${H}×${W}`);
+  const ho = convOutSize(H);
+  const wo = convOutSize(W);
+  const y = gpu.empty([B, ho, wo, cout], "f32", op);
+  const threadsPerImage = ho * wo * (paddedChannels(cout) / 4);
+  if (B * threadsPerImage === 0) return y;
+  gpu.assertBindable(`${op} weight`, weight.byteSize);
+  // Pieces of whole images, each image's input and output within one binding.
+  const inImage = cin * H * W;
+  const outImage = ho * wo * cout;
+  const align = storageAlignment(gpu);
+  const pieces = rowPieces(
+    op,
+    B,
+    Math.max(inImage, outImage) * 4,
+    bindingLimit(gpu, options),
+    align,
+  );
+  const kernel = await gpu.kernel("conv2d", conv2dWgsl, { workgroupSize: WORKGROUP_SIZE });
+  for (const { start, count } of pieces) {
+    const xs = bindRows(x, start, count, inImage, align);
+    const ys = bindRows(y, start, count, outImage, align);
+    const n = count * threadsPerImage;
+    gpu.dispatch(kernel, {
+      bindings: [xs.range, weight, bias, ys.range],
+      params: [n, cin, H, W, cout, ho, wo, layout === "nchw" ? 1 : 0, xs.base, ys.base],
+      workgroups: Math.ceil(n / WORKGROUP_SIZE),
+    });
+  }
+  return y;
+}
+
+/**
+ * The same convolution on the CPU in float64, NCHW in and NCHW out, with
+ * PyTorch's `[Cout, Cin, 3, 3]` weights, for tests.
+ */
+export function conv3x3s2Reference(
+  x: Float32Array,
+  B: number,
+  cin: number,
+  H: number,
+  W: number,
+  weight: Float32Array,
+  bias: Float32Array,
+  cout: number,
+): Float32Array<ArrayBuffer> {
+  const ho = convOutSize(H);
+  const wo = convOutSize(W);
+  const y = new Float32Array(B * cout * ho * wo);
+  for (let b = 0; b < B; b++) {
+    for (let co = 0; co < cout; co++) {
+      for (let oy = 0; oy < ho; oy++) {
+        for (let ox = 0; ox < wo; ox++) {
+          let acc = bias[co];
+          for (let ci = 0; ci < cin; ci++) {
+            for (let ky = 0; ky < 3; ky++) {
+              const iy = 2 * oy + ky - 1;
+              if (iy < 0 || iy >= H) continue;
+              for (let kx = 0; kx < 3; kx++) {
+                const ix = 2 * ox + kx - 1;
+                if (ix < 0 || ix >= W) continue;
+                acc += x[((b * cin + ci) * H + iy) * W + ix] *
+                  weight[((co * cin + ci) * 3 + ky) * 3 + kx];
+              }
+            }
+          }
+          y[((b * cout + co) * ho + oy) * wo + ox] = acc;
+        }
+      }
+    }
+  }
+  return y;
+}

@@ -1,0 +1,173 @@
+/**
+ * Training of the stem's 3×3 stride-2 padding-1 convolutions (no bias,
+ * PyTorch weight layout `[Cout, Cin, 3, 3]`): a forward that packs the
+ * weight for `kernels/conv2d.wgsl` ({@linkcode conv3x3s2Train}), and the
+ * backward ({@linkcode conv3x3s2Backward}):
+ *
+ *     ∂x  = conv_transpose(∂y, W)          (assigned; kernels/conv2d_backward_input.wgsl)
+ *     ∂W += Σ_{b,oy,ox} ∂y ⊗ x-patch        (accumulated; kernels/conv2d_backward_weight.wgsl,
+ *                                           one workgroup per weight element, tree reduction)
+ *
+ * Layouts: the input is NCHW (`"nchw"`, the images) or NHWC (`"nhwc"`, an
+ * earlier stage); outputs and `∂y` are NHWC `[B, Ho, Wo, Cout]`. The float64
+ * reference is `conv2dBackwardReference` in `src/model/reference/vision_backward.ts`.
+ *
+ * Gradient convention: parameter gradients accumulate (`+=`), activation
+ * gradients are assigned (returned new).
+ *
+ * @module
+ */
+
+import type { Gpu, Tensor } from "../gpu/runtime.ts";
+import packWgsl from "../../kernels/conv2d_pack_weight.wgsl" with { type: "text" };
+import inputWgsl from "../../kernels/conv2d_backward_input.wgsl" with { type: "text" };
+import weightWgsl from "../../kernels/conv2d_backward_weight.wgsl" with { type: "text" };
+import { conv3x3s2, convOutSize, paddedChannels } from "./conv2d.ts";
+import { assertF32, assertShape } from "./_shapes.ts";
+
+const WG = 64;
+
+/** Input layout of a stem convolution. */
+export type ConvLayout = "nchw" | "nhwc";
+
+/** Sizes of one stem convolution call. */
+export interface ConvDims {
+  B: number;
+  cin: number;
+  H: number;
+  W: number;
+  cout: number;
+  ho: number;
+  wo: number;
+}
+
+function convDims(op: string, x: Tensor, weight: Tensor, layout: ConvLayout): ConvDims {
+  assertF32(op, "x", x);
+  assertF32(op, "weight", weight);
+  if (x.shape.length !== 4) throw new TypeError(`${op}: x must be 4-D, got [${x.shape}]`);
+  if (weight.shape.length !== 4 || weight.shape[2] !== 3 || weight.shape[3] !== 3) {
+    throw new TypeError(`${op}: weight must be [Cout, Cin, 3, 3], got [${weight.shape}]`);
+  }
+  const [B, d1, d2, d3] = x.shape;
+  const [cin, H, W] = layout === "nchw" ? [d1, d2, d3] : [d3, d1, d2];
+  if (weight.shape[1] !== cin) {
+    throw new TypeError(`${op}: weight [${weight.shape}] does not take ${cin} input channels`);
+  }
+  if (H < 1 || W < 1) throw new RangeError(`${op}: empty image ${H}×${W}`);
+  return { B, cin, H, W, cout: weight.shape[0], ho: convOutSize(H), wo: convOutSize(W) };
+}
+
+function params(d: ConvDims, n: number, layout: ConvLayout): number[] {
+  return [n, d.B, d.cin, d.H, d.W, d.cout, d.ho, d.wo, layout === "nchw" ? 1 : 0];
+}
+
+/**
+ * Pack a `[Cout, Cin, 3, 3]` weight into the `[Cin·9, Cout4]` layout of
+ * `conv3x3s2` (zero columns up to a multiple of 4). Records one dispatch.
+ */
+export async function packConvWeight(gpu: Gpu, weight: Tensor): Promise<Tensor> {
+  const op = "packConvWeight";
+  assertF32(op, "weight", weight);
+  if (weight.shape.length !== 4 || weight.shape[2] !== 3 || weight.shape[3] !== 3) {
+    throw new TypeError(`${op}: weight must be [Cout, Cin, 3, 3], got [${weight.shape}]`);
+  }
+  const [cout, cin] = weight.shape;
+  const packed = gpu.empty([cin * 9, paddedChannels(cout)], "f32", `${op}.packed`);
+  const n = packed.numel;
+  if (n === 0) return packed;
+  const kernel = await gpu.kernel("conv2d_pack_weight", packWgsl);
+  gpu.dispatch(kernel, {
+    bindings: [weight, packed],
+    params: [n, 0, cin, 0, 0, cout, 0, 0, 0],
+    workgroups: Math.ceil(n / WG),
+  });
+  return packed;
+}
+
+/**
+ * Training-mode forward of a stem convolution without bias, from the
+ * PyTorch-layout weight. Records dispatches only.
+ *
+ * @param x f32 `[B, Cin, H, W]` ("nchw") or `[B, H, W, Cin]` ("nhwc")
+ * @param weight f32 `[Cout, Cin, 3, 3]`
+ * @returns f32 `[B, Ho, Wo, Cout]`
+ * @example
+ * ```ts ignore
+ * const y = await conv3x3s2Train(gpu, images, weight, "nchw");
+ * ```
+ */
+export async function conv3x3s2Train(
+  gpu: Gpu,
+  x: Tensor,
+  weight: Tensor,
+  layout: ConvLayout,
+): Promise<Tensor> {
+  const d = convDims("conv3x3s2Train", x, weight, layout);
+  const packed = await packConvWeight(gpu, weight);
+  const zero = gpu.upload(new Float32Array(d.cout), [d.cout], "conv3x3s2Train.bias");
+  try {
+    return await conv3x3s2(gpu, x, packed, zero, layout);
+  } finally {
+    packed.destroy();
+    zero.destroy();
+  }
+}
+
+/**
+ * Backward of a stem convolution. Records dispatches only; every tensor must
+ * fit one storage binding.
+ *
+ * @param args `dy` f32 `[B, Ho, Wo, Cout]`, the forward's input `x` and
+ *   `weight` `[Cout, Cin, 3, 3]`, `dWeight` (same shape) receiving the
+ *   **added** weight gradient, the input `layout`, and `inputGrad` (default
+ *   true; false for the first stage, whose input is the images)
+ * @returns ∂x in x's shape and layout (assigned), or null without `inputGrad`
+ * @throws {TypeError} for mismatched shapes; {RangeError} for a tensor over one binding
+ * @example
+ * ```ts ignore
+ * const dx = await conv3x3s2Backward(gpu, { dy, x, weight, dWeight, layout: "nhwc" });
+ * ```
+ */
+export async function conv3x3s2Backward(
+  gpu: Gpu,
+  args: {
+    dy: Tensor;
+    x: Tensor;
+    weight: Tensor;
+    dWeight: Tensor;
+    layout: ConvLayout;
+    inputGrad?: boolean;
+  },
+): Promise<Tensor | null> {
+  const op = "conv3x3s2Backward";
+  const { dy, x, weight, dWeight, layout } = args;
+  const d = convDims(op, x, weight, layout);
+  assertF32(op, "dy", dy);
+  assertShape(op, "dy", dy, [d.B, d.ho, d.wo, d.cout]);
+  assertF32(op, "dWeight", dWeight);
+  assertShape(op, "dWeight", dWeight, weight.shape);
+  for (const [name, t] of Object.entries({ dy, x, weight })) {
+    gpu.assertBindable(`${op}: ${name}`, t.byteSize);
+  }
+  const elems = dWeight.numel;
+  if (elems > 0 && d.B > 0) {
+    const kernel = await gpu.kernel("conv2d_backward_weight", weightWgsl);
+    gpu.dispatch(kernel, {
+      bindings: [x, dy, dWeight],
+      params: params(d, elems, layout),
+      workgroups: elems,
+    });
+  }
+  if (args.inputGrad === false) return null;
+  const dx = gpu.empty(x.shape, "f32", `${op}.dx`);
+  const n = dx.numel;
+  if (n > 0) {
+    const kernel = await gpu.kernel("conv2d_backward_input", inputWgsl);
+    gpu.dispatch(kernel, {
+      bindings: [dy, weight, dx],
+      params: params(d, n, layout),
+      workgroups: Math.ceil(n / WG),
+    });
+  }
+  return dx;
+}

@@ -1,0 +1,133 @@
+/**
+ * Cross-entropy of rows of logits against integer targets, as PyTorch's
+ * `F.cross_entropy(logits, targets, reduction="none", ignore_index=-1)`:
+ * one loss per row, 0 for ignored rows. The mean is taken on the host in
+ * float64 by {@linkcode meanLoss}.
+ *
+ * GPU kernel: `kernels/cross_entropy.wgsl`, one workgroup per row; logits
+ * over one storage binding are processed in pieces of rows.
+ *
+ * @module
+ */
+
+import type { Gpu, Tensor } from "../gpu/runtime.ts";
+import crossEntropyWgsl from "../../kernels/cross_entropy.wgsl" with { type: "text" };
+import {
+  assertF32,
+  bindingLimit,
+  bindRows,
+  lastDimRows,
+  rowPieces,
+  rowWorkgroupSize,
+  storageAlignment,
+} from "./_shapes.ts";
+import type { ChunkOptions } from "./_shapes.ts";
+
+/**
+ * Check targets on the host and convert them to i32 (−1 = ignore).
+ *
+ * @throws {RangeError} for a target outside `[0, vocab)` other than −1.
+ */
+export function checkTargets(
+  targets: ArrayLike<number | bigint>,
+  vocab: number,
+): Int32Array<ArrayBuffer> {
+  const out = new Int32Array(targets.length);
+  for (let i = 0; i < targets.length; i++) {
+    const v = Number(targets[i]);
+    if (!Number.isInteger(v) || v < -1 || v >= vocab) {
+      throw new RangeError(
+        `Target ${targets[i]} at position ${i} is outside [0, ${vocab}) and not -1`,
+      );
+    }
+    out[i] = v;
+  }
+  return out;
+}
+
+/**
+ * Per-row cross-entropy on the GPU. Records dispatches only.
+ *
+ * @param logits f32 `[..., V]` (R rows)
+ * @param targets i32 `[R]` from {@linkcode checkTargets}
+ * @returns f32 `[R]` losses (0 where the target is −1)
+ * @example
+ * ```ts ignore
+ * const losses = await crossEntropy(gpu, logits, gpu.upload(checkTargets(t, V), [t.length]));
+ * const loss = meanLoss(await losses.read() as Float32Array, t);
+ * ```
+ */
+export async function crossEntropy(
+  gpu: Gpu,
+  logits: Tensor,
+  targets: Tensor,
+  options: ChunkOptions = {},
+): Promise<Tensor> {
+  const op = "crossEntropy";
+  assertF32(op, "logits", logits);
+  const { rows, cols } = lastDimRows(op, "logits", logits);
+  if (targets.dtype !== "i32" || targets.numel !== rows) {
+    throw new TypeError(
+      `${op}: targets must be i32 with ${rows} values, got ${targets.dtype} [${targets.shape}]`,
+    );
+  }
+  const loss = gpu.empty([rows], "f32", op);
+  const align = storageAlignment(gpu);
+  const pieces = rowPieces(op, rows, cols * 4, bindingLimit(gpu, options), align);
+  if (pieces.length === 0) return loss;
+  const kernel = await gpu.kernel("cross_entropy", crossEntropyWgsl, {
+    workgroupSize: rowWorkgroupSize(cols),
+  });
+  for (const { start, count } of pieces) {
+    const xs = bindRows(logits, start, count, cols, align);
+    gpu.dispatch(kernel, {
+      bindings: [xs.range, targets, loss],
+      params: [count, cols, xs.base, start],
+      workgroups: count,
+    });
+  }
+  return loss;
+}
+
+/**
+ * Mean of per-row losses over the rows whose target is not −1, in float64
+ * (NaN when every row is ignored).
+ */
+export function meanLoss(losses: ArrayLike<number>, targets: ArrayLike<number | bigint>): number {
+  let sum = 0;
+  let n = 0;
+  for (let i = 0; i < losses.length; i++) {
+    if (Number(targets[i]) === -1) continue;
+    sum += losses[i];
+    n++;
+  }
+  return sum / n;
+}
+
+/**
+ * Per-row cross-entropy on the CPU in float64, for tests.
+ *
+ * @example
+ * ```ts
+ * import { crossEntropyRowsReference } from "./cross_entropy.ts";
+ * const [l] = crossEntropyRowsReference(new Float32Array([0, 0]), [1], 2);
+ * if (Math.abs(l - Math.LN2) > 1e-12) throw new Error("ce");
+ * ```
+ */
+export function crossEntropyRowsReference(
+  logits: Float32Array,
+  targets: ArrayLike<number>,
+  V: number,
+): Float64Array {
+  const R = targets.length;
+  const out = new Float64Array(R);
+  for (let r = 0; r < R; r++) {
+    if (targets[r] === -1) continue;
+    let m = -Infinity;
+    for (let v = 0; v < V; v++) m = Math.max(m, logits[r * V + v]);
+    let s = 0;
+    for (let v = 0; v < V; v++) s += Math.exp(logits[r * V + v] - m);
+    out[r] = Math.log(s) + m - logits[r * V + targets[r]];
+  }
+  return out;
+}

@@ -1,0 +1,189 @@
+/**
+ * Cross-entropy forward and backward fused, as PyTorch's
+ * `F.cross_entropy(logits, targets, ignore_index=-1)` (mean reduction):
+ *
+ *     loss       = (1/n) Σ_{r: t_r ≠ −1} (log Σ_v e^{z_rv} − z_{r,t_r}),  n = #{r: t_r ≠ −1}
+ *     ∂z[r, v]   = scale · (softmax(z_r)_v − [v = t_r]) / n   (0 on ignored rows; assigned)
+ *
+ * `scale` is the upstream gradient of the loss (1 normally, `1/steps` for
+ * gradient accumulation); the returned loss is never scaled. Numerically
+ * stable: the row maximum is subtracted before exponentiating. When every
+ * row is ignored, `n = 0`: PyTorch returns NaN; here the loss is 0 and the
+ * gradient 0 (such a batch contributes nothing), which keeps a training run
+ * free of NaN.
+ *
+ * What the forward must save: nothing (this is the forward).
+ *
+ * GPU: `kernels/cross_entropy_backward.wgsl`: `count_targets` (one
+ * workgroup counts n), `rows` (one workgroup per row: max, sum of
+ * exponentials, the row's loss and gradient; logits over one storage binding
+ * are processed in pieces of rows), `mean` (one workgroup averages the
+ * per-row losses).
+ *
+ * @module
+ */
+
+import type { Gpu } from "../gpu/runtime.ts";
+import { f32, Tensor } from "../gpu/runtime.ts";
+import crossEntropyBackwardWgsl from "../../kernels/cross_entropy_backward.wgsl" with {
+  type: "text",
+};
+import {
+  assertF32,
+  bindingLimit,
+  bindRows,
+  lastDimRows,
+  rowPieces,
+  rowWorkgroupSize,
+  storageAlignment,
+} from "./_shapes.ts";
+import type { ChunkOptions } from "./_shapes.ts";
+import { checkTargets } from "./cross_entropy.ts";
+
+/** Arguments of {@linkcode crossEntropyForwardBackward}. */
+export interface CrossEntropyArgs {
+  /** `[..., V]` logits (R rows). */
+  logits: Tensor;
+  /**
+   * The R targets in `[0, V)` or −1 (ignored): host values (checked, then
+   * uploaded) or an i32 tensor already checked with `checkTargets`.
+   */
+  targets: Tensor | ArrayLike<number | bigint>;
+  /** Upstream gradient of the loss (default 1). */
+  scale?: number;
+}
+
+/** What {@linkcode crossEntropyForwardBackward} returns. */
+export interface CrossEntropyResult {
+  /** `[1]`: the mean loss over the rows not ignored. */
+  loss: Tensor;
+  /** `[..., V]` like the logits: `∂(scale·loss)/∂logits` (assigned). */
+  dlogits: Tensor;
+}
+
+/**
+ * Fused cross-entropy forward and backward on the GPU. Records dispatches
+ * only, plus an upload of host targets (so call it outside `Gpu.timed()`
+ * with host targets, or pass an i32 tensor).
+ *
+ * @throws {TypeError} on wrong shapes or dtypes
+ * @throws {RangeError} for host targets outside `[0, V)` other than −1, or a non-finite scale
+ * @example
+ * ```ts ignore
+ * const { loss, dlogits } = await crossEntropyForwardBackward(gpu, { logits, targets });
+ * console.log((await loss.read())[0]);
+ * ```
+ */
+export async function crossEntropyForwardBackward(
+  gpu: Gpu,
+  args: CrossEntropyArgs,
+  options: ChunkOptions = {},
+): Promise<CrossEntropyResult> {
+  const op = "crossEntropyForwardBackward";
+  const { logits } = args;
+  const scale = args.scale ?? 1;
+  assertF32(op, "logits", logits);
+  if (!Number.isFinite(scale)) throw new RangeError(`${op}: scale must be finite, got ${scale}`);
+  const { rows, cols } = lastDimRows(op, "logits", logits);
+  const owned: Tensor[] = [];
+  let targets: Tensor;
+  if (args.targets instanceof Tensor) {
+    targets = args.targets;
+    if (targets.dtype !== "i32" || targets.numel !== rows) {
+      throw new TypeError(
+        `${op}: targets must be i32 with ${rows} values, got ${targets.dtype} [${targets.shape}]`,
+      );
+    }
+  } else {
+    if (args.targets.length !== rows) {
+      throw new TypeError(`${op}: ${args.targets.length} targets for ${rows} rows of logits`);
+    }
+    targets = gpu.upload(checkTargets(args.targets, cols), [rows], `${op}.targets`);
+    owned.push(targets);
+  }
+  const loss = gpu.empty([1], "f32", `${op}.loss`);
+  const dlogits = gpu.empty(logits.shape, "f32", `${op}.dlogits`);
+  try {
+    if (rows === 0 || cols === 0) return { loss, dlogits };
+    const align = storageAlignment(gpu);
+    const pieces = rowPieces(op, rows, cols * 4, bindingLimit(gpu, options), align);
+    gpu.assertBindable(`${op}: targets`, rows * 4);
+    const wg = rowWorkgroupSize(cols);
+    const [countK, rowsK, meanK] = await Promise.all(
+      ["count_targets", "rows", "mean"].map((entry) =>
+        gpu.kernel("cross_entropy_backward", crossEntropyBackwardWgsl, { workgroupSize: wg }, entry)
+      ),
+    );
+    const valid = gpu.empty([1], "f32", `${op}.valid`); // n, the rows not ignored
+    owned.push(valid);
+    const losses = gpu.empty([rows], "f32", `${op}.losses`);
+    owned.push(losses);
+    gpu.dispatch(countK, { bindings: [targets, valid], params: [rows, cols], workgroups: 1 });
+    for (const { start, count } of pieces) {
+      const zs = bindRows(logits, start, count, cols, align);
+      const ds = bindRows(dlogits, start, count, cols, align);
+      gpu.dispatch(rowsK, {
+        bindings: [targets, valid, losses, zs.range, ds.range],
+        params: [rows, cols, count, start, zs.base, f32(scale)],
+        workgroups: count,
+      });
+    }
+    gpu.dispatch(meanK, {
+      bindings: [targets, valid, losses, loss],
+      params: [rows, cols],
+      workgroups: 1,
+    });
+  } catch (err) {
+    loss.destroy();
+    dlogits.destroy();
+    throw err;
+  } finally {
+    for (const t of owned) t.destroy();
+  }
+  return { loss, dlogits };
+}
+
+/**
+ * Fused cross-entropy forward and backward in float64.
+ *
+ * @param logits `R·V` values, row-major
+ * @param targets R targets in `[0, V)` or −1
+ * @returns the mean loss (0 when every row is ignored) and `∂(scale·loss)/∂logits`
+ * @example
+ * ```ts
+ * import { crossEntropyBackwardReference } from "./cross_entropy_backward.ts";
+ * const { loss, dlogits } = crossEntropyBackwardReference([0, 0], [1], 2);
+ * if (Math.abs(loss - Math.LN2) > 1e-15 || dlogits.join() !== "0.5,-0.5") throw new Error();
+ * ```
+ */
+export function crossEntropyBackwardReference(
+  logits: ArrayLike<number>,
+  targets: ArrayLike<number>,
+  V: number,
+  scale = 1,
+): { loss: number; dlogits: Float64Array } {
+  const R = targets.length;
+  if (logits.length !== R * V) {
+    throw new TypeError(
+      `crossEntropyBackwardReference: ${logits.length} logits for ${R} rows of ${V}`,
+    );
+  }
+  let n = 0;
+  for (let r = 0; r < R; r++) if (targets[r] !== -1) n++;
+  const dlogits = new Float64Array(R * V);
+  let sum = 0;
+  for (let r = 0; r < R; r++) {
+    const t = targets[r];
+    if (t === -1) continue;
+    let m = -Infinity;
+    for (let v = 0; v < V; v++) m = Math.max(m, logits[r * V + v]);
+    let s = 0;
+    for (let v = 0; v < V; v++) s += Math.exp(logits[r * V + v] - m);
+    sum += Math.log(s) + m - logits[r * V + t];
+    for (let v = 0; v < V; v++) {
+      const p = Math.exp(logits[r * V + v] - m) / s;
+      dlogits[r * V + v] = (scale * (p - (v === t ? 1 : 0))) / n;
+    }
+  }
+  return { loss: n === 0 ? 0 : sum / n, dlogits };
+}

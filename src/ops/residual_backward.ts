@@ -1,0 +1,131 @@
+/**
+ * Backward of the layer-scaled residual `y = x + γ ⊙ f` (γ per channel over
+ * the last dimension; ToST's and its twins' `x += gamma·branch(x)`):
+ *
+ *     ∂f  = γ ⊙ ∂y                 (assigned, returned)
+ *     ∂γ += Σ_rows ∂y ⊙ f          (accumulated)
+ *     ∂x  = ∂y                     (pass-through: nothing is computed or added)
+ *
+ * The stream gradient `∂y` *is* `∂x`: this op neither copies it nor adds
+ * into it. The caller keeps using the `∂y` tensor as the gradient of the
+ * residual stream and, once the branch's backward has produced the gradient
+ * of the branch's input (`∂x_branch`, e.g. from LayerNorm's backward), adds
+ * it in place with `residual(gpu, dStream, dxBranch, null)` from
+ * `elementwise.ts` (`dStream += dxBranch`).
+ *
+ * What the forward must save: the branch output `f` (only when γ's gradient
+ * is wanted).
+ *
+ * GPU: `kernels/residual_backward.wgsl` (one thread per element writes ∂f
+ * and the products `∂y ⊙ f`), then a tree of parallel column sums
+ * (`src/ops/_scan.ts`) added to `dGamma`.
+ *
+ * @module
+ */
+
+import type { Gpu, Tensor } from "../gpu/runtime.ts";
+import residualBackwardWgsl from "../../kernels/residual_backward.wgsl" with { type: "text" };
+import { assertF32, assertShape, lastDimRows } from "./_shapes.ts";
+import { accumulateRowSums } from "./linear_backward.ts";
+
+const WORKGROUP_SIZE = 256;
+
+/** Arguments of {@linkcode residualBackward}. */
+export interface ResidualBackwardArgs {
+  /** Gradient of the residual stream after the update, `[..., C]`. */
+  dy: Tensor;
+  /** The branch output `f` saved by the forward, `[..., C]`. */
+  f: Tensor;
+  /** `[C]` layer scale. */
+  gamma: Tensor;
+  /** `[C]`, receives `Σ_rows ∂y ⊙ f` (added). */
+  dGamma: Tensor;
+}
+
+/**
+ * Layer-scaled residual backward on the GPU. Records dispatches only; every
+ * tensor must fit one storage binding.
+ *
+ * @returns ∂f = γ ⊙ ∂y, a new tensor (assigned); ∂x is `dy` itself (see the module doc)
+ * @throws {TypeError} on wrong shapes or dtypes
+ * @example
+ * ```ts ignore
+ * const dBranch = await residualBackward(gpu, { dy: dStream, f: mlpOut, gamma, dGamma });
+ * // … backward through the branch down to dxBranch, then:
+ * await residual(gpu, dStream, dxBranch, null);
+ * ```
+ */
+export async function residualBackward(gpu: Gpu, args: ResidualBackwardArgs): Promise<Tensor> {
+  const op = "residualBackward";
+  const { dy, f, gamma, dGamma } = args;
+  for (const [name, t] of Object.entries({ dy, f, gamma, dGamma })) assertF32(op, name, t);
+  const { rows, cols } = lastDimRows(op, "dy", dy);
+  assertShape(op, "f", f, dy.shape);
+  assertShape(op, "gamma", gamma, [cols]);
+  assertShape(op, "dGamma", dGamma, [cols]);
+  for (const [name, t] of Object.entries({ dy, f })) {
+    gpu.assertBindable(`${op}: ${name}`, t.byteSize);
+  }
+  const df = gpu.empty(dy.shape, "f32", `${op}.df`);
+  const n = rows * cols;
+  if (n === 0) return df;
+  const scratch: Tensor[] = [];
+  try {
+    const kernel = await gpu.kernel("residual_backward", residualBackwardWgsl, {
+      workgroupSize: WORKGROUP_SIZE,
+    });
+    const prod = gpu.empty(dy.shape, "f32", `${op}.dyF`);
+    scratch.push(prod);
+    gpu.dispatch(kernel, {
+      bindings: [dy, f, gamma, df, prod],
+      params: [n, cols],
+      workgroups: Math.ceil(n / WORKGROUP_SIZE),
+    });
+    await accumulateRowSums(gpu, prod, dGamma, { rows, count: cols }, scratch);
+  } catch (err) {
+    df.destroy();
+    throw err;
+  } finally {
+    for (const t of scratch) t.destroy();
+  }
+  return df;
+}
+
+/**
+ * Layer-scaled residual backward in float64.
+ *
+ * @returns ∂f (assigned); `dGamma` (`C`) receives `Σ_rows ∂y ⊙ f` (added)
+ * @example
+ * ```ts
+ * import { residualBackwardReference } from "./residual_backward.ts";
+ * const dGamma = new Float64Array(1);
+ * const df = residualBackwardReference({ dy: [1, 2], f: [3, 4], gamma: [5], dGamma }, 1);
+ * if (df.join() !== "5,10" || dGamma[0] !== 11) throw new Error();
+ * ```
+ */
+export function residualBackwardReference(
+  args: {
+    dy: ArrayLike<number>;
+    f: ArrayLike<number>;
+    gamma: ArrayLike<number>;
+    dGamma: Float64Array;
+  },
+  C: number,
+): Float64Array {
+  const { dy, f, gamma, dGamma } = args;
+  if (
+    dy.length !== f.length || gamma.length !== C || dGamma.length !== C || dy.length % C !== 0
+  ) {
+    throw new TypeError(
+      `residualBackwardReference: dy ${dy.length}, f ${f.length}, gamma ${gamma.length}, ` +
+        `dGamma ${dGamma.length} do not fit rows of C = ${C}`,
+    );
+  }
+  const df = new Float64Array(dy.length);
+  for (let i = 0; i < dy.length; i++) {
+    const c = i % C;
+    df[i] = gamma[c] * dy[i];
+    dGamma[c] += dy[i] * f[i];
+  }
+  return df;
+}

@@ -1,0 +1,161 @@
+import assert from "node:assert/strict";
+import { causalTssa, causalTssaReference } from "../../src/ops/causal_tssa.ts";
+import { blockSums, exclusiveScanRows } from "../../src/ops/_scan.ts";
+import { blockLayout, blockPieces } from "../../src/ops/_tssa_blocks.ts";
+import type { Gpu, Tensor } from "../../src/gpu/runtime.ts";
+import type { TssaOptions } from "../../src/ops/_tssa_blocks.ts";
+import { assertClose, randomArray, withGpu } from "../_util.ts";
+
+interface Case {
+  B: number;
+  N: number;
+  H: number;
+  d: number;
+  /** denom_bias positions (≥ N). */
+  T: number;
+  lo?: number;
+}
+
+function inputs(c: Case, seed: number) {
+  return {
+    w: randomArray(c.B * c.N * c.H * c.d, seed, c.lo ?? -1, 1.5),
+    temp: randomArray(c.H, seed + 1, 0.5, 1.5),
+    bias: randomArray(c.H * c.T, seed + 2, -0.2, 0.2),
+  };
+}
+
+async function runCausal(
+  gpu: Gpu,
+  c: Case,
+  data: ReturnType<typeof inputs>,
+  options: TssaOptions = {},
+): Promise<Float32Array> {
+  const D = c.H * c.d;
+  const w = gpu.upload(data.w, [c.B, c.N, D], "w");
+  const temp = gpu.upload(data.temp, [c.H, 1], "temp");
+  const bias = gpu.upload(data.bias, [c.H, c.T, 1], "denom_bias");
+  const y = await causalTssa(gpu, w, temp, bias, c.H, options);
+  assert.deepEqual(y.shape, [c.B, c.N, D]);
+  const out = (await y.read()) as Float32Array;
+  for (const t of [w, temp, bias, y]) t.destroy();
+  return out;
+}
+
+function reference(c: Case, data: ReturnType<typeof inputs>): Float64Array {
+  return causalTssaReference(data.w, data.temp, data.bias, c.B, c.N, c.H, c.d, c.T);
+}
+
+Deno.test("causalTssa matches the float64 reference at awkward sizes", async () => {
+  const cases: Case[] = [
+    { B: 1, N: 1, H: 1, d: 1, T: 1 },
+    { B: 2, N: 7, H: 4, d: 5, T: 9 },
+    { B: 3, N: 63, H: 1, d: 64, T: 64 },
+    { B: 2, N: 65, H: 6, d: 64, T: 80 }, // D = 384, two blocks
+    { B: 1, N: 700, H: 4, d: 16, T: 700 }, // 11 blocks: a two-level scan
+    { B: 1, N: 300, H: 8, d: 48, T: 512 },
+    { B: 1, N: 40, H: 12, d: 5, T: 40 },
+  ];
+  await withGpu(async (gpu) => {
+    for (const [i, c] of cases.entries()) {
+      const data = inputs(c, 20 + i);
+      const got = await runCausal(gpu, c, data);
+      assertClose(got, reference(c, data), { atol: 1e-6, rtol: 1e-5 }, JSON.stringify(c));
+    }
+  });
+});
+
+Deno.test("causalTssa at 100 000 tokens matches the float64 reference", async () => {
+  // Values in [0.5, 1.5): the running sums grow to ~1e5 times each term, the
+  // regime where a sequential f32 cumsum would lose digits.
+  const c: Case = { B: 1, N: 100_000, H: 4, d: 5, T: 100_000, lo: 0.5 };
+  await withGpu(async (gpu) => {
+    const data = inputs(c, 3);
+    const got = await runCausal(gpu, c, data);
+    assertClose(got, reference(c, data), { atol: 1e-7, rtol: 1e-5 }, "N=100000");
+  });
+});
+
+Deno.test("causalTssa in binding-sized pieces equals the one-piece result", async () => {
+  // 2 × 1000 tokens × 20 features; 6 KiB bindings hold one 64-token block (5 KiB).
+  const c: Case = { B: 2, N: 1000, H: 4, d: 5, T: 1000 };
+  await withGpu(async (gpu) => {
+    const data = inputs(c, 5);
+    const whole = await runCausal(gpu, c, data);
+    const pieces = await runCausal(gpu, c, data, { maxBindingBytes: 6 * 1024 });
+    assert.deepEqual(pieces, whole);
+    assertClose(pieces, reference(c, data), { atol: 1e-6, rtol: 1e-5 });
+    await assert.rejects(() => runCausal(gpu, c, data, { maxBindingBytes: 4096 }), RangeError);
+  });
+});
+
+Deno.test("causalTssa with grids folded over x, y and z equals the unfolded result", async () => {
+  // 79 blocks: every kernel, scan_add included, runs on a folded 3-D grid.
+  const c: Case = { B: 1, N: 5000, H: 4, d: 5, T: 5000 };
+  await withGpu(async (gpu) => {
+    const data = inputs(c, 7);
+    const whole = await runCausal(gpu, c, data);
+    const folded = await runCausal(gpu, c, data, { foldWorkgroupsAt: 5 });
+    assert.deepEqual(folded, whole);
+  });
+});
+
+Deno.test("exclusiveScanRows: a three-level scan is exact on integers", async () => {
+  // 2 batches × 4500 rows × 3 columns: three levels (4500 → 71 → 2 rows) and a
+  // batch boundary; small integers keep every sum exact in f32.
+  const B = 2, L = 4500, C = 3;
+  const x = new Float32Array(B * L * C);
+  for (let i = 0; i < x.length; i++) x[i] = (i * 7919) % 13;
+  await withGpu(async (gpu) => {
+    const t = gpu.upload(x, [B, L, C]);
+    const scratch: Tensor[] = [];
+    await exclusiveScanRows(gpu, t, B, L, C, scratch);
+    const got = await t.read();
+    const want = new Float64Array(x.length);
+    for (let b = 0; b < B; b++) {
+      for (let c = 0; c < C; c++) {
+        let run = 0;
+        for (let l = 0; l < L; l++) {
+          const i = (b * L + l) * C + c;
+          want[i] = run;
+          run += x[i];
+        }
+      }
+    }
+    assert.deepEqual([...got], [...want]);
+    for (const s of scratch) s.destroy();
+  });
+});
+
+Deno.test("blockSums over 66 000 workgroups (a real folded grid)", async () => {
+  // One-row blocks of 64 columns: 66 000 workgroups of the barrier-free kernel.
+  const rows = 66_000, cols = 64;
+  const x = randomArray(rows * cols, 11);
+  await withGpu(async (gpu) => {
+    const t = gpu.upload(x, [1, rows, cols]);
+    const layout = blockLayout(1, rows, cols, 1);
+    const pieces = blockPieces(gpu, "test", layout);
+    const scratch: Tensor[] = [];
+    const sums = await blockSums(gpu, t, layout, pieces, true, scratch);
+    assert.deepEqual(sums.shape, [1, rows, cols]);
+    const got = await sums.read();
+    assertClose(got, x.map((v) => v * v), { atol: 0, rtol: 1e-6 });
+    for (const s of scratch) s.destroy();
+  });
+});
+
+Deno.test("causalTssa rejects too many tokens and wrong shapes", async () => {
+  await withGpu(async (gpu) => {
+    const w = gpu.upload(new Float32Array(2 * 5 * 8), [2, 5, 8]);
+    const temp = gpu.upload(new Float32Array(2), [2, 1]);
+    const short = gpu.upload(new Float32Array(2 * 4), [2, 4, 1]);
+    await assert.rejects(() => causalTssa(gpu, w, temp, short, 2), RangeError);
+    const bias = gpu.upload(new Float32Array(2 * 8), [2, 8, 1]);
+    await assert.rejects(() => causalTssa(gpu, w, temp, bias, 4), TypeError);
+    const odd = gpu.upload(new Float32Array(15), [3, 5]);
+    await assert.rejects(() => causalTssa(gpu, w, temp, odd, 2), TypeError);
+  });
+  assert.throws(
+    () => causalTssaReference(new Float64Array(3), [1], [0, 0], 1, 3, 1, 1, 2),
+    RangeError,
+  );
+});

@@ -1,0 +1,112 @@
+/**
+ * Stem convolution training kernels (PyTorch-layout weights) against the
+ * float64 references, NCHW and NHWC inputs, awkward sizes, accumulation into
+ * ∂W, and a weight gradient with more than 65535 workgroups.
+ */
+
+import assert from "node:assert/strict";
+import type { Gpu } from "../../src/gpu/runtime.ts";
+import { conv3x3s2Backward, conv3x3s2Train } from "../../src/ops/conv2d_backward.ts";
+import { conv2d } from "../../src/model/reference/layers.ts";
+import { conv2dBackwardReference } from "../../src/model/reference/vision_backward.ts";
+import { assertClose, randomArray, withGpu } from "../_util.ts";
+
+const GEOM = { kernel: 3, stride: 2, padding: 1 };
+
+/** NCHW ↔ NHWC on the host. */
+function toNhwc(a: ArrayLike<number>, B: number, C: number, H: number, W: number) {
+  const out = new Float32Array(a.length);
+  for (let b = 0; b < B; b++) {
+    for (let c = 0; c < C; c++) {
+      for (let i = 0; i < H * W; i++) out[(b * H * W + i) * C + c] = a[(b * C + c) * H * W + i];
+    }
+  }
+  return out;
+}
+
+async function check(
+  gpu: Gpu,
+  seed: number,
+  { B, cin, H, W, cout }: { B: number; cin: number; H: number; W: number; cout: number },
+  layout: "nchw" | "nhwc",
+) {
+  const x = randomArray(B * cin * H * W, seed);
+  const weight = randomArray(cout * cin * 9, seed + 100);
+  const ref = conv2d(
+    { data: Float64Array.from(x), B, C: cin, H, W },
+    Float64Array.from(weight),
+    cout,
+    GEOM,
+  );
+  const { H: ho, W: wo } = ref;
+  const dyNchw = randomArray(B * cout * ho * wo, seed + 200);
+  const dWeightRef = new Float64Array(weight.length).fill(1);
+  const dxRef = conv2dBackwardReference(
+    Float64Array.from(dyNchw),
+    { data: Float64Array.from(x), B, C: cin, H, W },
+    Float64Array.from(weight),
+    dWeightRef,
+    GEOM,
+  );
+  const xt = layout === "nchw"
+    ? gpu.upload(x, [B, cin, H, W])
+    : gpu.upload(toNhwc(x, B, cin, H, W), [B, H, W, cin]);
+  const wt = gpu.upload(weight, [cout, cin, 3, 3]);
+  const dy = gpu.upload(toNhwc(dyNchw, B, cout, ho, wo), [B, ho, wo, cout]);
+  const dWeight = gpu.upload(new Float32Array(weight.length).fill(1), [cout, cin, 3, 3]);
+  const y = await conv3x3s2Train(gpu, xt, wt, layout);
+  const dx = await conv3x3s2Backward(gpu, { dy, x: xt, weight: wt, dWeight, layout });
+  assert.ok(dx);
+  const what = `${layout} B${B} ${cin}→${cout} ${H}×${W}`;
+  assertClose(
+    await y.read(),
+    toNhwc(ref.data, B, cout, ho, wo),
+    { atol: 1e-5, rtol: 1e-5 },
+    `${what} y`,
+  );
+  const dxWant = layout === "nchw" ? dxRef : toNhwc(dxRef, B, cin, H, W);
+  assertClose(await dx.read(), dxWant, { atol: 1e-5, rtol: 1e-5 }, `${what} dx`);
+  assertClose(await dWeight.read(), dWeightRef, { atol: 1e-4, rtol: 1e-5 }, `${what} dW`);
+  for (const t of [xt, wt, dy, dWeight, y, dx]) t.destroy();
+}
+
+Deno.test("conv3x3s2 training forward and backward match float64 at awkward sizes", async () => {
+  await withGpu(async (gpu) => {
+    await check(gpu, 1, { B: 2, cin: 3, H: 7, W: 5, cout: 5 }, "nchw");
+    await check(gpu, 2, { B: 3, cin: 6, H: 9, W: 4, cout: 3 }, "nhwc");
+    await check(gpu, 3, { B: 1, cin: 1, H: 1, W: 1, cout: 1 }, "nhwc");
+    await check(gpu, 4, { B: 2, cin: 3, H: 32, W: 33, cout: 16 }, "nchw");
+  });
+});
+
+Deno.test("conv3x3s2 backward: a weight gradient over 65535 workgroups", async () => {
+  await withGpu(async (gpu) => {
+    // 96·80·9 = 69120 weight elements, one workgroup each.
+    await check(gpu, 5, { B: 2, cin: 80, H: 3, W: 4, cout: 96 }, "nhwc");
+  });
+});
+
+Deno.test("conv3x3s2 backward: first stage skips ∂x; shape errors are TypeErrors", async () => {
+  await withGpu(async (gpu) => {
+    const x = gpu.upload(new Float32Array(2 * 3 * 4 * 4), [2, 3, 4, 4]);
+    const w = gpu.upload(new Float32Array(2 * 3 * 9), [2, 3, 3, 3]);
+    const dW = gpu.upload(new Float32Array(2 * 3 * 9), [2, 3, 3, 3]);
+    const dy = gpu.upload(new Float32Array(2 * 2 * 2 * 2), [2, 2, 2, 2]);
+    assert.equal(
+      await conv3x3s2Backward(gpu, {
+        dy,
+        x,
+        weight: w,
+        dWeight: dW,
+        layout: "nchw",
+        inputGrad: false,
+      }),
+      null,
+    );
+    await assert.rejects(
+      conv3x3s2Backward(gpu, { dy, x, weight: w, dWeight: dW, layout: "nhwc" }),
+      TypeError,
+    );
+    for (const t of [x, w, dW, dy]) t.destroy();
+  });
+});

@@ -1,0 +1,94 @@
+import assert from "node:assert/strict";
+import { conv3x3s2, conv3x3s2Reference, convOutSize, foldBatchNorm } from "../../src/ops/conv2d.ts";
+import { assertClose, randomArray, withGpu } from "../_util.ts";
+
+/** NHWC → NCHW. */
+function toNchw(y: Float32Array, B: number, H: number, W: number, C: number): Float32Array {
+  const out = new Float32Array(y.length);
+  for (let b = 0; b < B; b++) {
+    for (let i = 0; i < H * W; i++) {
+      for (let c = 0; c < C; c++) out[(b * C + c) * H * W + i] = y[(b * H * W + i) * C + c];
+    }
+  }
+  return out;
+}
+
+function nhwc(
+  x: Float32Array,
+  B: number,
+  C: number,
+  H: number,
+  W: number,
+): Float32Array<ArrayBuffer> {
+  const out = new Float32Array(x.length);
+  for (let b = 0; b < B; b++) {
+    for (let c = 0; c < C; c++) {
+      for (let i = 0; i < H * W; i++) out[(b * H * W + i) * C + c] = x[(b * C + c) * H * W + i];
+    }
+  }
+  return out;
+}
+
+Deno.test("convOutSize is PyTorch's ⌊(n + 2 − 3)/2⌋ + 1", () => {
+  assert.deepEqual([1, 2, 3, 7, 28, 40, 224].map(convOutSize), [1, 1, 2, 4, 14, 20, 112]);
+});
+
+Deno.test("conv3x3s2 with folded BatchNorm matches the reference at awkward sizes, NCHW and NHWC, in pieces of images", async () => {
+  await withGpu(async (gpu) => {
+    for (
+      const [B, cin, H, W, cout] of [[1, 3, 1, 1, 1], [2, 3, 7, 9, 5], [3, 6, 13, 8, 12], [
+        1,
+        7,
+        28,
+        28,
+        16,
+      ]]
+    ) {
+      const x = randomArray(B * cin * H * W, 1);
+      const weight = randomArray(cout * cin * 9, 2);
+      const bn = {
+        weight: randomArray(cout, 3, 0.5, 1.5),
+        bias: randomArray(cout, 4),
+        mean: randomArray(cout, 5),
+        variance: randomArray(cout, 6, 0.5, 2),
+      };
+      const folded = foldBatchNorm(weight, cout, cin, bn, 1e-5);
+      // The reference convolution with BatchNorm applied after it, in float64.
+      const conv = conv3x3s2Reference(x, B, cin, H, W, weight, new Float32Array(cout), cout);
+      const [ho, wo] = [convOutSize(H), convOutSize(W)];
+      const want = new Float32Array(conv.length);
+      for (let i = 0; i < conv.length; i++) {
+        const c = Math.floor(i / (ho * wo)) % cout;
+        want[i] = (conv[i] - bn.mean[c]) / Math.sqrt(bn.variance[c] + 1e-5) * bn.weight[c] +
+          bn.bias[c];
+      }
+      const w = gpu.upload(folded.weight, [cin * 9, Math.ceil(cout / 4) * 4]);
+      const b = gpu.upload(folded.bias, [cout]);
+      for (const layout of ["nchw", "nhwc"] as const) {
+        const input = layout === "nchw"
+          ? gpu.upload(x, [B, cin, H, W])
+          : gpu.upload(nhwc(x, B, cin, H, W), [B, H, W, cin]);
+        // Whole batch in one binding, and one image per binding (a tiny limit).
+        const perImage = 4 * Math.max(cin * H * W, ho * wo * cout) + 256;
+        for (const maxBindingBytes of [undefined, perImage]) {
+          const y = await conv3x3s2(gpu, input, w, b, layout, { maxBindingBytes });
+          assert.deepEqual(y.shape, [B, ho, wo, cout]);
+          const got = toNchw((await y.read()) as Float32Array, B, ho, wo, cout);
+          const what = `${layout} ${[B, cin, H, W, cout]} limit ${maxBindingBytes}`;
+          assertClose(got, want, { atol: 2e-6, rtol: 2e-6 }, what);
+        }
+      }
+    }
+  });
+});
+
+Deno.test("conv3x3s2 rejects mismatched weights", async () => {
+  await withGpu(async (gpu) => {
+    const x = gpu.upload(new Float32Array(2 * 4 * 4), [1, 2, 4, 4]);
+    const b = gpu.upload(new Float32Array(3), [3]);
+    await assert.rejects(
+      conv3x3s2(gpu, x, gpu.upload(new Float32Array(18 * 3), [18, 3]), b, "nchw"),
+      /weight must have shape \[18,4\]/,
+    );
+  });
+});

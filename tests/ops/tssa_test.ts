@@ -1,0 +1,124 @@
+import assert from "node:assert/strict";
+import { tssa, tssaReference } from "../../src/ops/tssa.ts";
+import type { Gpu } from "../../src/gpu/runtime.ts";
+import type { TssaOptions } from "../../src/ops/_tssa_blocks.ts";
+import { assertClose, randomArray, withGpu } from "../_util.ts";
+
+interface Case {
+  B: number;
+  N: number;
+  H: number;
+  d: number;
+  lo?: number;
+}
+
+async function runTssa(
+  gpu: Gpu,
+  w: Float32Array<ArrayBuffer>,
+  temp: Float32Array<ArrayBuffer>,
+  c: Case,
+  options: TssaOptions = {},
+): Promise<Float32Array> {
+  const D = c.H * c.d;
+  const wt = gpu.upload(w, [c.B, c.N, D], "w");
+  const tt = gpu.upload(temp, [c.H, 1], "temp");
+  const y = await tssa(gpu, wt, tt, c.H, options);
+  assert.deepEqual(y.shape, [c.B, c.N, D]);
+  const out = (await y.read()) as Float32Array;
+  for (const t of [wt, tt, y]) t.destroy();
+  return out;
+}
+
+function inputs(c: Case, seed: number) {
+  const w = randomArray(c.B * c.N * c.H * c.d, seed, c.lo ?? -1, 1.5);
+  const temp = randomArray(c.H, seed + 1, 0.5, 1.5);
+  return { w, temp };
+}
+
+Deno.test("tssa matches the float64 reference at awkward sizes", async () => {
+  const cases: Case[] = [
+    { B: 1, N: 1, H: 1, d: 1 },
+    { B: 2, N: 7, H: 4, d: 5 },
+    { B: 3, N: 63, H: 1, d: 64 },
+    { B: 1, N: 700, H: 4, d: 16 },
+    { B: 2, N: 129, H: 6, d: 64 }, // D = 384: six column chunks, two token blocks
+    { B: 1, N: 300, H: 8, d: 48 }, // heads straddle 64-column chunks
+    { B: 1, N: 40, H: 12, d: 5 }, // 384 (token, head) pairs: > 256 per workgroup
+  ];
+  await withGpu(async (gpu) => {
+    for (const [i, c] of cases.entries()) {
+      const { w, temp } = inputs(c, 10 + i);
+      const got = await runTssa(gpu, w, temp, c);
+      const ref = tssaReference(w, temp, c.B, c.N, c.H, c.d);
+      assertClose(got, ref, { atol: 1e-6, rtol: 1e-5 }, `tssa ${JSON.stringify(c)}`);
+    }
+  });
+});
+
+Deno.test("tssa at 100 000 tokens matches the float64 reference", async () => {
+  // Non-zero-mean values make the token sums large relative to each term.
+  const c: Case = { B: 1, N: 100_000, H: 4, d: 5, lo: 0.5 };
+  await withGpu(async (gpu) => {
+    const { w, temp } = inputs(c, 3);
+    const got = await runTssa(gpu, w, temp, c);
+    const ref = tssaReference(w, temp, c.B, c.N, c.H, c.d);
+    assertClose(got, ref, { atol: 1e-7, rtol: 1e-5 }, "tssa N=100000");
+  });
+});
+
+Deno.test("tssa in binding-sized pieces equals the one-piece result", async () => {
+  // 2 × 1000 tokens × 20 features = 160 KB; 12 KB bindings hold one 128-token block each.
+  const c: Case = { B: 2, N: 1000, H: 4, d: 5 };
+  await withGpu(async (gpu) => {
+    const { w, temp } = inputs(c, 5);
+    const whole = await runTssa(gpu, w, temp, c);
+    const pieces = await runTssa(gpu, w, temp, c, { maxBindingBytes: 12 * 1024 });
+    assert.deepEqual(pieces, whole);
+    assertClose(pieces, tssaReference(w, temp, c.B, c.N, c.H, c.d), { atol: 1e-6, rtol: 1e-5 });
+    await assert.rejects(() => runTssa(gpu, w, temp, c, { maxBindingBytes: 4096 }), RangeError);
+  });
+});
+
+Deno.test("tssa with grids folded over x, y and z equals the unfolded result", async () => {
+  // Folding at 5 workgroups per dimension sends the 3 × 9 blocks of every pass
+  // through the kernels' (x, y, z) workgroup index, as 65536+ workgroups would.
+  const c: Case = { B: 3, N: 1100, H: 4, d: 16 };
+  await withGpu(async (gpu) => {
+    const { w, temp } = inputs(c, 7);
+    const whole = await runTssa(gpu, w, temp, c);
+    const folded = await runTssa(gpu, w, temp, c, { foldWorkgroupsAt: 5 });
+    assert.deepEqual(folded, whole);
+  });
+});
+
+Deno.test("tssa: an all-zero feature gives zeros, not NaN (F.normalize's clamp)", async () => {
+  const c: Case = { B: 2, N: 9, H: 2, d: 3 };
+  const { w, temp } = inputs(c, 9);
+  for (let i = 4; i < w.length; i += 6) w[i] = 0; // feature 4 of every token
+  await withGpu(async (gpu) => {
+    const got = await runTssa(gpu, w, temp, c);
+    const ref = tssaReference(w, temp, c.B, c.N, c.H, c.d);
+    assert.ok(ref.every(Number.isFinite));
+    assertClose(got, ref, { atol: 1e-6, rtol: 1e-5 });
+  });
+});
+
+Deno.test("tssa rejects wrong shapes", async () => {
+  await withGpu(async (gpu) => {
+    const w = gpu.upload(new Float32Array(2 * 3 * 8), [2, 3, 8]);
+    const temp = gpu.upload(new Float32Array(2), [2, 1]);
+    await assert.rejects(() => tssa(gpu, w, temp, 3), TypeError); // 8 % 3 != 0
+    await assert.rejects(() => tssa(gpu, w, temp, 4), TypeError); // temp has 2 values
+    await assert.rejects(() => tssa(gpu, w, temp, 0), RangeError);
+    const flat = gpu.upload(new Float32Array(8), [8]);
+    await assert.rejects(() => tssa(gpu, flat, temp, 2), TypeError);
+    const empty = await tssa(gpu, gpu.empty([2, 0, 8]), temp, 2);
+    assert.deepEqual(empty.shape, [2, 0, 8]);
+  });
+});
+
+Deno.test("tssaReference: one head and one token give y = -w / (1 + w²)", () => {
+  const y = tssaReference(new Float64Array([2, -3]), [1.7], 2, 1, 1, 1);
+  assertClose(y, [-2 / (1 + 4 / (1 + 1e-8)), 3 / (1 + 9 / (1 + 1e-8))], { atol: 1e-15, rtol: 0 });
+  assert.throws(() => tssaReference(new Float64Array(3), [1], 1, 2, 1, 1), TypeError);
+});
