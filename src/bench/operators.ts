@@ -13,6 +13,15 @@ import { tssa, tssaReference } from "../ops/tssa.ts";
 import { causalTssa, causalTssaReference } from "../ops/causal_tssa.ts";
 import { attentionReference, softmaxAttention } from "../ops/attention.ts";
 import { flashAttention } from "../ops/flash_attention.ts";
+import {
+  chunkedValues,
+  fillRandom,
+  INPUT_SEED,
+  isCausal,
+  isSoftmax,
+  makeWeights,
+  relativeError,
+} from "./_data.ts";
 
 /** Operators `tost bench` knows, by their command-line names. */
 export const OPERATORS = [
@@ -44,50 +53,6 @@ export interface BenchModule {
   inputBytes: number;
   /** Free parameters and input. */
   destroy(): void;
-}
-
-interface Weights {
-  inWeight: Float32Array<ArrayBuffer>;
-  inBias: Float32Array<ArrayBuffer> | null;
-  outWeight: Float32Array<ArrayBuffer>;
-  outBias: Float32Array<ArrayBuffer>;
-  temp: Float32Array<ArrayBuffer>;
-  denomBias: Float32Array<ArrayBuffer>;
-  blockSize: number;
-}
-
-/** Deterministic small random values (LCG), so every run times the same data. */
-function randomFill(n: number, seed: number, scale: number): Float32Array<ArrayBuffer> {
-  const out = new Float32Array(n);
-  let s = seed >>> 0;
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    out[i] = ((s / 4294967296) * 2 - 1) * scale;
-  }
-  return out;
-}
-
-function isSoftmax(op: OperatorName): boolean {
-  return op.includes("softmax");
-}
-
-function isCausal(op: OperatorName): boolean {
-  return op.startsWith("causal");
-}
-
-function makeWeights(op: OperatorName, shape: ModuleShape, n: number): Weights {
-  const c = shape.dim;
-  const inFeatures = isSoftmax(op) ? 3 * c : c;
-  const s = 1 / Math.sqrt(c);
-  return {
-    inWeight: randomFill(inFeatures * c, 1, s),
-    inBias: op === "causal-tssa" ? randomFill(inFeatures, 2, 0.1) : null,
-    outWeight: randomFill(c * c, 3, s),
-    outBias: randomFill(c, 4, 0.1),
-    temp: randomFill(shape.heads, 5, 0.2).map((v) => 1 + v),
-    denomBias: randomFill(shape.heads * n, 6, 0.05),
-    blockSize: n,
-  };
 }
 
 /** Run the module's operator on a GPU tensor of projected tokens. */
@@ -153,7 +118,7 @@ export function createModule(
     const denomBias = up(w.denomBias, [heads, n], "bench.denom_bias");
     const x = gpu.empty([batch, n, dim], "f32", "bench.x");
     owned.push(x);
-    fillRandom(gpu, x);
+    fillRandom(gpu, x, INPUT_SEED);
     return {
       minBytes: minimumBytes(op, shape, n),
       inputBytes: x.buffer.size,
@@ -181,16 +146,6 @@ export function createModule(
   }
 }
 
-const FILL_CHUNK = 1 << 20;
-
-/** Fill a (possibly huge) tensor with deterministic values in chunks. */
-function fillRandom(gpu: Gpu, t: Tensor): void {
-  for (let start = 0, seed = 7; start < t.numel; start += FILL_CHUNK, seed++) {
-    const len = Math.min(FILL_CHUNK, t.numel - start);
-    gpu.write(t, randomFill(len, seed, 1), start);
-  }
-}
-
 /**
  * Check a module at length `n` against the CPU references; returns the
  * largest error relative to max(1, max|ref|).
@@ -205,7 +160,7 @@ export async function checkModule(
   const d = dim / heads;
   const m = createModule(gpu, op, shape, n);
   try {
-    const xs = inputValues(batch * n * dim);
+    const xs = chunkedValues(batch * n * dim, INPUT_SEED);
     const out = await m.forward();
     const got = await out.read();
     out.destroy();
@@ -225,21 +180,8 @@ export async function checkModule(
         y = attentionReference(proj, batch, n, heads, d, { causal: isCausal(op) });
     }
     const ref = linearReference(Float32Array.from(y), w.outWeight, w.outBias, rows, dim, dim);
-    let maxRef = 1;
-    for (const v of ref) maxRef = Math.max(maxRef, Math.abs(v));
-    let err = 0;
-    for (let i = 0; i < ref.length; i++) err = Math.max(err, Math.abs(got[i] - ref[i]));
-    return err / maxRef;
+    return relativeError(got, ref);
   } finally {
     m.destroy();
   }
-}
-
-/** The module input as {@linkcode fillRandom} writes it, built on the CPU. */
-function inputValues(total: number): Float32Array {
-  const out = new Float32Array(total);
-  for (let start = 0, seed = 7; start < total; start += FILL_CHUNK, seed++) {
-    out.set(randomFill(Math.min(FILL_CHUNK, total - start), seed, 1), start);
-  }
-  return out;
 }

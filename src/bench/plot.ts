@@ -1,6 +1,6 @@
 /**
  * `tost bench --plot`: log-log time and memory against tokens, one line per
- * operator, rendered with vega-lite to SVG (no DOM needed) and to PNG with
+ * operator (coloured) and pass (solid forward, dashed forward+backward), rendered with vega-lite to SVG (no DOM needed) and to PNG with
  * resvg (WebAssembly) and a bundled DejaVu font, so it works offline and
  * without system fonts.
  *
@@ -15,6 +15,8 @@ import dejavuSans from "dejavu-fonts-ttf/ttf/DejaVuSans.ttf" with { type: "bytes
 /** What a plotted point needs (operator and model records both have it). */
 export interface PlotRecord {
   op: string;
+  /** `fwd` or `fwd+bwd`. */
+  pass: string;
   n: number;
   batch: number;
   gpu_ms: number | null;
@@ -28,6 +30,7 @@ function spec(records: readonly PlotRecord[], title: string): vl.TopLevelSpec {
     .filter((r) => r.status === "ok")
     .map((r) => ({
       op: r.op,
+      pass: r.pass,
       tokens: r.n * r.batch,
       ms: r.gpu_ms ?? r.wall_ms,
       mib: (r.peak_bytes ?? 0) / 2 ** 20,
@@ -39,6 +42,25 @@ function spec(records: readonly PlotRecord[], title: string): vl.TopLevelSpec {
     title: "tokens (batch × sequence)",
   } as const;
   const color = { field: "op", type: "nominal", title: "operator" } as const;
+  // Dashes only when both passes are plotted (a forward-only plot keeps one legend).
+  const passes = new Set(values.map((v) => v.pass));
+  const dash = passes.size > 1
+    ? {
+      strokeDash: {
+        field: "pass",
+        type: "nominal",
+        title: "pass",
+        sort: ["fwd", "fwd+bwd"],
+        scale: { domain: ["fwd", "fwd+bwd"], range: [[1, 0], [6, 3]] },
+        legend: {
+          symbolType: "stroke",
+          symbolSize: 300,
+          symbolStrokeWidth: 2,
+          encode: { symbols: { update: { stroke: { value: "#555" } } } },
+        },
+      },
+    } as const
+    : {};
   return {
     $schema: "https://vega.github.io/schema/vega-lite/v6.json",
     title,
@@ -52,6 +74,7 @@ function spec(records: readonly PlotRecord[], title: string): vl.TopLevelSpec {
           x,
           y: { field: "ms", type: "quantitative", scale: { type: "log" }, title: "time (ms)" },
           color,
+          ...dash,
         },
       },
       {
@@ -67,6 +90,7 @@ function spec(records: readonly PlotRecord[], title: string): vl.TopLevelSpec {
             title: "peak memory (MiB)",
           },
           color,
+          ...dash,
         },
       },
     ],

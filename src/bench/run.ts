@@ -6,28 +6,43 @@
  * A length an operator cannot run at (memory, binding limits) is recorded as
  * its result and the run goes on.
  *
+ * With `backward`, every operator is also checked and timed as one
+ * training-style forward+backward step (`pass: "fwd+bwd"`, see
+ * `operators_backward.ts`), after all the forward records.
+ *
  * @module
  */
 
 import type { Gpu } from "../gpu/runtime.ts";
 import { checkModule, createModule, type ModuleShape, type OperatorName } from "./operators.ts";
+import { checkStepModule, createStepModule } from "./operators_backward.ts";
 import { median } from "./stats.ts";
+
+/**
+ * What is timed: the module forward, or one training-style step (forward
+ * keeping what the backward needs, backward to `dx` and every parameter
+ * gradient).
+ */
+export type BenchPass = "fwd" | "fwd+bwd";
 
 /** One measurement, as printed by `tost bench --json`. */
 export interface BenchRecord {
   op: OperatorName;
   n: number;
-  pass: "fwd";
+  pass: BenchPass;
   batch: number;
   dim: number;
   heads: number;
   /** Median GPU time (timestamp queries); null without `timestamp-query`. */
   gpu_ms: number | null;
-  /** Median wall time of one forward including submit and wait (~10 ms floor). */
+  /** Median wall time of one pass including submit and wait (~10 ms floor). */
   wall_ms: number | null;
-  /** Peak bytes allocated while running the module, parameters excluded. */
+  /** Peak bytes allocated while running the module, parameters (and their gradients) excluded. */
   peak_bytes: number | null;
-  /** Bytes any implementation must hold (input, output, what it materialises by design). */
+  /**
+   * Bytes any implementation must hold at once (fwd: input, output, what it
+   * materialises by design; fwd+bwd: see `minimumStepBytes`).
+   */
   min_bytes: number;
   repeats: number;
   status: "ok" | "failed";
@@ -40,9 +55,12 @@ export interface BenchRecord {
 /** Result of the pre-timing correctness check of one operator. */
 export interface CheckResult {
   op: OperatorName;
+  pass: BenchPass;
   n: number;
-  /** Largest |gpu − ref| / max(1, max|ref|). */
+  /** Largest |gpu − ref| / max(1, max|ref|) (fwd+bwd: over dx and every parameter gradient). */
   error: number;
+  /** fwd+bwd only: the tensor with the largest error (`dx` or a parameter gradient). */
+  worst?: string;
   ok: boolean;
 }
 
@@ -54,40 +72,89 @@ export interface BenchOptions extends ModuleShape {
   repeats: number;
   /** Tokens for the correctness check (small, so the CPU reference is quick). */
   checkTokens: number;
-  /** Tolerance of the correctness check. */
+  /** Tolerance of the forward correctness check. */
   tolerance: number;
+  /** Also check and time the forward+backward step of every operator. */
+  backward?: boolean;
+  /** Tolerance of the forward+backward check (default 1e-3). */
+  backwardTolerance?: number;
   /** Called after each check and each measurement (progress lines). */
   onProgress?: (event: CheckResult | BenchRecord) => void;
 }
 
-/** Check every operator, then measure every (operator, length). */
+/**
+ * Check every operator (forward, then with `backward` the forward+backward
+ * step), then measure every (operator, length): all forward records first,
+ * then the forward+backward ones. An operator is timed only in the passes
+ * whose check (and the forward check) it passed.
+ */
 export async function runBench(
   gpu: Gpu,
   options: BenchOptions,
 ): Promise<{ checks: CheckResult[]; records: BenchRecord[] }> {
   const shape: ModuleShape = { batch: options.batch, dim: options.dim, heads: options.heads };
+  const n = options.checkTokens;
+  const passes: BenchPass[] = options.backward ? ["fwd", "fwd+bwd"] : ["fwd"];
   const checks: CheckResult[] = [];
-  for (const op of options.ops) {
-    const error = await gpu.scoped(() => checkModule(gpu, op, shape, options.checkTokens));
-    const check = { op, n: options.checkTokens, error, ok: error <= options.tolerance };
-    checks.push(check);
-    options.onProgress?.(check);
+  for (const pass of passes) {
+    for (const op of options.ops) {
+      let check: CheckResult;
+      if (pass === "fwd") {
+        const error = await gpu.scoped(() => checkModule(gpu, op, shape, n));
+        check = { op, pass, n, error, ok: error <= options.tolerance };
+      } else {
+        const { error, worst } = await gpu.scoped(() => checkStepModule(gpu, op, shape, n));
+        const ok = error <= (options.backwardTolerance ?? 1e-3);
+        check = { op, pass, n, error, worst, ok };
+      }
+      checks.push(check);
+      options.onProgress?.(check);
+    }
   }
+  const passed = (op: OperatorName, pass: BenchPass) =>
+    checks.some((c) => c.op === op && c.pass === "fwd" && c.ok) &&
+    checks.some((c) => c.op === op && c.pass === pass && c.ok);
   const records: BenchRecord[] = [];
-  for (const op of options.ops) {
-    if (!checks.find((c) => c.op === op)?.ok) continue; // never time a wrong kernel
-    for (const n of options.seq) {
-      const record = await measure(gpu, op, shape, n, options);
-      records.push(record);
-      options.onProgress?.(record);
+  for (const pass of passes) {
+    for (const op of options.ops) {
+      if (!passed(op, pass)) continue; // never time a wrong kernel
+      for (const len of options.seq) {
+        const record = await measure(gpu, op, pass, shape, len, options);
+        records.push(record);
+        options.onProgress?.(record);
+      }
     }
   }
   return { checks, records };
 }
 
+/** What `measure` runs: one pass that frees its own results. */
+interface Timed {
+  once(): Promise<void>;
+  minBytes: number;
+  inputBytes: number;
+  destroy(): void;
+}
+
+function timedModule(
+  gpu: Gpu,
+  op: OperatorName,
+  pass: BenchPass,
+  shape: ModuleShape,
+  n: number,
+): Timed {
+  if (pass === "fwd") {
+    const m = createModule(gpu, op, shape, n);
+    return { ...m, once: async () => (await m.forward()).destroy() };
+  }
+  const m = createStepModule(gpu, op, shape, n);
+  return { ...m, once: async () => (await m.step()).destroy() };
+}
+
 async function measure(
   gpu: Gpu,
   op: OperatorName,
+  pass: BenchPass,
   shape: ModuleShape,
   n: number,
   options: BenchOptions,
@@ -95,7 +162,7 @@ async function measure(
   const base: BenchRecord = {
     op,
     n,
-    pass: "fwd",
+    pass,
     ...shape,
     gpu_ms: null,
     wall_ms: null,
@@ -107,22 +174,22 @@ async function measure(
     backend: gpu.info.backend,
     software: gpu.info.software,
   };
-  let module: ReturnType<typeof createModule> | undefined;
+  let module: Timed | undefined;
   try {
     const live0 = gpu.memory().liveBytes;
-    module = createModule(gpu, op, shape, n);
+    module = timedModule(gpu, op, pass, shape, n);
     base.min_bytes = module.minBytes;
     const paramBytes = gpu.memory().liveBytes - live0 - module.inputBytes;
     gpu.resetPeak();
     const m = module;
     for (let i = 0; i < options.warmup; i++) {
-      await gpu.scoped(async () => (await m.forward()).destroy());
+      await gpu.scoped(() => m.once());
     }
     const walls: number[] = [];
     for (let i = 0; i < options.repeats; i++) {
       const t0 = performance.now();
       await gpu.scoped(async () => {
-        await gpu.timed(`${op}@${n}#${i}`, async () => (await m.forward()).destroy());
+        await gpu.timed(`${op}:${pass}@${n}#${i}`, () => m.once());
       });
       walls.push(performance.now() - t0);
     }

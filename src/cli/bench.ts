@@ -74,6 +74,10 @@ export function benchCommand() {
       new Option("--check-tokens <n>", "tokens of the correctness check run before timing")
         .argParser(positiveInt("check-tokens")).default(64),
     )
+    .option(
+      "--backward",
+      "also time one forward+backward training step of every module (pass fwd+bwd)",
+    )
     .option("--model", "compare whole ToST-S and ViT-S (vision, random weights) instead")
     .option(
       "--images <list>",
@@ -98,6 +102,13 @@ GPU times come from timestamp queries (median of --repeats); wall time includes 
 allocation counter, parameters excluded. A length an operator cannot run at (memory,
 binding limits) is recorded as failed and the run continues.
 
+With --backward, each module is also timed as one training step (pass fwd+bwd, after the
+forward records): the forward keeping what the backward needs (standard softmax keeps its
+N×N probabilities, flash recomputes them), then the backward from a fixed upstream
+gradient to the input gradient and every parameter gradient (accumulated into buffers
+allocated with the parameters and, like them, excluded from peak memory). It is checked
+first against a float64 composition of the CPU references (tolerance 1e-3).
+
 With --model, whole models are timed instead: ToST-S against ViT-S (width 384, 12 blocks,
 patch 16, random weights) at growing image sizes (--images), as in the paper's figure.
 
@@ -105,11 +116,17 @@ Examples:
   tost bench --model --images 224,448,896 --plot models.svg
   tost bench                                   # default lengths for this device
   tost bench --seq 1024,4096,16384 --ops tssa,flash-softmax --json
+  tost bench --backward --seq 256,512,1024     # forward and forward+backward
   tost bench --plot bench.svg                  # also writes bench.png`,
     )
     .action(async (options) => {
       if (options.dim % options.heads !== 0) {
         throw new UsageError(`--dim ${options.dim} is not divisible by --heads ${options.heads}`);
+      }
+      if (options.model && options.backward) {
+        throw new UsageError(
+          "--backward times the attention modules; it does not apply to --model",
+        );
       }
       const gpu = await Gpu.create();
       if (options.model) {
@@ -125,14 +142,15 @@ Examples:
         const progress = (e: CheckResult | BenchRecord) => {
           if (options.json) return;
           if ("ok" in e) {
+            const what = e.pass === "fwd" ? e.op : `${e.op} ${e.pass}`;
             console.error(
-              `check ${e.op} (${e.n} tokens): ${e.ok ? "ok" : "FAILED"}, error ${
+              `check ${what} (${e.n} tokens): ${e.ok ? "ok" : "FAILED"}, error ${
                 e.error.toExponential(2)
-              }`,
+              }${e.worst && !e.ok ? ` (worst: ${e.worst})` : ""}`,
             );
           } else {
             console.error(
-              `${e.op} n=${e.n}: ${
+              `${seriesLabel(e)} n=${e.n}: ${
                 e.status === "ok"
                   ? `${fmtMs(e.gpu_ms)} GPU, ${fmtMs(e.wall_ms)} wall, ${
                     formatBytes(e.peak_bytes ?? 0)
@@ -152,6 +170,8 @@ Examples:
           warmup: options.warmup,
           checkTokens: options.checkTokens,
           tolerance: 1e-4,
+          backward: options.backward ?? false,
+          backwardTolerance: 1e-3,
           onProgress: progress,
         });
         const slopes = fitSlopes(records);
@@ -172,7 +192,9 @@ Examples:
         const failedChecks = checks.filter((c) => !c.ok);
         if (failedChecks.length > 0) {
           throw new Error(
-            `correctness check failed for ${failedChecks.map((c) => c.op).join(", ")}: not timed`,
+            `correctness check failed for ${
+              failedChecks.map((c) => c.pass === "fwd" ? c.op : `${c.op} ${c.pass}`).join(", ")
+            }: not timed`,
           );
         }
       } finally {
@@ -254,28 +276,35 @@ async function writePlot(
 
 function printSlopes(slopes: ReturnType<typeof fitSlopes>): void {
   for (const s of slopes) {
+    const label = s.pass === "fwd" ? s.op : `${s.op} (${s.pass})`;
     console.log(
-      `${s.op.padEnd(22)} time slope ${fmtSlope(s.time)}   memory slope ${
+      `${label.padEnd(32)} time slope ${fmtSlope(s.time)}   memory slope ${
         fmtSlope(s.memory)
       }   (≈1 linear, ≈2 quadratic)`,
     );
   }
 }
 
-/** Log-log slopes of time and memory against tokens, per operator or model. */
+/** Log-log slopes of time and memory against tokens, per operator (or model) and pass. */
 export function fitSlopes(
   records: readonly (BenchRecord | ModelRecord)[],
-): { op: string; time: number | null; memory: number | null }[] {
-  const ops = [...new Set(records.map((r) => r.op))];
-  return ops.map((op) => {
-    const ok = records.filter((r) => r.op === op && r.status === "ok");
+): { op: string; pass: string; time: number | null; memory: number | null }[] {
+  const series = [...new Map(records.map((r) => [seriesLabel(r), r])).values()];
+  return series.map(({ op, pass }) => {
+    const ok = records.filter((r) => r.op === op && r.pass === pass && r.status === "ok");
     const n = ok.map((r) => r.n * r.batch);
     return {
       op,
+      pass,
       time: logLogSlope(n, ok.map((r) => r.gpu_ms ?? r.wall_ms ?? 0)),
       memory: logLogSlope(n, ok.map((r) => r.peak_bytes ?? 0)),
     };
   });
+}
+
+/** `op` for forward records, `op (fwd+bwd)` for the others. */
+function seriesLabel(r: { op: string; pass: string }): string {
+  return r.pass === "fwd" ? r.op : `${r.op} (${r.pass})`;
 }
 
 function fmtMs(ms: number | null): string {
@@ -288,13 +317,14 @@ function fmtSlope(s: number | null): string {
 
 function table(records: readonly BenchRecord[]): string {
   const t = new Table({
-    head: ["op", "n", "GPU time", "wall time", "peak memory", "minimum", "status"],
+    head: ["op", "pass", "n", "GPU time", "wall time", "peak memory", "minimum", "status"],
     style: useColor() ? {} : { head: [], border: [] },
-    colAligns: ["left", "right", "right", "right", "right", "right", "left"],
+    colAligns: ["left", "left", "right", "right", "right", "right", "right", "left"],
   });
   for (const r of records) {
     t.push([
       r.op,
+      r.pass,
       String(r.n),
       fmtMs(r.gpu_ms),
       fmtMs(r.wall_ms),

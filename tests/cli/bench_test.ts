@@ -93,3 +93,90 @@ Deno.test("tost bench --model: ToST-S and ViT-S records at each image size", asy
     assert.ok(rec.wall_ms > 0 && rec.peak_bytes > 0);
   }
 });
+
+Deno.test("tost bench --backward: checked fwd then fwd+bwd records for every operator", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "tost-bench-bwd-" });
+  try {
+    const r = await runTost([
+      "bench",
+      "--backward",
+      "--seq",
+      "32,64",
+      "--dim",
+      "32",
+      "--heads",
+      "4",
+      "--repeats",
+      "1",
+      "--json",
+      "--plot",
+      `${dir}/b.svg`,
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+    const out = JSON.parse(r.stdout);
+    const ops = ["tssa", "causal-tssa", "softmax", "flash-softmax"];
+    const key = (x: { op: string; pass: string }) => `${x.op}/${x.pass}`;
+    assert.deepEqual(out.checks.map(key), [
+      ...ops.map((op) => `${op}/fwd`),
+      ...ops.map((op) => `${op}/fwd+bwd`),
+    ]);
+    for (const c of out.checks) {
+      assert.ok(c.ok && c.error <= (c.pass === "fwd" ? 1e-4 : 1e-3), JSON.stringify(c));
+    }
+    // All forward records first, then the forward+backward ones.
+    assert.deepEqual(
+      out.results.map((x: { op: string; pass: string; n: number }) => `${key(x)}@${x.n}`),
+      ["fwd", "fwd+bwd"].flatMap((pass) =>
+        ops.flatMap((op) => [32, 64].map((n) => `${op}/${pass}@${n}`))
+      ),
+    );
+    type Rec = { op: string; pass: string; n: number; peak_bytes: number; min_bytes: number };
+    const find = (op: string, pass: string, n: number): Rec =>
+      out.results.find((x: Rec) => x.op === op && x.pass === pass && x.n === n);
+    for (const rec of out.results) {
+      assert.equal(rec.status, "ok", rec.error);
+      assert.ok(rec.wall_ms > 0 && rec.peak_bytes > 0);
+      if (rec.pass === "fwd+bwd") {
+        // The minimum is a lower bound of what a step must hold at once.
+        assert.ok(rec.peak_bytes >= rec.min_bytes, JSON.stringify(rec));
+        const fwd = find(rec.op, "fwd", rec.n);
+        assert.ok(rec.peak_bytes > fwd.peak_bytes && rec.min_bytes > fwd.min_bytes);
+      }
+    }
+    // The step of standard softmax keeps its N×N probabilities: faster memory growth.
+    const growth = (op: string) =>
+      find(op, "fwd+bwd", 64).peak_bytes / find(op, "fwd+bwd", 32).peak_bytes;
+    assert.ok(growth("softmax") > growth("tssa") && growth("softmax") > growth("flash-softmax"));
+    assert.equal(out.slopes.length, 8);
+    assert.ok(out.slopes.some((s: { op: string; pass: string }) => s.pass === "fwd+bwd"));
+    const svg = await Deno.readTextFile(`${dir}/b.svg`);
+    assert.match(svg, />fwd\+bwd</); // the pass legend
+    assert.match(svg, /stroke-dasharray="6,3"/); // dashed fwd+bwd lines
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("tost bench --backward prints both passes; --backward with --model exits 2", async () => {
+  const r = await runTost([
+    "bench",
+    "--backward",
+    "--seq",
+    "16,48",
+    "--ops",
+    "causal-tssa",
+    "--dim",
+    "16",
+    "--heads",
+    "2",
+    "--repeats",
+    "1",
+  ]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stderr, /check causal-tssa fwd\+bwd \(64 tokens\): ok/);
+  assert.match(r.stdout, /causal-tssa +│ fwd\+bwd +│ +48 │/);
+  assert.match(r.stdout, /causal-tssa \(fwd\+bwd\) +time slope/);
+  const bad = await runTost(["bench", "--model", "--backward"]);
+  assert.equal(bad.code, 2);
+  assert.match(bad.stderr, /error: --backward .*--model/);
+});

@@ -1,0 +1,447 @@
+/**
+ * The attention modules of `tost bench --backward`: one training-style step
+ * of each module (input projection → operator → output projection), the
+ * forward keeping what the backward needs and the backward from a fixed
+ * upstream gradient `dy`, producing `dx` and adding every parameter
+ * gradient into buffers allocated (zeroed) with the parameters.
+ *
+ * - `tssa`, `causal-tssa`: `tssaAttentionForwardWithSaves` and
+ *   `tssaAttentionBackward` (`nn/tssa_attention_backward.ts`);
+ * - `softmax`, `causal-softmax`: the probabilities are saved by the forward
+ *   (`softmaxAttentionForwardWithSaves`, `ops/attention_backward.ts`);
+ * - `flash-softmax`, `causal-flash-softmax`: `flashAttention` forward, and
+ *   the backward recomputes the probabilities (`flashAttentionBackward`).
+ *
+ * Every step can check itself once against a float64 composition of the
+ * references (`dx` and every parameter gradient) before it is timed.
+ *
+ * @module
+ */
+
+import type { Gpu, Tensor } from "../gpu/runtime.ts";
+import { linear } from "../ops/linear.ts";
+import {
+  linearBackward,
+  linearBackwardReference,
+  linearForwardReference,
+} from "../ops/linear_backward.ts";
+import { attentionReference } from "../ops/attention.ts";
+import {
+  softmaxAttentionBackward,
+  softmaxAttentionBackwardReference,
+  softmaxAttentionForwardWithSaves,
+} from "../ops/attention_backward.ts";
+import { flashAttention } from "../ops/flash_attention.ts";
+import { flashAttentionBackward } from "../ops/flash_attention_backward.ts";
+import {
+  destroyAttentionSaves,
+  tssaAttentionBackward,
+  tssaAttentionBackwardReference,
+  type TssaAttentionDims,
+  tssaAttentionForwardReference,
+  tssaAttentionForwardWithSaves,
+  type TssaAttentionGradsReference,
+  type TssaAttentionParams,
+} from "../nn/tssa_attention_backward.ts";
+import type { ModuleShape, OperatorName } from "./operators.ts";
+import {
+  chunkedValues,
+  fillRandom,
+  GRADIENT_SEED,
+  INPUT_SEED,
+  isCausal,
+  isSoftmax,
+  makeWeights,
+  projectedFeatures,
+  relativeError,
+  type Weights,
+} from "./_data.ts";
+
+/**
+ * Names of the parameter gradients a step accumulates (PyTorch-like; the
+ * bias of the input projection exists for causal TSSA only, `temp` for the
+ * TSSA operators, `denom_bias` for causal TSSA).
+ */
+export type GradientName =
+  | "in.weight"
+  | "in.bias"
+  | "out.weight"
+  | "out.bias"
+  | "temp"
+  | "denom_bias";
+
+/** A module ready to run training-style steps at one length. */
+export interface BenchStepModule {
+  /**
+   * Record one step (no waiting): forward with saves, then the backward from
+   * the fixed `dy`, adding into {@linkcode BenchStepModule.grads}. Returns
+   * `dx` (the caller frees it); everything else the step made is freed.
+   */
+  step(): Promise<Tensor>;
+  /** The parameter gradient buffers, zeroed at creation and added to by every step. */
+  grads: ReadonlyMap<GradientName, Tensor>;
+  /** Bytes any implementation must hold at once: see {@linkcode minimumStepBytes}. */
+  minBytes: number;
+  /** Bytes of the input `x` and of the upstream gradient `dy` (allocated with the parameters). */
+  inputBytes: number;
+  /** Free parameters, gradients, `x` and `dy`. */
+  destroy(): void;
+}
+
+/**
+ * Bytes one forward+backward step of a module must hold at once at length
+ * `n`, whatever the implementation. With `t` the bytes of a token tensor
+ * `[B, n, D]` and `p` those of the projected tokens (`3t` for softmax's
+ * packed qkv, else `t`), the input `x` and the given upstream gradient `dy`
+ * live throughout, and the largest of these sets must coexist:
+ *
+ * - end of the forward: `x`, `dy`, saved projection `w`, saved operator
+ *   output `y`, module output (`4t + p`);
+ * - operator backward: `x`, `dy`, `w`, the gradient `∂y` arriving and the
+ *   gradient `∂w` leaving (`3t + 2p`), plus `y` for softmax (its backward
+ *   reads the attention output);
+ * - input projection backward: `x`, `dy`, `∂w`, `dx` (`3t + p`).
+ *
+ * Standard softmax also holds its `[B, H, n, n]` probabilities from the
+ * forward to the operator backward (its gradient can overwrite them).
+ * TSSA's per-token memberships (`H` of every `D` values, recomputable from
+ * `w`) are not counted.
+ */
+export function minimumStepBytes(op: OperatorName, shape: ModuleShape, n: number): number {
+  const t = shape.batch * n * shape.dim * 4;
+  const p = shape.batch * n * projectedFeatures(op, shape.dim) * 4;
+  const probs = op === "softmax" || op === "causal-softmax"
+    ? shape.batch * shape.heads * n * n * 4
+    : 0;
+  const forwardEnd = 4 * t + p + probs;
+  const operatorBackward = 3 * t + 2 * p + (isSoftmax(op) ? t : 0) + probs;
+  const inputBackward = 3 * t + p;
+  return Math.max(forwardEnd, operatorBackward, inputBackward);
+}
+
+interface GpuParams {
+  inWeight: Tensor;
+  inBias: Tensor | null;
+  outWeight: Tensor;
+  outBias: Tensor;
+  temp: Tensor | null;
+  denomBias: Tensor | null;
+}
+
+/**
+ * Allocate a module's parameters, zeroed gradients, input `x` and upstream
+ * gradient `dy` at length `n` on the GPU.
+ */
+export function createStepModule(
+  gpu: Gpu,
+  op: OperatorName,
+  shape: ModuleShape,
+  n: number,
+): BenchStepModule {
+  const { batch, dim, heads } = shape;
+  const w = makeWeights(op, shape, n);
+  const inF = projectedFeatures(op, dim);
+  const tssaOp = !isSoftmax(op);
+  const owned: Tensor[] = [];
+  const grads = new Map<GradientName, Tensor>();
+  const param = (
+    name: GradientName,
+    data: Float32Array<ArrayBuffer>,
+    dims: number[],
+  ): Tensor => {
+    const t = gpu.upload(data, dims, `bench.${name}`);
+    owned.push(t);
+    const g = gpu.empty(dims, "f32", `bench.grad.${name}`); // zero-initialised
+    owned.push(g);
+    grads.set(name, g);
+    return t;
+  };
+  try {
+    const params: GpuParams = {
+      inWeight: param("in.weight", w.inWeight, [inF, dim]),
+      inBias: w.inBias ? param("in.bias", w.inBias, [inF]) : null,
+      outWeight: param("out.weight", w.outWeight, [dim, dim]),
+      outBias: param("out.bias", w.outBias, [dim]),
+      temp: tssaOp ? param("temp", w.temp, [heads]) : null,
+      denomBias: op === "causal-tssa" ? param("denom_bias", w.denomBias, [heads, n]) : null,
+    };
+    const x = gpu.empty([batch, n, dim], "f32", "bench.x");
+    owned.push(x);
+    fillRandom(gpu, x, INPUT_SEED);
+    const dy = gpu.empty([batch, n, dim], "f32", "bench.dy");
+    owned.push(dy);
+    fillRandom(gpu, dy, GRADIENT_SEED);
+    const step = tssaOp
+      ? () => tssaStep(gpu, { x, dy, params, grads, heads })
+      : () => softmaxStep(gpu, op, { x, dy, params, grads, heads });
+    return {
+      step,
+      grads,
+      minBytes: minimumStepBytes(op, shape, n),
+      inputBytes: x.buffer.size + dy.buffer.size,
+      destroy() {
+        for (const t of owned) t.destroy();
+      },
+    };
+  } catch (err) {
+    for (const t of owned) t.destroy();
+    throw err;
+  }
+}
+
+interface StepArgs {
+  x: Tensor;
+  dy: Tensor;
+  params: GpuParams;
+  grads: ReadonlyMap<GradientName, Tensor>;
+  heads: number;
+}
+
+function grad(grads: ReadonlyMap<GradientName, Tensor>, name: GradientName): Tensor {
+  const g = grads.get(name);
+  if (!g) throw new TypeError(`bench step: no gradient buffer for "${name}"`);
+  return g;
+}
+
+async function tssaStep(gpu: Gpu, args: StepArgs): Promise<Tensor> {
+  const { x, dy, grads, heads } = args;
+  const p = args.params;
+  if (!p.temp) throw new TypeError("bench step: the TSSA module has no temp");
+  const params: TssaAttentionParams = {
+    inWeight: p.inWeight,
+    inBias: p.inBias,
+    temp: p.temp,
+    outWeight: p.outWeight,
+    outBias: p.outBias,
+    ...(p.denomBias ? { denomBias: p.denomBias } : {}),
+  };
+  const { out, saves } = await tssaAttentionForwardWithSaves(gpu, { x, params, heads });
+  out.destroy(); // a training step hands it to the loss, which gives `dy`
+  try {
+    return await tssaAttentionBackward(gpu, {
+      dy,
+      saves,
+      params,
+      grads: {
+        inWeight: grad(grads, "in.weight"),
+        inBias: p.inBias ? grad(grads, "in.bias") : null,
+        temp: grad(grads, "temp"),
+        outWeight: grad(grads, "out.weight"),
+        outBias: grad(grads, "out.bias"),
+        ...(p.denomBias ? { denomBias: grad(grads, "denom_bias") } : {}),
+      },
+      heads,
+    });
+  } finally {
+    destroyAttentionSaves(saves);
+  }
+}
+
+async function softmaxStep(gpu: Gpu, op: OperatorName, args: StepArgs): Promise<Tensor> {
+  const { x, dy, params, grads, heads } = args;
+  const causal = isCausal(op);
+  const flash = op.includes("flash");
+  const live: Tensor[] = [];
+  try {
+    const qkv = await linear(gpu, x, params.inWeight, params.inBias);
+    live.push(qkv);
+    let probs: Tensor | null = null;
+    let o: Tensor;
+    if (flash) {
+      o = await flashAttention(gpu, qkv, heads, { causal });
+      live.push(o);
+    } else {
+      const saved = await softmaxAttentionForwardWithSaves(gpu, qkv, heads, { causal });
+      o = saved.out;
+      probs = saved.probs;
+      live.push(o, probs);
+    }
+    (await linear(gpu, o, params.outWeight, params.outBias)).destroy(); // to the loss
+    const dO = await linearBackward(gpu, {
+      dy,
+      x: o,
+      weight: params.outWeight,
+      dWeight: grad(grads, "out.weight"),
+      dBias: grad(grads, "out.bias"),
+    });
+    live.push(dO);
+    const dqkv = probs
+      ? await softmaxAttentionBackward(gpu, { dout: dO, qkv, out: o, probs, heads, causal })
+      : await flashAttentionBackward(gpu, { dout: dO, qkv, out: o, heads, causal });
+    live.push(dqkv);
+    return await linearBackward(gpu, {
+      dy: dqkv,
+      x,
+      weight: params.inWeight,
+      dWeight: grad(grads, "in.weight"),
+      dBias: params.inBias ? grad(grads, "in.bias") : null,
+    });
+  } finally {
+    for (const t of live) t.destroy();
+  }
+}
+
+/** Result of {@linkcode checkStepModule}. */
+export interface StepCheck {
+  /** Largest error over `dx` and every parameter gradient, each relative to max(1, max|ref|). */
+  error: number;
+  /** The tensor with that error (`dx` or a {@linkcode GradientName}). */
+  worst: string;
+}
+
+/**
+ * Check one step of a module at length `n`: `dx` and every parameter
+ * gradient against a float64 composition of the references.
+ */
+export async function checkStepModule(
+  gpu: Gpu,
+  op: OperatorName,
+  shape: ModuleShape,
+  n: number,
+): Promise<StepCheck> {
+  const m = createStepModule(gpu, op, shape, n);
+  try {
+    const dx = await m.step();
+    const got = new Map<string, ArrayLike<number>>();
+    try {
+      got.set("dx", await dx.read());
+    } finally {
+      dx.destroy();
+    }
+    for (const [name, g] of m.grads) got.set(name, await g.read());
+    const ref = stepReference(op, shape, n);
+    if (got.size !== ref.size || [...ref.keys()].some((name) => !got.has(name))) {
+      throw new TypeError(
+        `bench check: the step gave ${[...got.keys()]}, the references ${[...ref.keys()]}`,
+      );
+    }
+    let error = 0;
+    let worst = "dx";
+    for (const [name, values] of ref) {
+      const e = relativeError(got.get(name)!, values);
+      // NaN is the worst error and stays so.
+      if (!Number.isNaN(error) && !(e <= error)) {
+        error = e;
+        worst = name;
+      }
+    }
+    return { error, worst };
+  } finally {
+    m.destroy();
+  }
+}
+
+/**
+ * `dx` and every parameter gradient of one step from zeroed gradients, in
+ * float64, keyed `dx` and by {@linkcode GradientName}: the module input,
+ * weights and `dy` are rebuilt exactly as {@linkcode createStepModule}
+ * makes them.
+ *
+ * @example
+ * ```ts
+ * import { stepReference } from "./operators_backward.ts";
+ * const ref = stepReference("tssa", { batch: 1, dim: 4, heads: 2 }, 3);
+ * if ([...ref.keys()].join() !== "dx,in.weight,out.weight,out.bias,temp") throw new Error();
+ * ```
+ */
+export function stepReference(
+  op: OperatorName,
+  shape: ModuleShape,
+  n: number,
+): Map<string, Float64Array> {
+  const { batch, dim } = shape;
+  const w = makeWeights(op, shape, n);
+  const x = chunkedValues(batch * n * dim, INPUT_SEED);
+  const dy = chunkedValues(batch * n * dim, GRADIENT_SEED);
+  return isSoftmax(op)
+    ? softmaxStepReference(op, shape, n, { w, x, dy })
+    : tssaStepReference(op, shape, n, { w, x, dy });
+}
+
+interface ReferenceInputs {
+  w: Weights;
+  x: Float32Array;
+  dy: Float32Array;
+}
+
+function tssaStepReference(
+  op: OperatorName,
+  shape: ModuleShape,
+  n: number,
+  { w, x, dy }: ReferenceInputs,
+): Map<string, Float64Array> {
+  const { batch, dim, heads } = shape;
+  const causal = op === "causal-tssa";
+  const dims: TssaAttentionDims = {
+    batches: batch,
+    tokens: n,
+    heads,
+    headDim: dim / heads,
+    ...(causal ? { blockSize: w.blockSize } : {}),
+  };
+  const params = {
+    inWeight: w.inWeight,
+    inBias: w.inBias,
+    temp: w.temp,
+    outWeight: w.outWeight,
+    outBias: w.outBias,
+    ...(causal ? { denomBias: w.denomBias } : {}),
+  };
+  const grads: TssaAttentionGradsReference = {
+    inWeight: new Float64Array(w.inWeight.length),
+    inBias: w.inBias ? new Float64Array(w.inBias.length) : null,
+    temp: new Float64Array(heads),
+    outWeight: new Float64Array(w.outWeight.length),
+    outBias: new Float64Array(dim),
+    ...(causal ? { denomBias: new Float64Array(w.denomBias.length) } : {}),
+  };
+  const saved = tssaAttentionForwardReference(x, params, dims);
+  const dx = tssaAttentionBackwardReference({ dy, x, params, saved, grads }, dims);
+  const out = new Map<string, Float64Array>([
+    ["dx", dx],
+    ["in.weight", grads.inWeight],
+    ["out.weight", grads.outWeight],
+    ["out.bias", grads.outBias!],
+    ["temp", grads.temp],
+  ]);
+  if (grads.inBias) out.set("in.bias", grads.inBias);
+  if (grads.denomBias) out.set("denom_bias", grads.denomBias);
+  return out;
+}
+
+function softmaxStepReference(
+  op: OperatorName,
+  shape: ModuleShape,
+  n: number,
+  { w, x, dy }: ReferenceInputs,
+): Map<string, Float64Array> {
+  const { batch, dim, heads } = shape;
+  const d = dim / heads;
+  const causal = isCausal(op);
+  const rows = batch * n;
+  const inDims = { rows, inFeatures: dim, outFeatures: 3 * dim };
+  const outDims = { rows, inFeatures: dim, outFeatures: dim };
+  const dInWeight = new Float64Array(w.inWeight.length);
+  const dInBias = w.inBias ? new Float64Array(w.inBias.length) : null;
+  const dOutWeight = new Float64Array(w.outWeight.length);
+  const dOutBias = new Float64Array(dim);
+  const qkv = linearForwardReference(x, w.inWeight, w.inBias, inDims);
+  const o = attentionReference(qkv, batch, n, heads, d, { causal });
+  const dO = linearBackwardReference(
+    { dy, x: o, weight: w.outWeight, dWeight: dOutWeight, dBias: dOutBias },
+    outDims,
+  );
+  const dqkv = softmaxAttentionBackwardReference(qkv, dO, batch, n, heads, d, { causal });
+  const dx = linearBackwardReference(
+    { dy: dqkv, x, weight: w.inWeight, dWeight: dInWeight, dBias: dInBias },
+    inDims,
+  );
+  const out = new Map<string, Float64Array>([
+    ["dx", dx],
+    ["in.weight", dInWeight],
+    ["out.weight", dOutWeight],
+    ["out.bias", dOutBias],
+  ]);
+  if (dInBias) out.set("in.bias", dInBias);
+  return out;
+}
