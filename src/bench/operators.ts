@@ -41,6 +41,12 @@ export interface ModuleShape {
   batch: number;
   dim: number;
   heads: number;
+  /**
+   * False to time the operator alone on already-projected tokens (`[B, N, D]`
+   * for TSSA, packed `[B, N, 3D]` for softmax), without the input and output
+   * projections whose linear cost hides the operator's scaling at small N.
+   */
+  projections?: boolean;
 }
 
 /** A module ready to run at one length. */
@@ -86,7 +92,7 @@ async function operator(
 export function minimumBytes(op: OperatorName, shape: ModuleShape, n: number): number {
   const tokens = shape.batch * n * shape.dim * 4;
   const projected = isSoftmax(op) ? 3 * tokens : tokens;
-  let bytes = tokens + projected + tokens;
+  let bytes = (shape.projections === false ? 0 : tokens) + projected + tokens;
   if (op === "softmax" || op === "causal-softmax") {
     bytes += shape.batch * shape.heads * n * n * 4;
   }
@@ -116,13 +122,15 @@ export function createModule(
     const outBias = up(w.outBias, [dim], "bench.out.bias");
     const temp = up(w.temp, [heads], "bench.temp");
     const denomBias = up(w.denomBias, [heads, n], "bench.denom_bias");
-    const x = gpu.empty([batch, n, dim], "f32", "bench.x");
+    const operatorOnly = shape.projections === false;
+    const x = gpu.empty([batch, n, operatorOnly ? inF : dim], "f32", "bench.x");
     owned.push(x);
     fillRandom(gpu, x, INPUT_SEED);
     return {
       minBytes: minimumBytes(op, shape, n),
       inputBytes: x.buffer.size,
       async forward() {
+        if (operatorOnly) return await operator(gpu, op, x, { temp, denomBias }, heads);
         const proj = await linear(gpu, x, inWeight, inBias);
         let y: Tensor | undefined;
         try {
@@ -160,14 +168,15 @@ export async function checkModule(
   const d = dim / heads;
   const m = createModule(gpu, op, shape, n);
   try {
-    const xs = chunkedValues(batch * n * dim, INPUT_SEED);
+    const operatorOnly = shape.projections === false;
+    const inF = isSoftmax(op) ? 3 * dim : dim;
+    const xs = chunkedValues(batch * n * (operatorOnly ? inF : dim), INPUT_SEED);
     const out = await m.forward();
     const got = await out.read();
     out.destroy();
     const w = makeWeights(op, shape, n);
-    const inF = isSoftmax(op) ? 3 * dim : dim;
     const rows = batch * n;
-    const proj = linearReference(xs, w.inWeight, w.inBias, rows, dim, inF);
+    const proj = operatorOnly ? xs : linearReference(xs, w.inWeight, w.inBias, rows, dim, inF);
     let y: Float64Array;
     switch (op) {
       case "tssa":
@@ -179,6 +188,7 @@ export async function checkModule(
       default:
         y = attentionReference(proj, batch, n, heads, d, { causal: isCausal(op) });
     }
+    if (operatorOnly) return relativeError(got, y);
     const ref = linearReference(Float32Array.from(y), w.outWeight, w.outBias, rows, dim, dim);
     return relativeError(got, ref);
   } finally {

@@ -92,7 +92,12 @@ export async function runBench(
   gpu: Gpu,
   options: BenchOptions,
 ): Promise<{ checks: CheckResult[]; records: BenchRecord[] }> {
-  const shape: ModuleShape = { batch: options.batch, dim: options.dim, heads: options.heads };
+  const shape: ModuleShape = {
+    batch: options.batch,
+    dim: options.dim,
+    heads: options.heads,
+    projections: options.projections ?? true,
+  };
   const n = options.checkTokens;
   const passes: BenchPass[] = options.backward ? ["fwd", "fwd+bwd"] : ["fwd"];
   const checks: CheckResult[] = [];

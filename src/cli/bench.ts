@@ -78,6 +78,10 @@ export function benchCommand() {
       "--backward",
       "also time one forward+backward training step of every module (pass fwd+bwd)",
     )
+    .option(
+      "--no-projections",
+      "time the operators alone on projected tokens, without the modules' projections",
+    )
     .option("--model", "compare whole ToST-S and ViT-S (vision, random weights) instead")
     .option(
       "--images <list>",
@@ -96,6 +100,8 @@ operator, output projection (ToST-S sizes by default: width 384, 8 heads, batch 
   softmax        standard attention, materialises the N×N scores (quadratic memory)
   flash-softmax  tiled online-softmax attention, never materialises N×N
   causal-…       causal variants of the softmax operators
+With --no-projections the operators run alone on already-projected tokens: on a CPU the
+projections' linear cost hides the operators' own scaling at small lengths.
 Before timing, every operator is checked against the CPU reference at --check-tokens.
 GPU times come from timestamp queries (median of --repeats); wall time includes the
 ~10 ms submit-and-wait of every WebGPU round trip. Peak bytes come from tost's own
@@ -122,6 +128,11 @@ Examples:
     .action(async (options) => {
       if (options.dim % options.heads !== 0) {
         throw new UsageError(`--dim ${options.dim} is not divisible by --heads ${options.heads}`);
+      }
+      if (!options.projections && (options.backward || options.model)) {
+        throw new UsageError(
+          "--no-projections applies to the forward operator benchmark, not to --backward or --model",
+        );
       }
       if (options.model && options.backward) {
         throw new UsageError(
@@ -170,6 +181,7 @@ Examples:
           warmup: options.warmup,
           checkTokens: options.checkTokens,
           tolerance: 1e-4,
+          projections: options.projections,
           backward: options.backward ?? false,
           backwardTolerance: 1e-3,
           onProgress: progress,

@@ -180,3 +180,37 @@ Deno.test("tost bench --backward prints both passes; --backward with --model exi
   assert.equal(bad.code, 2);
   assert.match(bad.stderr, /error: --backward .*--model/);
 });
+
+Deno.test("tost bench --no-projections times the operators alone, checked first", async () => {
+  const r = await runTost([
+    "bench",
+    "--no-projections",
+    "--seq",
+    "16,32",
+    "--ops",
+    "tssa,softmax",
+    "--dim",
+    "16",
+    "--heads",
+    "2",
+    "--repeats",
+    "1",
+    "--json",
+  ]);
+  assert.equal(r.code, 0, r.stderr);
+  const out = JSON.parse(r.stdout);
+  for (const c of out.checks) assert.ok(c.ok, JSON.stringify(c));
+  assert.equal(out.results.length, 4);
+  for (const rec of out.results) {
+    assert.equal(rec.status, "ok", rec.error);
+    assert.equal(rec.projections, false);
+  }
+  // Without projections the operator's input is the projected tokens: softmax's is packed qkv.
+  const tssa = out.results.find((x: { op: string; n: number }) => x.op === "tssa" && x.n === 32);
+  const soft = out.results.find((x: { op: string; n: number }) => x.op === "softmax" && x.n === 32);
+  assert.equal(tssa.min_bytes, 2 * 32 * 16 * 4);
+  assert.equal(soft.min_bytes, (3 + 1) * 32 * 16 * 4 + 2 * 32 * 32 * 4);
+  const bad = await runTost(["bench", "--no-projections", "--backward"]);
+  assert.equal(bad.code, 2);
+  assert.match(bad.stderr, /error: --no-projections applies/);
+});
