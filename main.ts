@@ -12,6 +12,7 @@ import { infoCommand } from "./src/cli/info.ts";
 import { convertCommand } from "./src/cli/convert.ts";
 import { evaluateCommand } from "./src/cli/evaluate.ts";
 import { sampleCommand } from "./src/cli/sample.ts";
+import { trainCommand } from "./src/cli/train.ts";
 import { VERSION } from "./src/version.ts";
 
 /** Build the root command with every working subcommand registered. */
@@ -27,6 +28,7 @@ export function buildCli() {
     .addCommand(convertCommand())
     .addCommand(evaluateCommand())
     .addCommand(sampleCommand())
+    .addCommand(trainCommand())
     .showHelpAfterError("(run with --help for usage)")
     .exitOverride()
     .configureOutput({

@@ -1,0 +1,188 @@
+/**
+ * AdamW as `torch.optim.AdamW` computes it (decoupled weight decay), with the
+ * reference training recipe's parameter groups: weight decay on weights of two
+ * or more dimensions except ToST's `temp` and `denom_bias`; none on biases,
+ * norms and layer scales (`gamma1`, `gamma2`).
+ *
+ * One dispatch per parameter tensor (`kernels/adamw.wgsl`) also applies the
+ * global-norm clipping (reading the squared norm `clip.ts` left on the GPU)
+ * and the 1/micro-steps scale of gradient accumulation, and zeroes the
+ * gradient for the next step, so the training loop never zeroes gradients
+ * itself.
+ *
+ * @module
+ */
+
+import type { Gpu, Tensor } from "../gpu/runtime.ts";
+import { f32 } from "../gpu/runtime.ts";
+import adamwWgsl from "../../kernels/adamw.wgsl" with { type: "text" };
+
+const WORKGROUP_SIZE = 256;
+
+/** AdamW's hyperparameters (the per-step learning rate comes separately). */
+export interface AdamWOptions {
+  beta1: number;
+  beta2: number;
+  eps: number;
+  weightDecay: number;
+}
+
+/** One trained tensor: its value, gradient and the two moment estimates (same shape). */
+export interface OptimizedParam {
+  /** `state_dict` name. */
+  name: string;
+  param: Tensor;
+  grad: Tensor;
+  /** First moment (`exp_avg`). */
+  m: Tensor;
+  /** Second moment (`exp_avg_sq`). */
+  v: Tensor;
+  /** Whether weight decay applies ({@linkcode decays}). */
+  decay: boolean;
+}
+
+/** What one {@linkcode adamwStep} needs besides the parameters. */
+export interface AdamWStep extends AdamWOptions {
+  /** Learning rate of this step. */
+  lr: number;
+  /** 1-based step count `t` (for the bias corrections). */
+  step: number;
+  /** Multiplies the accumulated gradients (1 / micro-steps). */
+  gradScale: number;
+  /** Global-norm clipping threshold; 0 disables clipping. */
+  maxNorm: number;
+  /** f32 `[1]` holding Σ grad² of the accumulated (unscaled) gradients. */
+  normSq: Tensor;
+}
+
+/**
+ * Whether weight decay applies to a parameter: tensors of two or more
+ * dimensions, except `temp` and `denom_bias`.
+ *
+ * @example
+ * ```ts
+ * import { decays } from "./adamw.ts";
+ * if (!decays("transformer.h.0.attn.c_attn.weight", [64, 64])) throw new Error("weight");
+ * if (decays("transformer.h.0.attn.temp", [4, 1])) throw new Error("temp");
+ * if (decays("transformer.h.0.ln_1.bias", [64])) throw new Error("bias");
+ * ```
+ */
+export function decays(name: string, shape: readonly number[]): boolean {
+  const last = name.split(".").pop();
+  if (last === "temp" || last === "denom_bias") return false;
+  return shape.length >= 2;
+}
+
+/**
+ * Check AdamW's hyperparameters.
+ *
+ * @throws {RangeError} for betas outside [0, 1), a non-positive eps or a negative decay
+ */
+export function checkAdamW(o: AdamWOptions): void {
+  for (const [k, b] of [["beta1", o.beta1], ["beta2", o.beta2]] as const) {
+    if (!(b >= 0 && b < 1)) throw new RangeError(`${k} must be in [0, 1), got ${b}`);
+  }
+  if (!(o.eps > 0 && Number.isFinite(o.eps))) {
+    throw new RangeError(`eps must be a positive number, got ${o.eps}`);
+  }
+  if (!(o.weightDecay >= 0 && Number.isFinite(o.weightDecay))) {
+    throw new RangeError(`weight_decay must be ≥ 0, got ${o.weightDecay}`);
+  }
+}
+
+/**
+ * Record one AdamW step on every parameter (and zero their gradients).
+ * Records dispatches only.
+ *
+ * @throws {RangeError} for a step count below 1 or bad hyperparameters
+ * @example
+ * ```ts ignore
+ * await gradNormSquared(gpu, params.map((p) => p.grad), normSq);
+ * await adamwStep(gpu, params, { lr, step, beta1: 0.9, beta2: 0.95, eps: 1e-8,
+ *   weightDecay: 0.1, gradScale: 1, maxNorm: 1, normSq });
+ * ```
+ */
+export async function adamwStep(
+  gpu: Gpu,
+  params: readonly OptimizedParam[],
+  s: AdamWStep,
+): Promise<void> {
+  checkAdamW(s);
+  if (!Number.isInteger(s.step) || s.step < 1) {
+    throw new RangeError(`AdamW step count must be an integer ≥ 1, got ${s.step}`);
+  }
+  const kernel = await gpu.kernel("adamw", adamwWgsl, { workgroupSize: WORKGROUP_SIZE });
+  const bc1 = 1 - s.beta1 ** s.step;
+  const sqrtBc2 = Math.sqrt(1 - s.beta2 ** s.step);
+  for (const p of params) {
+    for (const t of [p.grad, p.m, p.v]) {
+      if (t.numel !== p.param.numel) {
+        throw new TypeError(`AdamW: "${p.name}" has mismatched state [${t.shape}]`);
+      }
+    }
+    gpu.assertBindable(`AdamW "${p.name}"`, p.param.byteSize);
+    const n = p.param.numel;
+    gpu.dispatch(kernel, {
+      bindings: [p.param, p.grad, p.m, p.v, s.normSq],
+      params: [
+        n,
+        f32(s.lr),
+        f32(s.beta1),
+        f32(s.beta2),
+        f32(s.eps),
+        f32(p.decay ? s.weightDecay : 0),
+        f32(bc1),
+        f32(sqrtBc2),
+        f32(s.gradScale),
+        f32(s.maxNorm),
+      ],
+      workgroups: Math.ceil(n / WORKGROUP_SIZE),
+    });
+  }
+}
+
+/** Host state of one tensor for {@linkcode adamwStepReference}. */
+export interface AdamWStateReference {
+  param: Float64Array;
+  grad: ArrayLike<number>;
+  m: Float64Array;
+  v: Float64Array;
+  decay: boolean;
+}
+
+/**
+ * The same step in float64 on the host, for tests: PyTorch's AdamW formulas
+ * applied to `grad · gradScale · clip` (clip from the global norm), updating
+ * `param`, `m` and `v` in place.
+ *
+ * @example
+ * ```ts
+ * import { adamwStepReference } from "./adamw.ts";
+ * const s = { param: new Float64Array([1]), grad: [0.5], m: new Float64Array(1),
+ *   v: new Float64Array(1), decay: false };
+ * adamwStepReference([s], { lr: 0.1, step: 1, beta1: 0.9, beta2: 0.999, eps: 0,
+ *   weightDecay: 0, gradScale: 1, maxNorm: 0 });
+ * if (Math.abs(s.param[0] - 0.9) > 1e-12) throw new Error("first step moves by lr");
+ * ```
+ */
+export function adamwStepReference(
+  states: readonly AdamWStateReference[],
+  s: Omit<AdamWStep, "normSq">,
+): void {
+  let sq = 0;
+  for (const st of states) for (let i = 0; i < st.grad.length; i++) sq += st.grad[i] ** 2;
+  const norm = Math.sqrt(sq) * s.gradScale;
+  const clip = s.maxNorm > 0 ? Math.min(1, s.maxNorm / (norm + 1e-6)) : 1;
+  const bc1 = 1 - s.beta1 ** s.step;
+  const bc2 = 1 - s.beta2 ** s.step;
+  for (const st of states) {
+    const wd = st.decay ? s.weightDecay : 0;
+    for (let i = 0; i < st.param.length; i++) {
+      const g = st.grad[i] * s.gradScale * clip;
+      st.m[i] = s.beta1 * st.m[i] + (1 - s.beta1) * g;
+      st.v[i] = s.beta2 * st.v[i] + (1 - s.beta2) * g * g;
+      st.param[i] *= 1 - s.lr * wd;
+      st.param[i] -= (s.lr / bc1) * st.m[i] / (Math.sqrt(st.v[i]) / Math.sqrt(bc2) + s.eps);
+    }
+  }
+}

@@ -1,0 +1,100 @@
+/**
+ * The global L2 norm of all gradients, as `torch.nn.utils.clip_grad_norm_`
+ * measures it: one GPU reduction over every gradient tensor, in a fixed
+ * order (per-workgroup partial sums, then one workgroup adds them), so the
+ * result is identical from run to run. The clipping itself is applied inside
+ * the AdamW kernel (see `adamw.ts`), which reads the squared norm from the
+ * GPU buffer this writes: no read-back is needed to clip.
+ *
+ * @module
+ */
+
+import type { Gpu, Tensor } from "../gpu/runtime.ts";
+import gradNormWgsl from "../../kernels/grad_norm.wgsl" with { type: "text" };
+
+const WORKGROUP_SIZE = 256;
+const PER_WORKGROUP = 4096;
+
+/** Partial-sum slots needed for tensors of these element counts. */
+function partialCount(sizes: readonly number[]): number {
+  return sizes.reduce((a, n) => a + Math.ceil(n / PER_WORKGROUP), 0);
+}
+
+/**
+ * Record `out[0] = Σ_tensors Σ_i t[i]²` (the squared global norm) into the
+ * f32 tensor `out` (at least one element). Records dispatches only.
+ *
+ * @param tensors f32 tensors, each within one storage binding
+ * @throws {TypeError} for a non-f32 tensor or an empty `out`
+ * @example
+ * ```ts ignore
+ * const normSq = gpu.empty([1]);
+ * await gradNormSquared(gpu, grads, normSq);
+ * const norm = Math.sqrt((await gpu.read(normSq))[0]);
+ * ```
+ */
+export async function gradNormSquared(
+  gpu: Gpu,
+  tensors: readonly Tensor[],
+  out: Tensor,
+): Promise<void> {
+  if (out.dtype !== "f32" || out.numel < 1) {
+    throw new TypeError(`gradNormSquared: out must be a non-empty f32 tensor, got [${out.shape}]`);
+  }
+  const slots = { workgroupSize: WORKGROUP_SIZE, perWorkgroup: PER_WORKGROUP };
+  const [partialK, totalK] = await Promise.all([
+    gpu.kernel("grad_norm", gradNormWgsl, slots, "partial"),
+    gpu.kernel("grad_norm", gradNormWgsl, slots, "total"),
+  ]);
+  const count = partialCount(tensors.map((t) => t.numel));
+  const partials = gpu.empty([Math.max(1, count)], "f32", "grad_norm.partials");
+  try {
+    let offset = 0;
+    for (const t of tensors) {
+      if (t.dtype !== "f32") {
+        throw new TypeError(`gradNormSquared: tensors must be f32, got ${t.dtype} [${t.shape}]`);
+      }
+      gpu.assertBindable("gradNormSquared: gradient", t.byteSize);
+      const groups = Math.ceil(t.numel / PER_WORKGROUP);
+      gpu.dispatch(partialK, {
+        bindings: [t, partials],
+        params: [t.numel, offset],
+        workgroups: groups,
+      });
+      offset += groups;
+    }
+    gpu.dispatch(totalK, { bindings: [partials, out], params: [count, 0], workgroups: 1 });
+  } finally {
+    partials.destroy();
+  }
+}
+
+/**
+ * The same on the host in float64, for tests.
+ *
+ * @example
+ * ```ts
+ * import { gradNormSquaredReference } from "./clip.ts";
+ * if (gradNormSquaredReference([[3], [4]]) !== 25) throw new Error("norm");
+ * ```
+ */
+export function gradNormSquaredReference(tensors: readonly ArrayLike<number>[]): number {
+  let s = 0;
+  for (const t of tensors) for (let i = 0; i < t.length; i++) s += t[i] * t[i];
+  return s;
+}
+
+/**
+ * PyTorch's clipping factor: `min(1, maxNorm / (norm + 1e-6))`, or 1 when
+ * `maxNorm` is 0 (no clipping).
+ *
+ * @example
+ * ```ts
+ * import { clipCoefficient } from "./clip.ts";
+ * if (clipCoefficient(2, 1) >= 0.5 || clipCoefficient(0.5, 1) !== 1) throw new Error("clip");
+ * ```
+ */
+export function clipCoefficient(norm: number, maxNorm: number): number {
+  if (!(maxNorm > 0)) return 1;
+  return Math.min(1, maxNorm / (norm + 1e-6));
+}
