@@ -112,7 +112,7 @@ export async function loadMnistTest(): Promise<MnistSet> {
  * comes first because bundlers wrap imported bytes in a CommonJS shim whose
  * per-element property copying takes minutes for a 7.8 MB array.
  */
-async function packageFile(
+export async function packageFile(
   specifier: string,
   viaImport: () => Promise<{ default: Uint8Array }>,
 ): Promise<Uint8Array> {

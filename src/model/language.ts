@@ -31,8 +31,14 @@ import { causalTssa } from "../ops/causal_tssa.ts";
 import { softmaxAttention } from "../ops/attention.ts";
 import { flashAttention } from "../ops/flash_attention.ts";
 import { checkTargets, crossEntropy } from "../ops/cross_entropy.ts";
-import { ParamUploader, Scratch } from "./_params.ts";
-import type { ActivationHook, LinearParams, NamedTensors, NormParams } from "./_params.ts";
+import { ParamUploader, readForward, Scratch } from "./_params.ts";
+import type {
+  ActivationHook,
+  ForwardOutput,
+  LinearParams,
+  NamedTensors,
+  NormParams,
+} from "./_params.ts";
 
 /** Softmax attention materialises `[B, NH, T, T]` scores up to this size, then uses flash attention. */
 const MAX_SCORE_BYTES = 64 * 1024 * 1024;
@@ -352,12 +358,7 @@ export function uploadTokenIds(
 }
 
 /** What {@linkcode languageForward} returns. */
-export interface LanguageOutput {
-  /** `[B, T, V]` */
-  logits: Float32Array;
-  /** Fixture-named activations, when requested. */
-  activations: Map<string, { shape: number[]; data: Float32Array }>;
-}
+export type LanguageOutput = ForwardOutput; // logits `[B, T, V]`
 
 /**
  * Run a language model on token ids `[B, T]`: upload, record the whole
@@ -378,34 +379,14 @@ export async function languageForward(
   options: { activations?: boolean } = {},
 ): Promise<LanguageOutput> {
   const idx = uploadTokenIds(gpu, params, ids, B, T);
-  const saved: [string, Tensor][] = [];
   try {
-    const onActivation: ActivationHook | undefined = options.activations
-      ? (name, t) => {
-        const copy = gpu.empty(t.shape, "f32", `act.${name}`);
-        gpu.copy(t, copy);
-        saved.push([name, copy]);
-      }
-      : undefined;
-    const logits = await encodeLanguage(gpu, params, idx, { onActivation });
-    try {
-      const out: LanguageOutput = {
-        logits: (await gpu.read(logits)) as Float32Array,
-        activations: new Map(),
-      };
-      for (const [name, t] of saved) {
-        out.activations.set(name, {
-          shape: [...t.shape],
-          data: (await gpu.read(t)) as Float32Array,
-        });
-      }
-      return out;
-    } finally {
-      logits.destroy();
-    }
+    return await readForward(
+      gpu,
+      options.activations ?? false,
+      (onActivation) => encodeLanguage(gpu, params, idx, { onActivation }),
+    );
   } finally {
     idx.destroy();
-    for (const [, t] of saved) t.destroy();
   }
 }
 

