@@ -60,7 +60,25 @@ export async function softmaxAttention(
   heads: number,
   options: AttentionOptions = {},
 ): Promise<Tensor> {
-  const op = "softmaxAttention";
+  const { out, probs } = await softmaxAttentionWithProbs(gpu, qkv, heads, options);
+  probs.destroy();
+  return out;
+}
+
+/**
+ * {@linkcode softmaxAttention} that also returns the attention probabilities
+ * `[B, H, N, N]` (the softmaxed scores; zeros above the diagonal when causal),
+ * which the backward needs. Both tensors are new and owned by the caller.
+ *
+ * @throws {TypeError} / {RangeError} as {@linkcode softmaxAttention}
+ */
+export async function softmaxAttentionWithProbs(
+  gpu: Gpu,
+  qkv: Tensor,
+  heads: number,
+  options: AttentionOptions = {},
+  op = "softmaxAttention",
+): Promise<{ out: Tensor; probs: Tensor }> {
   const { B, N, H, d, C } = qkvShape(op, qkv, heads);
   const causal = options.causal ? 1 : 0;
   const limit = bindingLimit(gpu, options);
@@ -88,13 +106,43 @@ export async function softmaxAttention(
     );
   }
   const out = gpu.empty([B, N, C], "f32", "attention.out");
-  if (B === 0 || N === 0) return out;
+  const scores = gpu.empty([B, H, N, N], "f32", "attention.scores");
+  if (B === 0 || N === 0) return { out, probs: scores };
+  try {
+    await recordAttention(gpu, op, qkv, out, scores, { B, N, H, d, C, causal, limit, align });
+  } catch (err) {
+    out.destroy();
+    scores.destroy();
+    throw err;
+  }
+  return { out, probs: scores };
+}
+
+async function recordAttention(
+  gpu: Gpu,
+  op: string,
+  qkv: Tensor,
+  out: Tensor,
+  scores: Tensor,
+  p: {
+    B: number;
+    N: number;
+    H: number;
+    d: number;
+    C: number;
+    causal: number;
+    limit: number;
+    align: number;
+  },
+): Promise<void> {
+  const { B, N, H, d, C, causal, limit, align } = p;
+  const headBytes = N * N * 4;
+  const batchBytes = N * 3 * C * 4;
   const [scoresK, softmaxK, valuesK] = await Promise.all([
     gpu.kernel("attention_scores", scoresWgsl),
     gpu.kernel("attention_softmax", softmaxWgsl, { workgroupSize: softmaxWorkgroupSize(N) }),
     gpu.kernel("attention_values", valuesWgsl),
   ]);
-  const scores = gpu.empty([B, H, N, N], "f32", "attention.scores");
   const tiles = Math.ceil(N / TILE);
   const scale = f32(1 / Math.sqrt(d));
   for (const bp of rowPieces(op, B, batchBytes, limit, align)) {
@@ -119,8 +167,6 @@ export async function softmaxAttention(
       });
     }
   }
-  scores.destroy();
-  return out;
 }
 
 /**

@@ -31,9 +31,6 @@
 
 import type { Gpu, Tensor } from "../gpu/runtime.ts";
 import { f32, formatBytes } from "../gpu/runtime.ts";
-import scoresWgsl from "../../kernels/attention_scores.wgsl" with { type: "text" };
-import softmaxWgsl from "../../kernels/attention_softmax.wgsl" with { type: "text" };
-import valuesWgsl from "../../kernels/attention_values.wgsl" with { type: "text" };
 import deltaWgsl from "../../kernels/attention_backward_delta.wgsl" with { type: "text" };
 import dsWgsl from "../../kernels/attention_backward_ds.wgsl" with { type: "text" };
 import matmulWgsl from "../../kernels/attention_backward_matmul.wgsl" with { type: "text" };
@@ -49,6 +46,7 @@ import type { ChunkOptions } from "./_shapes.ts";
 import { checkSizes, qkvShape } from "./_attention_shape.ts";
 import type { AttentionShape } from "./_attention_shape.ts";
 import type { AttentionOptions } from "./attention.ts";
+import { softmaxAttentionWithProbs } from "./attention.ts";
 
 const TILE = 32;
 
@@ -74,10 +72,6 @@ export interface AttentionBackwardArgs {
   heads: number;
   /** Whether the forward was causal. */
   causal: boolean;
-}
-
-function softmaxWorkgroupSize(N: number): number {
-  return N >= 2048 ? 256 : N >= 64 ? 64 : 16;
 }
 
 interface Plan {
@@ -118,8 +112,9 @@ function plan(gpu: Gpu, op: string, qkv: Tensor, heads: number, options: ChunkOp
 }
 
 /**
- * Softmax attention that keeps its probabilities for the backward. Records
- * dispatches only.
+ * Softmax attention that keeps its probabilities for the backward (the
+ * forward of `attention.ts`, its scores tensor returned instead of freed).
+ * Records dispatches only.
  *
  * @param qkv f32 `[B, N, 3·C]`, last dimension `(3, heads, d)`, `d ≤ 128`
  * @param heads number of heads
@@ -139,49 +134,13 @@ export async function softmaxAttentionForwardWithSaves(
   heads: number,
   options: AttentionOptions = {},
 ): Promise<AttentionSaves> {
-  const op = "softmaxAttentionForwardWithSaves";
-  const { shape, limit, align, headBytes } = plan(gpu, op, qkv, heads, options);
-  const { B, N, H, d, C } = shape;
-  const causal = options.causal ? 1 : 0;
-  const out = gpu.empty([B, N, C], "f32", "attention.out");
-  const probs = gpu.empty([B, H, N, N], "f32", "attention.probs");
-  if (B === 0 || N === 0) return { out, probs };
-  try {
-    const [scoresK, softmaxK, valuesK] = await Promise.all([
-      gpu.kernel("attention_scores", scoresWgsl),
-      gpu.kernel("attention_softmax", softmaxWgsl, { workgroupSize: softmaxWorkgroupSize(N) }),
-      gpu.kernel("attention_values", valuesWgsl),
-    ]);
-    const tiles = Math.ceil(N / TILE);
-    const scale = f32(1 / Math.sqrt(d));
-    for (const bp of rowPieces(op, B, N * 3 * C * 4, limit, align)) {
-      const src = bindRows(qkv, bp.start, bp.count, N * 3 * C, align);
-      const dst = bindRows(out, bp.start, bp.count, N * C, align);
-      for (const hp of rowPieces(op, bp.count * H, headBytes, limit, align)) {
-        const s = bindRows(probs, bp.start * H + hp.start, hp.count, N * N, align);
-        gpu.dispatch(scoresK, {
-          bindings: [src.range, s.range],
-          params: [N, H, d, C, hp.count, hp.start, src.base, s.base, scale, causal],
-          workgroups: hp.count * tiles * tiles,
-        });
-        gpu.dispatch(softmaxK, {
-          bindings: [s.range],
-          params: [hp.count * N, N, s.base, causal],
-          workgroups: hp.count * N,
-        });
-        gpu.dispatch(valuesK, {
-          bindings: [s.range, src.range, dst.range],
-          params: [N, H, d, C, hp.count, hp.start, src.base, dst.base, s.base, causal],
-          workgroups: hp.count * tiles * Math.ceil(d / TILE),
-        });
-      }
-    }
-  } catch (err) {
-    out.destroy();
-    probs.destroy();
-    throw err;
-  }
-  return { out, probs };
+  return await softmaxAttentionWithProbs(
+    gpu,
+    qkv,
+    heads,
+    options,
+    "softmaxAttentionForwardWithSaves",
+  );
 }
 
 /**
