@@ -1,17 +1,14 @@
 /**
  * `tost bench --plot`: log-log time and memory against tokens, one line per
- * operator (coloured) and pass (solid forward, dashed forward+backward), rendered with vega-lite to SVG (no DOM needed) and to PNG with
- * resvg (WebAssembly) and a bundled DejaVu font, so it works offline and
- * without system fonts.
+ * operator (coloured) and pass (solid forward, dashed forward+backward),
+ * rendered by `src/plot.ts`.
  *
  * @module
  */
 
-import * as vega from "vega";
-import * as vl from "vega-lite";
-import { initWasm, Resvg } from "@resvg/resvg-wasm";
-import resvgWasm from "@resvg/resvg-wasm/index_bg.wasm" with { type: "bytes" };
-import dejavuSans from "dejavu-fonts-ttf/ttf/DejaVuSans.ttf" with { type: "bytes" };
+import type * as vl from "vega-lite";
+import { PLOT_FONT, specToSvg } from "../plot.ts";
+
 /** What a plotted point needs (operator and model records both have it). */
 export interface PlotRecord {
   op: string;
@@ -94,31 +91,11 @@ function spec(records: readonly PlotRecord[], title: string): vl.TopLevelSpec {
         },
       },
     ],
-    config: { font: "DejaVu Sans" },
+    config: { font: PLOT_FONT },
   } as vl.TopLevelSpec;
 }
 
 /** Render the benchmark plot as an SVG string. */
-export async function renderSvg(records: readonly PlotRecord[], title: string): Promise<string> {
-  const compiled = vl.compile(spec(records, title)).spec;
-  const view = new vega.View(vega.parse(compiled), { renderer: "none" });
-  try {
-    return await view.toSVG();
-  } finally {
-    view.finalize();
-  }
-}
-
-let resvgReady: Promise<void> | undefined;
-
-/** Rasterise an SVG to PNG (white background, 2× scale). */
-export async function svgToPng(svg: string): Promise<Uint8Array> {
-  resvgReady ??= initWasm(resvgWasm);
-  await resvgReady;
-  const r = new Resvg(svg, {
-    background: "white",
-    fitTo: { mode: "zoom", value: 2 },
-    font: { loadSystemFonts: false, fontBuffers: [dejavuSans], defaultFontFamily: "DejaVu Sans" },
-  });
-  return r.render().asPng();
+export function renderSvg(records: readonly PlotRecord[], title: string): Promise<string> {
+  return specToSvg(spec(records, title));
 }

@@ -278,7 +278,8 @@ async function writePlot(
   title: string,
   say: boolean,
 ): Promise<void> {
-  const { renderSvg, svgToPng } = await import("../bench/plot.ts");
+  const { renderSvg } = await import("../bench/plot.ts");
+  const { svgToPng } = await import("../plot.ts");
   const svg = await renderSvg(records, title);
   await Deno.writeTextFile(path, svg);
   const png = path.replace(/\.svg$/i, "") + ".png";

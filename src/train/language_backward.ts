@@ -45,8 +45,8 @@ import type { TssaAttentionSaves } from "../nn/tssa_attention_backward.ts";
 import {
   softmaxAttentionBackward,
   softmaxAttentionForwardWithSaves,
-} from "./softmax_attention_module.ts";
-import type { SoftmaxAttentionSaves } from "./softmax_attention_module.ts";
+} from "../nn/softmax_attention.ts";
+import type { SoftmaxAttentionSaves } from "../nn/softmax_attention.ts";
 
 /** What one block's forward keeps for its backward (all owned by the saves). */
 interface BlockSaves {

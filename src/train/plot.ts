@@ -1,14 +1,13 @@
 /**
  * The loss curve of a training run (training loss per step, validation loss
- * per evaluation) as SVG via vega-lite, and as PNG through the bench plot's
+ * per evaluation) as SVG via vega-lite, and as PNG through `src/plot.ts`'s
  * resvg rasteriser (bundled font, works offline).
  *
  * @module
  */
 
-import * as vega from "vega";
-import * as vl from "vega-lite";
-import { svgToPng } from "../bench/plot.ts";
+import type * as vl from "vega-lite";
+import { PLOT_FONT, specToSvg, svgToPng } from "../plot.ts";
 
 /** One point of a loss curve. */
 export interface LossPoint {
@@ -36,17 +35,12 @@ export async function lossCurveSvg(points: readonly LossPoint[], title: string):
       },
       color: { field: "split", type: "nominal", title: "split" },
     },
-    config: { font: "DejaVu Sans" },
+    config: { font: PLOT_FONT },
   } as vl.TopLevelSpec;
-  const view = new vega.View(vega.parse(vl.compile(spec).spec), { renderer: "none" });
-  try {
-    return await view.toSVG();
-  } finally {
-    view.finalize();
-  }
+  return await specToSvg(spec);
 }
 
-/** Rasterise an SVG to PNG (as the bench plots). */
+/** Rasterise a loss curve SVG to PNG. */
 export function lossCurvePng(svg: string): Promise<Uint8Array> {
   return svgToPng(svg);
 }
