@@ -17,8 +17,8 @@
 
 import { describeAdapter, requestAdapter, requestDevice } from "./device.ts";
 import type { AdapterDescription } from "./device.ts";
-import { renderWgsl } from "./render.ts";
-import type { SlotValue } from "./render.ts";
+import { renderKernel } from "./render.ts";
+import type { RenderedKernel, SlotValue } from "./render.ts";
 
 /** Element types a {@linkcode Tensor} can hold on the GPU. */
 export type DType = "f32" | "u32" | "i32";
@@ -345,24 +345,27 @@ export class Gpu {
     const key = `${name}#${entryPoint}#${JSON.stringify(Object.entries(slots).sort())}`;
     let k = this.#pipelines.get(key);
     if (!k) {
-      k = this.#compile(name, renderWgsl(name, template, slots), entryPoint);
+      k = this.#compile(name, renderKernel(name, template, slots), entryPoint);
       this.#pipelines.set(key, k);
       k.catch(() => this.#pipelines.delete(key));
     }
     return k;
   }
 
-  async #compile(name: string, code: string, entryPoint: string): Promise<Kernel> {
+  async #compile(name: string, rendered: RenderedKernel, entryPoint: string): Promise<Kernel> {
     const device = this.device;
     device.pushErrorScope("validation");
-    const module = device.createShaderModule({ label: name, code });
+    const module = device.createShaderModule({ label: name, code: rendered.code });
     const info = await module.getCompilationInfo();
     const scopeError = await device.popErrorScope();
     const errors = info.messages.filter((m) => m.type === "error");
     if (errors.length > 0 || scopeError) {
-      const where = errors.map((m) =>
-        `kernels/${name}.wgsl:${m.lineNum}:${m.linePos}: ${firstLine(m.message)}`
-      );
+      const where = errors.map((m) => {
+        // The line map points into the kernel's file or the included snippet.
+        const at = rendered.origins[m.lineNum - 1];
+        const file = at ? `${at.file}:${at.line}` : `kernels/${name}.wgsl:${m.lineNum}`;
+        return `${file}:${m.linePos}: ${firstLine(m.message)}`;
+      });
       throw new SyntaxError(
         `Kernel "${name}" failed to compile: ${
           where.join("; ") || firstLine(scopeError?.message ?? "")

@@ -1,0 +1,18 @@
+/**
+ * The shared WGSL snippets in `kernels/lib/`, by the name a kernel includes
+ * them with (`{{include grid}}` includes `kernels/lib/grid.wgsl`).
+ *
+ * WGSL has no include of its own, and `deno compile`/`deno bundle` carry
+ * only what the module graph imports, so every snippet is imported here as
+ * text: adding a file to `kernels/lib/` means adding one line below (a test
+ * checks that the directory and this table agree).
+ *
+ * @module
+ */
+
+import grid from "../../kernels/lib/grid.wgsl" with { type: "text" };
+
+/** Snippet sources by include name. */
+export const WGSL_LIBRARY: Readonly<Record<string, string>> = Object.freeze({
+  grid,
+});
