@@ -172,6 +172,25 @@ Deno.test("pipelines are cached by name and slots", async () => {
     const c = await gpu.kernel("test_axpi", AXPI, { wg: 32 });
     assert.equal(a, b);
     assert.notEqual(a, c);
+    assert.notEqual(a.key, c.key);
+  });
+});
+
+Deno.test("the dispatch listener sees every recorded dispatch's kernel", async () => {
+  await withGpu(async (gpu) => {
+    const k32 = await gpu.kernel("test_axpi", AXPI, { wg: 32 });
+    const k64 = await gpu.kernel("test_axpi", AXPI, { wg: 64 });
+    const x = gpu.upload(new Float32Array(8), [8]);
+    const y = gpu.empty([8]);
+    const seen: string[] = [];
+    gpu.onDispatch = (k) => seen.push(k.key);
+    for (const k of [k32, k64, k32]) {
+      gpu.dispatch(k, { bindings: [x, y], params: [8, f32(1)], workgroups: 1 });
+    }
+    gpu.onDispatch = null;
+    gpu.dispatch(k64, { bindings: [x, y], params: [8, f32(1)], workgroups: 1 });
+    assert.deepEqual(seen, [k32.key, k64.key, k32.key]);
+    await gpu.sync();
   });
 });
 
