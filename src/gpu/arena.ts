@@ -11,12 +11,16 @@
  * buffer back at once. The buffers themselves stay allocated until
  * {@linkcode Arena.destroy}.
  *
- * Allocation is deterministic: a free buffer of the requested size is
- * taken lowest-first, a new one created only when none is free. A pass that
- * repeats the same allocations after a reset (a training step, a decoding
- * step, an evaluation batch) therefore gets the same buffers in the same
- * order and creates none: steady state allocates nothing, and a bind group
- * made for a buffer of one step fits the same buffer in the next.
+ * Allocation is deterministic: the smallest free buffer that holds the
+ * tensor (and is at most twice its size, so a small tensor never pins a
+ * large buffer) is taken, the first made among equals; a new one is created
+ * only when none fits. A pass that repeats the same allocations after a
+ * reset (a training step, a decoding step, an evaluation batch) therefore
+ * gets the same buffers in the same order and creates none: steady state
+ * allocates nothing, and a bind group made for a buffer of one step fits the
+ * same buffer in the next. Sizes that vary a little from pass to pass (the
+ * embedding backward's token groups) settle on buffers of the largest size
+ * seen.
  *
  * A buffer handed out again is cleared first, so an arena tensor starts at
  * zero like a fresh one; tensors of a previous pass count as destroyed
@@ -44,6 +48,8 @@ import type { Allocator, DType, Gpu, TensorOwner } from "./runtime.ts";
 interface Slot {
   /** The counted buffer this slot owns. */
   backing: Tensor;
+  /** Its bytes. */
+  bytes: number;
   /** Whether a live tensor of this pass uses it. */
   busy: boolean;
 }
@@ -69,8 +75,8 @@ function paddedBytes(n: number): number {
 export class Arena implements Allocator, TensorOwner {
   readonly #gpu: Gpu;
   readonly #label: string;
-  /** Slots by buffer size, each list in creation order. */
-  readonly #bySize = new Map<number, Slot[]>();
+  /** Every slot, in creation order. */
+  readonly #slots: Slot[] = [];
   readonly #handed = new Map<Tensor, Slot>();
   #created = 0;
   #destroyed = false;
@@ -102,15 +108,17 @@ export class Arena implements Allocator, TensorOwner {
     let n = 1;
     for (const d of shape) n *= d;
     const bytes = paddedBytes(n);
-    const slots = this.#bySize.get(bytes) ?? [];
-    let slot = slots.find((s) => !s.busy);
+    let slot: Slot | undefined;
+    for (const s of this.#slots) {
+      if (s.busy || s.bytes < bytes || s.bytes > 2 * bytes) continue;
+      if (!slot || s.bytes < slot.bytes) slot = s;
+    }
     if (slot) {
       if (zero) this.#gpu.clear(slot.backing);
     } else {
       const backing = this.#gpu._fresh([bytes / 4], "f32", `${this.#label}.${label}`);
-      slot = { backing, busy: false };
-      slots.push(slot);
-      this.#bySize.set(bytes, slots);
+      slot = { backing, bytes, busy: false };
+      this.#slots.push(slot);
       this.#created++;
     }
     slot.busy = true;
@@ -138,20 +146,15 @@ export class Arena implements Allocator, TensorOwner {
   /** Free every buffer. The arena cannot be used again. */
   destroy(): void {
     this.reset();
-    for (const slots of this.#bySize.values()) for (const s of slots) s.backing.destroy();
-    this.#bySize.clear();
+    for (const s of this.#slots) s.backing.destroy();
+    this.#slots.length = 0;
     this.#destroyed = true;
   }
 
   /** Buffers, bytes and tensors in use (for tests and memory reports). */
   get stats(): ArenaStats {
-    let buffers = 0;
-    let bytes = 0;
-    for (const [size, slots] of this.#bySize) {
-      buffers += slots.length;
-      bytes += size * slots.length;
-    }
-    return { buffers, bytes, created: this.#created, live: this.#handed.size };
+    const bytes = this.#slots.reduce((a, s) => a + s.bytes, 0);
+    return { buffers: this.#slots.length, bytes, created: this.#created, live: this.#handed.size };
   }
 }
 

@@ -178,6 +178,14 @@ export class Tensor {
   }
 }
 
+/**
+ * Bytes to bind for a whole tensor: its values rounded up to 16 bytes, within
+ * its buffer (an arena may hand out a buffer larger than the tensor).
+ */
+function wholeBinding(t: Tensor): number {
+  return Math.min(t.buffer.size, Math.max(16, Math.ceil(t.byteSize / 16) * 16));
+}
+
 /** Product of a shape's dimensions (1 for a scalar). */
 export function numel(shape: readonly number[]): number {
   let n = 1;
@@ -376,6 +384,11 @@ export class Gpu implements TensorOwner {
     }
   }
 
+  /** Whether an arena serves allocations now (inside `Arena.use`, not suspended). */
+  get inArena(): boolean {
+    return !!this.#arenas.at(-1);
+  }
+
   /** @internal {@linkcode Arena.use} */
   _enterArena(arena: Allocator): void {
     this.#arenas.push(arena);
@@ -532,7 +545,7 @@ export class Gpu implements TensorOwner {
     this.onDispatch?.(kernel);
     const maxBinding = this.limits.maxStorageBufferBindingSize;
     options.bindings.forEach((b, i) => {
-      const range = b instanceof Tensor ? { tensor: b, offset: 0, size: b.buffer.size } : b;
+      const range = b instanceof Tensor ? { tensor: b, offset: 0, size: wholeBinding(b) } : b;
       if (range.tensor.destroyed) {
         throw new Error(`Kernel "${kernel.name}": binding ${i + 1} uses a destroyed tensor`);
       }
