@@ -24,8 +24,8 @@ import { readSafetensors, writeSafetensors } from "../io/safetensors.ts";
 import type { SafetensorsFile, StTensor } from "../io/safetensors.ts";
 import { destroyModel, readModelFile, readVocabFile, uploadModel } from "../model/load.ts";
 import type { GpuModel, ModelFile } from "../model/load.ts";
-import { visionForward } from "../model/vision.ts";
-import { languageForward, languageLoss } from "../model/language.ts";
+import { visionForward } from "../model/vision/model.ts";
+import { languageForward, languageLoss } from "../model/language/model.ts";
 import { loadMnistTest, mnistBatch } from "../data/mnist.ts";
 import { encodeChars, evalBatches, loadSotu, splitTrainVal } from "../data/text.ts";
 import { UsageError } from "./_errors.ts";
@@ -284,7 +284,7 @@ async function evaluateText(
   const start = performance.now();
   try {
     for (const batch of evalBatches(val, cfg.block_size, opts.batchSize, total)) {
-      const losses = await languageLoss(gpu, model.params, batch.x, batch.y, batch.B, batch.T);
+      const losses = await languageLoss(gpu, model.params, batch);
       for (const l of losses) sum += l;
       count += losses.length;
       const s = (performance.now() - start) / 1000;

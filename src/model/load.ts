@@ -20,10 +20,9 @@ import type { StTensor } from "../io/safetensors.ts";
 import { inferConfig, loadCheckpoint } from "../checkpoint/mod.ts";
 import type { LanguageConfig, ModelConfig, VisionConfig } from "./config.ts";
 import { assertStateDict } from "./names.ts";
-import { destroyVisionParams, uploadVisionParams } from "./vision.ts";
-import type { VisionParams } from "./vision.ts";
-import { destroyLanguageParams, uploadLanguageParams } from "./language.ts";
-import type { LanguageParams } from "./language.ts";
+import { ParamStore } from "./params.ts";
+import { checkLanguageConfig } from "./language/params.ts";
+import { checkVisionConfig } from "./vision/params.ts";
 
 /** A model file read into memory and checked, not yet on the GPU. */
 export interface ModelFile {
@@ -36,10 +35,10 @@ export interface ModelFile {
   vocab: string[] | null;
 }
 
-/** A model on the GPU. */
+/** A model on the GPU: its parameter store, config and file. */
 export type GpuModel =
-  | { family: "vision"; config: VisionConfig; params: VisionParams; file: ModelFile }
-  | { family: "language"; config: LanguageConfig; params: LanguageParams; file: ModelFile };
+  | { family: "vision"; config: VisionConfig; params: ParamStore; file: ModelFile }
+  | { family: "language"; config: LanguageConfig; params: ParamStore; file: ModelFile };
 
 /** Options of {@linkcode readModelFile}. */
 export interface ReadModelOptions {
@@ -257,10 +256,11 @@ export async function readModelFile(
 export function uploadModel(gpu: Gpu, file: ModelFile): GpuModel {
   const cfg = file.config;
   if (cfg.family === "vision") {
+    checkVisionConfig(cfg);
     return {
       family: "vision",
       config: cfg,
-      params: uploadVisionParams(gpu, cfg, file.tensors),
+      params: ParamStore.upload(gpu, cfg, file.tensors),
       file,
     };
   }
@@ -269,10 +269,11 @@ export function uploadModel(gpu: Gpu, file: ModelFile): GpuModel {
       `"${file.path}": vocabulary of ${file.vocab.length} tokens for a model with vocab_size ${cfg.vocab_size}`,
     );
   }
+  checkLanguageConfig(cfg);
   return {
     family: "language",
     config: cfg,
-    params: uploadLanguageParams(gpu, cfg, file.tensors),
+    params: ParamStore.upload(gpu, cfg, file.tensors),
     file,
   };
 }
@@ -297,6 +298,5 @@ export async function loadModel(
 
 /** Free a model's GPU tensors. */
 export function destroyModel(model: GpuModel): void {
-  if (model.family === "vision") destroyVisionParams(model.params);
-  else destroyLanguageParams(model.params);
+  model.params.destroy();
 }

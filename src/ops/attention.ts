@@ -37,13 +37,27 @@ function softmaxWorkgroupSize(N: number): number {
   return N >= 2048 ? 256 : N >= 64 ? 64 : 16;
 }
 
+/** What the forward keeps for `softmaxAttentionBackward` when asked for its saves. */
+export interface SoftmaxAttentionSaves {
+  /** `[B, H, N, N]` attention probabilities (exact zeros where masked). */
+  probs: Tensor;
+}
+
+/** Options of {@linkcode softmaxAttention}: causal masking, the saves request, test limits. */
+export interface SoftmaxAttentionOptions extends AttentionOptions {
+  /** Keep the probabilities for the backward and return them. */
+  saves?: boolean;
+}
+
 /**
  * Softmax attention of packed `qkv` with the scores materialised in a
- * `[B, H, N, N]` tensor (freed before returning). Records dispatches only.
+ * `[B, H, N, N]` tensor, freed before returning unless the saves are
+ * requested (`{ saves: true }` returns `{ out, saves }`: the softmaxed
+ * scores, which the backward needs). Records dispatches only.
  *
  * @param qkv f32 `[B, N, 3·C]`, last dimension `(3, heads, d)`, `d ≤ 128`
  * @param heads number of heads `H` (`C = H·d`)
- * @param options `causal`; `maxBindingBytes` (tests)
+ * @param options `causal`, `saves`; `maxBindingBytes` (tests)
  * @returns a new f32 tensor `[B, N, C]`, heads concatenated
  * @throws {TypeError} for a malformed `qkv` or head count
  * @throws {RangeError} when the scores do not fit one buffer, one head's
@@ -52,33 +66,28 @@ function softmaxWorkgroupSize(N: number): number {
  * @example
  * ```ts ignore
  * const y = await softmaxAttention(gpu, qkv, 6, { causal: true });
+ * const { out, saves } = await softmaxAttention(gpu, qkv, 6, { causal: true, saves: true });
  * ```
  */
 export async function softmaxAttention(
   gpu: Gpu,
   qkv: Tensor,
   heads: number,
-  options: AttentionOptions = {},
-): Promise<Tensor> {
-  const { out, probs } = await softmaxAttentionWithProbs(gpu, qkv, heads, options);
-  probs.destroy();
-  return out;
-}
-
-/**
- * {@linkcode softmaxAttention} that also returns the attention probabilities
- * `[B, H, N, N]` (the softmaxed scores; zeros above the diagonal when causal),
- * which the backward needs. Both tensors are new and owned by the caller.
- *
- * @throws {TypeError} / {RangeError} as {@linkcode softmaxAttention}
- */
-export async function softmaxAttentionWithProbs(
+  options: SoftmaxAttentionOptions & { saves: true },
+): Promise<{ out: Tensor; saves: SoftmaxAttentionSaves }>;
+export async function softmaxAttention(
   gpu: Gpu,
   qkv: Tensor,
   heads: number,
-  options: AttentionOptions = {},
-  op = "softmaxAttention",
-): Promise<{ out: Tensor; probs: Tensor }> {
+  options?: SoftmaxAttentionOptions,
+): Promise<Tensor>;
+export async function softmaxAttention(
+  gpu: Gpu,
+  qkv: Tensor,
+  heads: number,
+  options: SoftmaxAttentionOptions = {},
+): Promise<Tensor | { out: Tensor; saves: SoftmaxAttentionSaves }> {
+  const op = "softmaxAttention";
   const { B, N, H, d, C } = qkvShape(op, qkv, heads);
   const causal = options.causal ? 1 : 0;
   const limit = bindingLimit(gpu, options);
@@ -107,15 +116,18 @@ export async function softmaxAttentionWithProbs(
   }
   const out = gpu.empty([B, N, C], "f32", "attention.out");
   const scores = gpu.empty([B, H, N, N], "f32", "attention.scores");
-  if (B === 0 || N === 0) return { out, probs: scores };
   try {
-    await recordAttention(gpu, op, qkv, out, scores, { B, N, H, d, C, causal, limit, align });
+    if (B > 0 && N > 0) {
+      await recordAttention(gpu, op, qkv, out, scores, { B, N, H, d, C, causal, limit, align });
+    }
   } catch (err) {
     out.destroy();
     scores.destroy();
     throw err;
   }
-  return { out, probs: scores };
+  if (options.saves) return { out, saves: { probs: scores } };
+  scores.destroy();
+  return out;
 }
 
 async function recordAttention(

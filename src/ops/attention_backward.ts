@@ -11,9 +11,8 @@
  *
  * What the forward must save: `qkv`, the probabilities `P [B, H, N, N]` and
  * the output `O [B, N, C]` (the output projection's input, saved anyway).
- * {@linkcode softmaxAttentionForwardWithSaves} is the forward that keeps
- * `P` (it records the same three kernels as `softmaxAttention` in
- * `attention.ts`, which frees its scores).
+ * The forward is `softmaxAttention` (`attention.ts`) asked for its saves,
+ * which then keeps `P` instead of freeing it.
  *
  * GPU kernels: `kernels/attention_backward_delta.wgsl` (Δ, one thread per
  * row and head), `attention_backward_ds.wgsl` (∂P tile by tile, then ∂S
@@ -45,18 +44,9 @@ import {
 import type { ChunkOptions } from "./_shapes.ts";
 import { checkSizes, qkvShape } from "./_attention_shape.ts";
 import type { AttentionShape } from "./_attention_shape.ts";
-import type { AttentionOptions } from "./attention.ts";
-import { softmaxAttentionWithProbs } from "./attention.ts";
+import type { SoftmaxAttentionSaves } from "./attention.ts";
 
 const TILE = 32;
-
-/** What {@linkcode softmaxAttentionForwardWithSaves} returns. */
-export interface AttentionSaves {
-  /** `[B, N, C]`, heads concatenated. */
-  out: Tensor;
-  /** `[B, H, N, N]` attention probabilities (exact zeros where masked). */
-  probs: Tensor;
-}
 
 /** Arguments of {@linkcode softmaxAttentionBackward}. */
 export interface AttentionBackwardArgs {
@@ -66,8 +56,8 @@ export interface AttentionBackwardArgs {
   qkv: Tensor;
   /** The forward's output `[B, N, C]`. */
   out: Tensor;
-  /** The forward's probabilities `[B, H, N, N]`. */
-  probs: Tensor;
+  /** The forward's saves: its probabilities `[B, H, N, N]`. */
+  saves: SoftmaxAttentionSaves;
   /** Number of heads H. */
   heads: number;
   /** Whether the forward was causal. */
@@ -112,48 +102,16 @@ function plan(gpu: Gpu, op: string, qkv: Tensor, heads: number, options: ChunkOp
 }
 
 /**
- * Softmax attention that keeps its probabilities for the backward (the
- * forward of `attention.ts`, its scores tensor returned instead of freed).
- * Records dispatches only.
- *
- * @param qkv f32 `[B, N, 3·C]`, last dimension `(3, heads, d)`, `d ≤ 128`
- * @param heads number of heads
- * @param options `causal`; `maxBindingBytes` (tests)
- * @returns the output and the probabilities (both new; the caller destroys them)
- * @throws {TypeError} for a malformed `qkv` or head count
- * @throws {RangeError} when the probabilities do not fit one buffer, or one
- *   head's probabilities or one batch of qkv do not fit one storage binding
- * @example
- * ```ts ignore
- * const { out, probs } = await softmaxAttentionForwardWithSaves(gpu, qkv, 4, { causal: true });
- * ```
- */
-export async function softmaxAttentionForwardWithSaves(
-  gpu: Gpu,
-  qkv: Tensor,
-  heads: number,
-  options: AttentionOptions = {},
-): Promise<AttentionSaves> {
-  return await softmaxAttentionWithProbs(
-    gpu,
-    qkv,
-    heads,
-    options,
-    "softmaxAttentionForwardWithSaves",
-  );
-}
-
-/**
  * Softmax attention backward on the GPU, from saved probabilities. Records
  * dispatches only.
  *
  * @param options `maxBindingBytes` (tests)
  * @returns ∂qkv, a new tensor `[B, N, 3·C]` (assigned)
  * @throws {TypeError} on wrong shapes or dtypes
- * @throws {RangeError} as {@linkcode softmaxAttentionForwardWithSaves}
+ * @throws {RangeError} as the forward, `softmaxAttention`
  * @example
  * ```ts ignore
- * const dqkv = await softmaxAttentionBackward(gpu, { dout, qkv, out, probs, heads: 4, causal: true });
+ * const dqkv = await softmaxAttentionBackward(gpu, { dout, qkv, out, saves, heads: 4, causal: true });
  * ```
  */
 export async function softmaxAttentionBackward(
@@ -162,7 +120,8 @@ export async function softmaxAttentionBackward(
   options: ChunkOptions = {},
 ): Promise<Tensor> {
   const op = "softmaxAttentionBackward";
-  const { dout, qkv, out, probs, heads } = args;
+  const { dout, qkv, out, heads } = args;
+  const probs = args.saves.probs;
   const { shape, limit, align, headBytes } = plan(gpu, op, qkv, heads, options);
   const { B, N, H, d, C } = shape;
   for (const [name, t] of Object.entries({ dout, out, probs })) assertF32(op, name, t);

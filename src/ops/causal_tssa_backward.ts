@@ -1,7 +1,7 @@
 /**
  * Backward of the causal TSSA operator (`CausalSelfAttention_TSSA` of the
- * reference): the backward on the GPU and float64 CPU references of the
- * forward (with what the backward needs) and of the backward.
+ * reference) on the GPU, and its float64 CPU reference. The forward is
+ * `causalTssa()` (`causal_tssa.ts`) asked for its saves (Pi).
  *
  * Gradient convention (as in llm.c): **parameter gradients accumulate**
  * (`+=`) into gradient buffers the caller provides and zeroes; **activation
@@ -37,8 +37,6 @@
 
 import type { Gpu, Tensor } from "../gpu/runtime.ts";
 import { f32 } from "../gpu/runtime.ts";
-import squareWgsl from "../../kernels/causal_tssa_backward_square.wgsl" with { type: "text" };
-import piWgsl from "../../kernels/causal_tssa_backward_pi.wgsl" with { type: "text" };
 import scanWgsl from "../../kernels/causal_tssa_backward_scan.wgsl" with { type: "text" };
 import raddWgsl from "../../kernels/causal_tssa_backward_radd.wgsl" with { type: "text" };
 import prepWgsl from "../../kernels/causal_tssa_backward_prep.wgsl" with { type: "text" };
@@ -56,117 +54,18 @@ import {
 } from "./_tssa_blocks.ts";
 import type { TssaOptions } from "./_tssa_blocks.ts";
 import { exclusiveScanRows, totalSums } from "./_scan.ts";
-import { tssaShape } from "./tssa.ts";
-import { causalTssa } from "./causal_tssa.ts";
+import { checkLength, TSSA_PI_EPS, tssaShape } from "./tssa.ts";
 import type { TssaShape } from "./tssa.ts";
-import {
-  checkDims,
-  checkLength,
-  dispatchPieces,
-  tokenPieces,
-  TSSA_PI_EPS,
-} from "./tssa_backward.ts";
-import type { Pieces, TssaDims } from "./tssa_backward.ts";
-
-/** The clamp of the causal denominators (`clamp_min(1e-12)`). */
-export const CAUSAL_DENOM_MIN = 1e-12;
-
-/** Sizes of a causal TSSA problem: {@linkcode TssaDims} plus the bias length. */
-export interface CausalTssaDims extends TssaDims {
-  /** Positions in `denom_bias` (`[H, blockSize]`); `tokens ≤ blockSize`. */
-  blockSize: number;
-}
-
-/** What the causal forward keeps for the backward (float64). */
-export interface CausalTssaSavesReference {
-  /** Output `[B, N, D]`. */
-  y: Float64Array;
-  /** Head memberships `[B, N, H]`. */
-  pi: Float64Array;
-}
-
-function checkCausalDims(op: string, dims: CausalTssaDims): void {
-  checkDims(op, dims);
-  if (!Number.isInteger(dims.blockSize) || dims.tokens > dims.blockSize) {
-    throw new RangeError(`${op}: ${dims.tokens} tokens exceed the block size ${dims.blockSize}`);
-  }
-}
-
-/**
- * Causal TSSA forward in float64, keeping Pi for
- * {@linkcode causalTssaBackwardReference}.
- *
- * @param w `[B, N, H·d]`
- * @param params `temp` (`H` values) and `denomBias` (`H·blockSize` values)
- * @example
- * ```ts
- * import { causalTssaForwardReference } from "./causal_tssa_backward.ts";
- * const dims = { batches: 1, tokens: 1, heads: 1, headDim: 1, blockSize: 4 };
- * const s = causalTssaForwardReference([2], { temp: [1], denomBias: [0, 0, 0, 0] }, dims);
- * if (Math.abs(s.y[0] + 2 / 5) > 1e-8) throw new Error("causal tssa");
- * ```
- */
-export function causalTssaForwardReference(
-  w: ArrayLike<number>,
-  params: { temp: ArrayLike<number>; denomBias: ArrayLike<number> },
-  dims: CausalTssaDims,
-): CausalTssaSavesReference {
-  const op = "causalTssaForwardReference";
-  checkCausalDims(op, dims);
-  const { batches: B, tokens: N, heads: H, headDim: d, blockSize } = dims;
-  const { temp, denomBias } = params;
-  const D = H * d;
-  checkLength(op, "w", w, B * N * D);
-  checkLength(op, "temp", temp, H);
-  checkLength(op, "denomBias", denomBias, H * blockSize);
-  const y = new Float64Array(B * N * D);
-  const pi = new Float64Array(B * N * H);
-  const C = new Float64Array(D);
-  const A = new Float64Array(D);
-  const Q = new Float64Array(H);
-  for (let b = 0; b < B; b++) {
-    C.fill(0);
-    A.fill(0);
-    Q.fill(0);
-    for (let n = 0; n < N; n++) {
-      const ro = (b * N + n) * D;
-      const po = (b * N + n) * H;
-      let m = -Infinity;
-      for (let h = 0; h < H; h++) {
-        let u = d * denomBias[h * blockSize + n];
-        for (let k = 0; k < d; k++) {
-          const c = h * d + k;
-          const s = w[ro + c] ** 2;
-          C[c] += s;
-          u += s / Math.max(C[c], CAUSAL_DENOM_MIN);
-        }
-        pi[po + h] = temp[h] * u;
-        m = Math.max(m, pi[po + h]);
-      }
-      let total = 0;
-      for (let h = 0; h < H; h++) {
-        pi[po + h] = Math.exp(pi[po + h] - m);
-        total += pi[po + h];
-      }
-      for (let h = 0; h < H; h++) {
-        const p = (pi[po + h] /= total);
-        Q[h] += p;
-        for (let k = 0; k < d; k++) {
-          const c = h * d + k;
-          A[c] += p * w[ro + c] ** 2;
-          y[ro + c] = -w[ro + c] * p / (1 + A[c] / (Q[h] + TSSA_PI_EPS));
-        }
-      }
-    }
-  }
-  return { y, pi };
-}
+import { CAUSAL_DENOM_MIN, causalBlockSize, checkCausalDims } from "./causal_tssa.ts";
+import type { CausalTssaDims, CausalTssaSaves } from "./causal_tssa.ts";
+import { dispatchPieces, tokenPieces } from "./tssa_backward.ts";
+import type { Pieces } from "./tssa_backward.ts";
 
 /**
  * Causal TSSA backward in float64 (formulas in the module docs).
  *
  * @param args `dy` and `w` `[B, N, D]`; `temp` (`H`), `denomBias`
- *   (`H·blockSize`); `pi` `[B, N, H]` from the forward; `dtemp` (`H`) and
+ *   (`H·blockSize`); `pi` `[B, N, H]` from the forward (`causalTssaReference`); `dtemp` (`H`) and
  *   `dDenomBias` (`H·blockSize`), to which the parameter gradients are **added**
  * @returns `∂L/∂w`, `[B, N, D]`, float64 (assigned)
  * @example
@@ -304,20 +203,6 @@ function suffixSums(x: Float64Array, rows: number, cols: number): void {
 /** Rows per block of causal_tssa_backward_scan.wgsl (and per binding piece). */
 const SCAN_ROWS = 64;
 
-function checkDenomBias(op: string, denomBias: Tensor, heads: number, tokens: number): number {
-  assertF32(op, "denomBias", denomBias);
-  const blockSize = denomBias.numel / heads;
-  if (denomBias.shape[0] !== heads || !Number.isInteger(blockSize)) {
-    throw new TypeError(
-      `${op}: denomBias must have shape [${heads}, blockSize(, 1)], got [${denomBias.shape}]`,
-    );
-  }
-  if (tokens > blockSize) {
-    throw new RangeError(`${op}: ${tokens} tokens exceed the block size ${blockSize}`);
-  }
-  return blockSize;
-}
-
 function checkBindable(gpu: Gpu, op: string, tensors: Record<string, Tensor>): void {
   for (const [name, t] of Object.entries(tensors)) gpu.assertBindable(`${op}: ${name}`, t.byteSize);
 }
@@ -328,69 +213,6 @@ function backwardSlots(s: TssaShape): Record<string, number> {
 }
 
 const PER_TOKEN = { unitsPerRow: 1, workgroupSize: 64 };
-
-/**
- * Causal TSSA forward that also returns Pi for {@linkcode causalTssaBackward}:
- * y from `causalTssa()`, and Pi again from its own passes (w² per element,
- * `kernels/causal_tssa_backward_square.wgsl`; a block scan down the tokens;
- * Pi per token, `kernels/causal_tssa_backward_pi.wgsl`). Tensors over one
- * storage binding are processed in pieces of whole 64-token blocks (Pi,
- * `[B·N, H]`, must fit one). Records dispatches only.
- *
- * @param args `w` `[B, N, H·d]`, `temp` (`H`), `denomBias` (`[H, blockSize(, 1)]`), `heads`
- * @param options test-only: a smaller binding limit, early grid folding
- * @returns `y` `[B, N, H·d]` and `pi` `[B·N, H]` (the caller frees both)
- * @throws {TypeError} on wrong shapes or dtypes
- * @throws {RangeError} when `N > blockSize` or Pi exceeds one binding
- * @example
- * ```ts ignore
- * const { y, pi } = await causalTssaForwardWithSaves(gpu, { w, temp, denomBias, heads: 4 });
- * ```
- */
-export async function causalTssaForwardWithSaves(
-  gpu: Gpu,
-  args: { w: Tensor; temp: Tensor; denomBias: Tensor; heads: number },
-  options: TssaOptions = {},
-): Promise<{ y: Tensor; pi: Tensor }> {
-  const op = "causalTssaForwardWithSaves";
-  const { w, temp, denomBias, heads } = args;
-  const s = tssaShape(op, w, temp, heads);
-  const { batches: B, tokens: N, dim: D } = s;
-  const blockSize = checkDenomBias(op, denomBias, heads, N);
-  const y = await causalTssa(gpu, w, temp, denomBias, heads, options);
-  const pi = gpu.empty([B * N, heads], "f32", `${op}.pi`);
-  if (B * N === 0) return { y, pi };
-  const scratch: Tensor[] = [];
-  try {
-    checkBindable(gpu, op, { pi });
-    const slots = backwardSlots(s);
-    const [square, piKernel] = await Promise.all([
-      gpu.kernel("causal_tssa_backward_square", squareWgsl),
-      gpu.kernel("causal_tssa_backward_pi", piWgsl, slots),
-    ]);
-    const p = tokenPieces(gpu, op, { ...s, blockRows: SCAN_ROWS }, options);
-    const NB = p.layout.blocksPerBatch;
-    const cs = gpu.empty([B, N, D], "f32", `${op}.c`);
-    scratch.push(cs);
-    dispatchPieces(gpu, square, p, [{ piece: w }, { piece: cs }], {
-      unitsPerRow: D,
-      workgroupSize: 256,
-      extra: [NB],
-    }, options);
-    const cCarry = await blockScan(gpu, cs, p, { reverse: false }, options, scratch);
-    dispatchPieces(gpu, piKernel, p, [{ piece: w }, { piece: cs }, temp, denomBias, pi, cCarry], {
-      ...PER_TOKEN,
-      extra: [NB, blockSize],
-    }, options);
-  } catch (err) {
-    y.destroy();
-    pi.destroy();
-    throw err;
-  } finally {
-    for (const t of scratch) t.destroy();
-  }
-  return { y, pi };
-}
 
 /**
  * Record a block-local scan of the token tensor `x` (`[B, L, C]`, bound in
@@ -521,17 +343,17 @@ async function accumulateParam(
  * Records dispatches only.
  *
  * @param args `dy` (∂L/∂y) and `w` `[B, N, H·d]`; `temp` (`H`); `denomBias`
- *   `[H, blockSize(, 1)]`; `pi` `[B·N, H]` from
- *   {@linkcode causalTssaForwardWithSaves}; `dtemp` (`H`) and `dDenomBias`
- *   (shaped like `denomBias`), to which the parameter gradients are **added**
+ *   `[H, blockSize(, 1)]`; the forward's `saves` (`causalTssa(…, { saves:
+ *   true })`); `dtemp` (`H`) and `dDenomBias` (shaped like `denomBias`), to
+ *   which the parameter gradients are **added**
  * @param options test-only: a smaller binding limit, early grid folding
  * @returns ∂L/∂w, a new `[B, N, H·d]` tensor (assigned)
  * @throws {TypeError} on wrong shapes or dtypes
  * @throws {RangeError} when `N > blockSize` or a `[B·N, H]` tensor exceeds one binding
  * @example
  * ```ts ignore
- * const { y, pi } = await causalTssaForwardWithSaves(gpu, { w, temp, denomBias, heads });
- * const dw = await causalTssaBackward(gpu, { dy, w, temp, denomBias, pi, dtemp, dDenomBias, heads });
+ * const { y, saves } = await causalTssa(gpu, w, temp, denomBias, heads, { saves: true });
+ * const dw = await causalTssaBackward(gpu, { dy, w, temp, denomBias, saves, dtemp, dDenomBias, heads });
  * ```
  */
 export async function causalTssaBackward(
@@ -541,7 +363,7 @@ export async function causalTssaBackward(
     w: Tensor;
     temp: Tensor;
     denomBias: Tensor;
-    pi: Tensor;
+    saves: CausalTssaSaves;
     dtemp: Tensor;
     dDenomBias: Tensor;
     heads: number;
@@ -549,13 +371,14 @@ export async function causalTssaBackward(
   options: TssaOptions = {},
 ): Promise<Tensor> {
   const op = "causalTssaBackward";
-  const { dy, w, temp, denomBias, pi, dtemp, dDenomBias, heads } = args;
+  const { dy, w, temp, denomBias, dtemp, dDenomBias, heads } = args;
+  const pi = args.saves.pi;
   const s = tssaShape(op, w, temp, heads);
   const { batches: B, tokens: N, dim: D, headDim: d } = s;
-  const blockSize = checkDenomBias(op, denomBias, heads, N);
+  const blockSize = causalBlockSize(op, denomBias, heads, N);
   assertF32(op, "dy", dy);
   assertShape(op, "dy", dy, w.shape);
-  assertShape(op, "pi", pi, [B * N, heads]);
+  assertShape(op, "saves.pi", pi, [B * N, heads]);
   assertF32(op, "dtemp", dtemp);
   assertF32(op, "dDenomBias", dDenomBias);
   if (dtemp.numel !== heads) {

@@ -17,7 +17,7 @@ import { learningRate } from "./schedule.ts";
 import type { LrSchedule } from "./schedule.ts";
 import { loadTextDataset } from "./data.ts";
 import type { TextDataset } from "./data.ts";
-import { appendLog, loadCheckpoint, saveCheckpoint } from "./checkpoint.ts";
+import { appendLog, loadTrainingCheckpoint, saveTrainingCheckpoint } from "./checkpoint.ts";
 import type { CheckpointInfo, TrainProgress } from "./checkpoint.ts";
 import { initialParameters } from "../model/init.ts";
 import { modelConfig, visionModelConfig } from "./presets.ts";
@@ -26,7 +26,7 @@ import { optimizerStep } from "./step.ts";
 import { createLanguageTask } from "./language_task.ts";
 import { createVisionTask } from "./vision_task.ts";
 import type { TrainTask } from "./task.ts";
-import type { NamedTensors } from "../model/_params.ts";
+import type { NamedTensors } from "../model/params.ts";
 import type { Moments } from "./task.ts";
 
 /** Something the loop reports as it goes. */
@@ -205,7 +205,7 @@ export async function train(
   let task: TrainTask;
   const resumed = !!options.resume;
   if (options.resume) {
-    const ck = await loadCheckpoint<TrainSettings>(paths.last);
+    const ck = await loadTrainingCheckpoint<TrainSettings>(paths.last);
     s = { ...ck.settings, max_iters: options.maxIters ?? ck.settings.max_iters };
     progress = ck.progress;
     task = await createTask(gpu, s, options, {
@@ -244,7 +244,7 @@ export async function train(
   const startStep = progress.step;
   let stepSeconds = 0;
   const save = async (best: boolean) => {
-    await saveCheckpoint(gpu, paths.last, task.optimized, info(), task.extraTensors());
+    await saveTrainingCheckpoint(gpu, paths.last, task.optimized, info(), task.extraTensors());
     savedStep = progress.step;
     emit({ kind: "checkpoint", step: progress.step, path: paths.last });
     if (best) {
@@ -314,6 +314,7 @@ export async function train(
           settings: s,
           lr,
           step: progress.step + 1,
+          arena: task.arena,
           micro: () => task.micro(),
         }));
       } catch (err) {

@@ -8,6 +8,7 @@
  */
 
 import type { Gpu, Tensor } from "../gpu/runtime.ts";
+import type { Arena } from "../gpu/arena.ts";
 import type { ModelConfig } from "../model/config.ts";
 import { decays } from "./adamw.ts";
 import type { OptimizedParam } from "./adamw.ts";
@@ -36,10 +37,13 @@ export interface TrainTask {
   /** Character vocabulary (saved in checkpoints), tokenizer (language only). */
   vocab: string[] | null;
   tokenizer: Tokenizer | null;
-  /** Record one micro-batch's forward and backward; returns its `[1]` loss. */
+  /** The arena of a step's temporaries (`optimizerStep` resets it every step). */
+  arena: Arena;
+  /** Record one micro-batch's forward and backward in `arena`; returns its `[1]` loss. */
   micro(): Promise<Tensor>;
   /** The batch sampler's position, for checkpoints. */
   sampler(): SamplerState;
+  /** Validation loss (and accuracy) on the trained parameters, where they are (no copy). */
   evaluate(): Promise<EvalResult>;
   /** Model tensors to save besides the trained ones. */
   extraTensors(): ExtraTensors;

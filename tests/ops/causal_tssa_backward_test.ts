@@ -1,14 +1,12 @@
 import assert from "node:assert/strict";
-import { causalTssaReference } from "../../src/ops/causal_tssa.ts";
+import { causalTssa, causalTssaReference } from "../../src/ops/causal_tssa.ts";
+import type { CausalTssaDims } from "../../src/ops/causal_tssa.ts";
 import {
   blockScan,
   causalTssaBackward,
   causalTssaBackwardReference,
-  causalTssaForwardReference,
-  causalTssaForwardWithSaves,
   reverseScanRows,
 } from "../../src/ops/causal_tssa_backward.ts";
-import type { CausalTssaDims } from "../../src/ops/causal_tssa_backward.ts";
 import { assertClose, assertCloseScaled, randomArray, withGpu } from "../_util.ts";
 import type { Tensor } from "../../src/gpu/runtime.ts";
 import { tokenPieces } from "../../src/ops/tssa_backward.ts";
@@ -37,14 +35,14 @@ function problem(dims: CausalTssaDims, seed: number): Problem {
 }
 
 function loss(p: Problem, dims: CausalTssaDims): number {
-  const { y } = causalTssaForwardReference(p.w, p, dims);
+  const { y } = causalTssaReference(p.w, p, dims);
   let s = 0;
   for (let i = 0; i < y.length; i++) s += p.dy[i] * y[i];
   return s;
 }
 
 function backward(p: Problem, dims: CausalTssaDims) {
-  const { pi } = causalTssaForwardReference(p.w, p, dims);
+  const { pi } = causalTssaReference(p.w, p, dims);
   const dtemp = new Float64Array(dims.heads).fill(0.5);
   const dDenomBias = new Float64Array(dims.heads * dims.blockSize).fill(-0.25);
   const dw = causalTssaBackwardReference({ ...p, pi, dtemp, dDenomBias }, dims);
@@ -70,14 +68,6 @@ for (
     assertClose(dDenomBias, numBias, tol, "dDenomBias");
   });
 }
-
-Deno.test("causalTssaForwardReference agrees with causalTssaReference", () => {
-  const dims = { batches: 2, tokens: 11, heads: 3, headDim: 4, blockSize: 16 };
-  const p = problem(dims, 7);
-  const ours = causalTssaForwardReference(p.w, p, dims).y;
-  const theirs = causalTssaReference(p.w, p.temp, p.denomBias, 2, 11, 3, 4, 16);
-  assertClose(ours, theirs, { atol: 1e-12, rtol: 1e-12 });
-});
 
 Deno.test("causalTssaBackwardReference: leading zero tokens take the clamp", () => {
   const dims = { batches: 1, tokens: 6, heads: 2, headDim: 2, blockSize: 6 };
@@ -185,23 +175,19 @@ Deno.test("causalTssaBackward on the GPU matches the float64 reference at awkwar
         const biasT = gpu.upload(denomBias, [H, blockSize, 1]);
         const dtempT = gpu.upload(new Float32Array(H).fill(0.5), [H, 1]);
         const dBiasT = gpu.upload(new Float32Array(H * blockSize).fill(-0.25), [H, blockSize, 1]);
-        const { y, pi } = await causalTssaForwardWithSaves(gpu, {
-          w: wT,
-          temp: tempT,
-          denomBias: biasT,
-          heads: H,
-        });
+        const { y, saves } = await causalTssa(gpu, wT, tempT, biasT, H, { saves: true });
+        const pi = saves.pi;
         const dw = await causalTssaBackward(gpu, {
           dy: dyT,
           w: wT,
           temp: tempT,
           denomBias: biasT,
-          pi,
+          saves,
           dtemp: dtempT,
           dDenomBias: dBiasT,
           heads: H,
         });
-        const saved = causalTssaForwardReference(q.w, q, dims);
+        const saved = causalTssaReference(q.w, q, dims);
         const ref = backward(q, dims);
         assertCloseScaled(await y.read(), saved.y, 1e-5, "y");
         assertCloseScaled(await pi.read(), saved.pi, 1e-5, "pi");
@@ -236,16 +222,17 @@ Deno.test("causalTssaBackward: pieces over the binding limit and folded grids gi
       const dtempT = gpu.upload(new Float32Array(H).fill(0.5), [H, 1]);
       const dBiasT = gpu.upload(new Float32Array(H * blockSize).fill(-0.25), [H, blockSize, 1]);
       const args = { w: wT, temp: tempT, denomBias: biasT, heads: H };
-      const { y, pi } = await causalTssaForwardWithSaves(gpu, args, options);
+      const { y, saves } = await causalTssa(gpu, wT, tempT, biasT, H, { ...options, saves: true });
+      const pi = saves.pi;
       const dw = await causalTssaBackward(gpu, {
         ...args,
         dy: dyT,
-        pi,
+        saves,
         dtemp: dtempT,
         dDenomBias: dBiasT,
       }, options);
       const what = JSON.stringify(options);
-      assertCloseScaled(await pi.read(), causalTssaForwardReference(q.w, q, dims).pi, 1e-5, what);
+      assertCloseScaled(await pi.read(), causalTssaReference(q.w, q, dims).pi, 1e-5, what);
       assertCloseScaled(await dw.read(), ref.dw, 1e-4, `dw ${what}`);
       assertCloseScaled(await dtempT.read(), ref.dtemp, 1e-4, `dtemp ${what}`);
       assertCloseScaled(await dBiasT.read(), ref.dDenomBias, 1e-4, `dDenomBias ${what}`);

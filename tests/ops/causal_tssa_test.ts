@@ -42,7 +42,8 @@ async function runCausal(
 }
 
 function reference(c: Case, data: ReturnType<typeof inputs>): Float64Array {
-  return causalTssaReference(data.w, data.temp, data.bias, c.B, c.N, c.H, c.d, c.T);
+  const dims = { batches: c.B, tokens: c.N, heads: c.H, headDim: c.d, blockSize: c.T };
+  return causalTssaReference(data.w, { temp: data.temp, denomBias: data.bias }, dims).y;
 }
 
 Deno.test("causalTssa matches the float64 reference at awkward sizes", async () => {
@@ -155,7 +156,32 @@ Deno.test("causalTssa rejects too many tokens and wrong shapes", async () => {
     await assert.rejects(() => causalTssa(gpu, w, temp, odd, 2), TypeError);
   });
   assert.throws(
-    () => causalTssaReference(new Float64Array(3), [1], [0, 0], 1, 3, 1, 1, 2),
+    () =>
+      causalTssaReference(new Float64Array(3), { temp: [1], denomBias: [0, 0] }, {
+        batches: 1,
+        tokens: 3,
+        heads: 1,
+        headDim: 1,
+        blockSize: 2,
+      }),
     RangeError,
   );
+});
+
+Deno.test("causalTssa with saves: the same output, and the reference's Pi", async () => {
+  const c: Case = { B: 2, N: 150, H: 3, d: 5, T: 160 };
+  const data = inputs(c, 77);
+  const D = c.H * c.d;
+  const dims = { batches: c.B, tokens: c.N, heads: c.H, headDim: c.d, blockSize: c.T };
+  const ref = causalTssaReference(data.w, { temp: data.temp, denomBias: data.bias }, dims);
+  await withGpu(async (gpu) => {
+    const w = gpu.upload(data.w, [c.B, c.N, D]);
+    const temp = gpu.upload(data.temp, [c.H, 1]);
+    const bias = gpu.upload(data.bias, [c.H, c.T, 1]);
+    const plain = await causalTssa(gpu, w, temp, bias, c.H);
+    const { y, saves } = await causalTssa(gpu, w, temp, bias, c.H, { saves: true });
+    assert.deepEqual([...(await y.read())], [...(await plain.read())], "bit-identical y");
+    assertClose(await saves.pi.read(), ref.pi, { atol: 1e-6, rtol: 1e-5 }, "pi");
+    for (const t of [w, temp, bias, plain, y, saves.pi]) t.destroy();
+  });
 });

@@ -1,5 +1,11 @@
 import assert from "node:assert/strict";
-import { conv3x3s2, conv3x3s2Reference, convOutSize, foldBatchNorm } from "../../src/ops/conv2d.ts";
+import {
+  conv3x3s2,
+  conv3x3s2Reference,
+  convOutSize,
+  foldBatchNorm,
+  foldBatchNormReference,
+} from "../../src/ops/conv2d.ts";
 import { assertClose, randomArray, withGpu } from "../_util.ts";
 
 /** NHWC → NCHW. */
@@ -52,7 +58,7 @@ Deno.test("conv3x3s2 with folded BatchNorm matches the reference at awkward size
         mean: randomArray(cout, 5),
         variance: randomArray(cout, 6, 0.5, 2),
       };
-      const folded = foldBatchNorm(weight, cout, cin, bn, 1e-5);
+      const folded = foldBatchNormReference(weight, cout, cin, bn, 1e-5);
       // The reference convolution with BatchNorm applied after it, in float64.
       const conv = conv3x3s2Reference(x, B, cin, H, W, weight, new Float32Array(cout), cout);
       const [ho, wo] = [convOutSize(H), convOutSize(W)];
@@ -90,5 +96,29 @@ Deno.test("conv3x3s2 rejects mismatched weights", async () => {
       conv3x3s2(gpu, x, gpu.upload(new Float32Array(18 * 3), [18, 3]), b, "nchw"),
       /weight must have shape \[18,4\]/,
     );
+  });
+});
+
+Deno.test("foldBatchNorm on the GPU matches the float64 fold at awkward channel counts", async () => {
+  await withGpu(async (gpu) => {
+    for (const [cin, cout] of [[1, 1], [3, 7], [5, 16], [24, 13]]) {
+      const weight = randomArray(cout * cin * 9, cin + cout);
+      const bn = {
+        weight: randomArray(cout, 3, 0.5, 1.5),
+        bias: randomArray(cout, 4),
+        mean: randomArray(cout, 5),
+        variance: randomArray(cout, 6, 0.01, 2),
+      };
+      const want = foldBatchNormReference(weight, cout, cin, bn, 1e-5);
+      const got = await foldBatchNorm(gpu, gpu.upload(weight, [cout, cin, 3, 3]), {
+        weight: gpu.upload(bn.weight, [cout]),
+        bias: gpu.upload(bn.bias, [cout]),
+        runningMean: gpu.upload(bn.mean, [cout]),
+        runningVar: gpu.upload(bn.variance, [cout]),
+      }, 1e-5);
+      assert.deepEqual(got.weight.shape, [cin * 9, Math.ceil(cout / 4) * 4]);
+      assertClose(await got.weight.read(), want.weight, { atol: 1e-6, rtol: 1e-6 }, "weight");
+      assertClose(await got.bias.read(), want.bias, { atol: 1e-6, rtol: 1e-6 }, "bias");
+    }
   });
 });

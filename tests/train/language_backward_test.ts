@@ -8,12 +8,12 @@ import assert from "node:assert/strict";
 import { assertClose, assertCloseScaled, withGpu } from "../_util.ts";
 import { readSafetensors } from "../../src/io/safetensors.ts";
 import { readModelFile } from "../../src/model/load.ts";
-import { destroyLanguageParams, uploadLanguageParams } from "../../src/model/language.ts";
+import { ParamStore } from "../../src/model/params.ts";
+import { Arena } from "../../src/gpu/arena.ts";
 import type { LanguageConfig } from "../../src/model/config.ts";
 import { languageForwardReference } from "../../src/model/reference/language.ts";
 import { crossEntropyReference, weightsFromTensors } from "../../src/model/reference/layers.ts";
-import { languageForwardBackward } from "../../src/train/language_backward.ts";
-import { namedLanguageTensors, zerosLikeLanguage } from "../../src/train/params.ts";
+import { languageForwardBackward } from "../../src/model/language/model.ts";
 import { randomStateDict } from "../model/_weights.ts";
 
 const FIXTURES = new URL("../fixtures/", import.meta.url).pathname;
@@ -26,19 +26,21 @@ Deno.test("training pass: loss and every parameter gradient match the PyTorch fi
   if (file.config.family !== "language") return;
   const cfg = file.config;
   await withGpu(async (gpu) => {
-    const params = uploadLanguageParams(gpu, cfg, file.tensors);
-    const grads = zerosLikeLanguage(gpu, params);
+    const params = ParamStore.upload(gpu, cfg, file.tensors);
+    const grads = ParamStore.zeros(gpu, cfg);
+    const arena = new Arena(gpu);
     try {
       const [B, T] = ref.shape("case0.idx");
-      const loss = await languageForwardBackward(gpu, params, grads, {
-        B,
-        T,
-        x: ref.i64("case0.idx"),
-        y: ref.i64("case0.targets"),
+      await arena.use(async () => {
+        const loss = await languageForwardBackward(gpu, params, grads, {
+          B,
+          T,
+          x: ref.i64("case0.idx"),
+          y: ref.i64("case0.targets"),
+        });
+        assertCloseScaled(await gpu.read(loss), ref.f32("train.loss"), 1e-4, "train.loss");
       });
-      assertCloseScaled(await gpu.read(loss), ref.f32("train.loss"), 1e-4, "train.loss");
-      loss.destroy();
-      const named = namedLanguageTensors(grads);
+      const named = grads.entries();
       const refNames = ref.names.filter((n) => n.startsWith("train.grad."))
         .map((n) => n.slice("train.grad.".length)).filter((n) => n !== "lm_head.weight");
       assert.deepEqual(named.map(([n]) => n).sort(), refNames.sort());
@@ -46,8 +48,9 @@ Deno.test("training pass: loss and every parameter gradient match the PyTorch fi
         assertCloseScaled(await gpu.read(t), ref.f32(`train.grad.${name}`), TOL, name);
       }
     } finally {
-      destroyLanguageParams(params);
-      destroyLanguageParams(grads);
+      arena.destroy();
+      params.destroy();
+      grads.destroy();
     }
   });
 });
@@ -78,14 +81,21 @@ Deno.test("training pass: GPT twin gradients match finite differences of the flo
     return crossEntropyReference(logits, targets, B * T, cfg.vocab_size);
   };
   await withGpu(async (gpu) => {
-    const params = uploadLanguageParams(gpu, cfg, sd);
-    const grads = zerosLikeLanguage(gpu, params);
+    const params = ParamStore.upload(gpu, cfg, sd);
+    const grads = ParamStore.zeros(gpu, cfg);
+    const arena = new Arena(gpu);
     try {
-      const loss = await languageForwardBackward(gpu, params, grads, { B, T, x: ids, y: targets });
-      assertCloseScaled(await gpu.read(loss), [lossAt()], 1e-5, "loss");
-      loss.destroy();
+      await arena.use(async () => {
+        const loss = await languageForwardBackward(gpu, params, grads, {
+          B,
+          T,
+          x: ids,
+          y: targets,
+        });
+        assertCloseScaled(await gpu.read(loss), [lossAt()], 1e-5, "loss");
+      });
       const h = 1e-4;
-      for (const [name, t] of namedLanguageTensors(grads)) {
+      for (const [name, t] of grads.entries()) {
         const got = await gpu.read(t);
         const p = weights.get(name)!.data;
         // A few entries of every tensor (all of the small ones).
@@ -107,8 +117,9 @@ Deno.test("training pass: GPT twin gradients match finite differences of the flo
         assertClose(have, want, { atol: 1e-5, rtol: 2e-3 }, name);
       }
     } finally {
-      destroyLanguageParams(params);
-      destroyLanguageParams(grads);
+      arena.destroy();
+      params.destroy();
+      grads.destroy();
     }
   });
 });

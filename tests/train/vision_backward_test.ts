@@ -12,13 +12,9 @@ import type { Gpu } from "../../src/gpu/runtime.ts";
 import type { VisionConfig } from "../../src/model/config.ts";
 import { weightsFromTensors } from "../../src/model/reference/layers.ts";
 import { visionTrainStepReference } from "../../src/model/reference/vision_backward.ts";
-import {
-  createVisionGrads,
-  uploadVisionTrainParams,
-  visionForwardBackward,
-  visionTrainableNames,
-} from "../../src/train/vision_backward.ts";
-import type { VisionTensors } from "../../src/train/vision_backward.ts";
+import { visionForwardBackward } from "../../src/model/vision/model.ts";
+import { ParamStore, trainedNames } from "../../src/model/params.ts";
+import { Arena } from "../../src/gpu/arena.ts";
 import type { StTensor } from "../../src/io/safetensors.ts";
 import { assertCloseScaled, randomArray, withGpu } from "../_util.ts";
 import { randomStateDict } from "../model/_weights.ts";
@@ -26,8 +22,8 @@ import { randomStateDict } from "../model/_weights.ts";
 const FIXTURES = new URL("../fixtures/", import.meta.url);
 const fixture = (name: string) => new URL(name, FIXTURES).pathname;
 
-function destroyAll(...maps: VisionTensors[]) {
-  for (const m of maps) for (const t of m.values()) t.destroy();
+function destroyAll(...stores: ParamStore[]) {
+  for (const s of stores) s.destroy();
 }
 
 /** Run one GPU step and the float64 reference; return both. */
@@ -39,8 +35,8 @@ function runBoth(
   size: { B: number; H: number; W: number },
   labels: number[],
 ) {
-  const params = uploadVisionTrainParams(gpu, cfg, tensors);
-  const grads = createVisionGrads(gpu, cfg);
+  const params = ParamStore.upload(gpu, cfg, tensors);
+  const grads = ParamStore.zeros(gpu, cfg);
   const img = gpu.upload(images, [size.B, cfg.in_chans, size.H, size.W]);
   const ref = visionTrainStepReference(
     cfg,
@@ -67,16 +63,15 @@ Deno.test("GPU vision training step matches the PyTorch fixture: loss and every 
       { B: 2, H: 32, W: 32 },
       labels,
     );
-    const loss = await visionForwardBackward(gpu, cfg, {
-      params: r.params,
-      grads: r.grads,
-      images: r.img,
-      labels,
+    const arena = new Arena(gpu);
+    const got = await arena.use(async () => {
+      const loss = await visionForwardBackward(gpu, r.params, r.grads, r.img, labels);
+      return (await loss.read())[0];
     });
+    arena.destroy();
     const want = ref.f32("train.loss")[0];
-    const got = (await loss.read())[0];
     assert.ok(Math.abs(got - want) <= 1e-4 * Math.max(1, Math.abs(want)), `loss ${got} vs ${want}`);
-    const names = visionTrainableNames(cfg);
+    const names = trainedNames(cfg);
     assert.equal(names.length, ref.names.filter((n) => n.startsWith("train.grad.")).length);
     for (const name of names) {
       const g = await r.grads.get(name)!.read();
@@ -87,7 +82,7 @@ Deno.test("GPU vision training step matches the PyTorch fixture: loss and every 
       if (name.endsWith("num_batches_tracked")) continue;
       assertCloseScaled(await r.params.get(name)!.read(), value, 1e-5, name);
     }
-    loss.destroy();
+    arena.destroy();
     r.img.destroy();
     destroyAll(r.params, r.grads);
   });
@@ -118,12 +113,17 @@ Deno.test("GPU vision training step: ViT twin without tokens_norm or qkv bias, a
   const images = randomArray(size.B * 3 * size.H * size.W, 22);
   await withGpu(async (gpu) => {
     const r = runBoth(gpu, cfg, tensors, images, size, labels);
-    const step = () =>
-      visionForwardBackward(gpu, cfg, { params: r.params, grads: r.grads, images: r.img, labels });
+    const arena = new Arena(gpu);
+    const step = async () => {
+      arena.reset();
+      return await arena.use(async () => {
+        const loss = await visionForwardBackward(gpu, r.params, r.grads, r.img, labels);
+        return (await loss.read())[0];
+      });
+    };
     const loss = await step();
-    assert.ok(Math.abs((await loss.read())[0] - r.ref.loss) <= 1e-4 * Math.max(1, r.ref.loss));
-    loss.destroy();
-    for (const name of visionTrainableNames(cfg)) {
+    assert.ok(Math.abs(loss - r.ref.loss) <= 1e-4 * Math.max(1, r.ref.loss));
+    for (const name of trainedNames(cfg)) {
       assertCloseScaled(await r.grads.get(name)!.read(), r.ref.grads.get(name)!, 1e-3, name);
     }
     for (const [name, value] of r.ref.buffers) {
@@ -132,11 +132,12 @@ Deno.test("GPU vision training step: ViT twin without tokens_norm or qkv bias, a
     }
     // A second call adds the same gradients again (BatchNorm uses batch statistics,
     // so the updated running statistics do not change them).
-    (await step()).destroy();
-    for (const name of visionTrainableNames(cfg)) {
+    await step();
+    for (const name of trainedNames(cfg)) {
       const twice = r.ref.grads.get(name)!.map((v) => 2 * v);
       assertCloseScaled(await r.grads.get(name)!.read(), twice, 1e-3, `${name} ×2`);
     }
+    arena.destroy();
     r.img.destroy();
     destroyAll(r.params, r.grads);
   });

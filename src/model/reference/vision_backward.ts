@@ -36,16 +36,12 @@ import {
   layerNormForwardReference,
 } from "../../ops/layer_norm_backward.ts";
 import { geluBackwardReference } from "../../ops/gelu_backward.ts";
-import { attentionReference } from "../../ops/attention.ts";
-import { softmaxAttentionBackwardReference } from "../../ops/attention_backward.ts";
+import { tssaAttentionBackwardReference, tssaAttentionReference } from "../../nn/tssa_attention.ts";
+import type { TssaAttentionParamsReference } from "../../nn/tssa_attention.ts";
 import {
-  tssaAttentionBackwardReference,
-  tssaAttentionForwardReference,
-} from "../../nn/tssa_attention_backward.ts";
-import type {
-  TssaAttentionParamsReference,
-  TssaAttentionSavesReference,
-} from "../../nn/tssa_attention_backward.ts";
+  softmaxSelfAttentionBackwardReference,
+  softmaxSelfAttentionReference,
+} from "../../nn/softmax_self_attention.ts";
 
 /** PyTorch's default BatchNorm momentum. */
 export const BN_MOMENTUM = 0.1;
@@ -504,13 +500,13 @@ function blockAttentionFwd(
       outWeight: param(w, `${p}.to_out.0.weight`, [D, D]).data,
       outBias: param(w, `${p}.to_out.0.bias`, [D]).data,
     };
-    const saved: TssaAttentionSavesReference = tssaAttentionForwardReference(x, params, dims);
+    const { out, saves } = tssaAttentionReference(x, params, dims);
     const back = (dy: Float64Array) =>
       tssaAttentionBackwardReference({
         dy,
         x,
         params,
-        saved,
+        saves,
         grads: {
           inWeight: g.get(`${p}.qkv.weight`),
           inBias: cfg.qkv_bias ? g.get(`${p}.qkv.bias`) : null,
@@ -519,19 +515,34 @@ function blockAttentionFwd(
           outBias: g.get(`${p}.to_out.0.bias`),
         },
       }, dims);
-    return { y: saved.out, back };
+    return { y: out, back };
   }
-  const qkvL = linearLayer(w, `${p}.qkv`, D, 3 * D, cfg.qkv_bias);
-  const projL = linearLayer(w, `${p}.proj`, D, D, true);
-  const qkv = linFwd(qkvL, x, B * N);
-  const att = attentionReference(qkv, B, N, NH, D / NH);
-  const y = linFwd(projL, att, B * N);
-  const back = (dy: Float64Array) => {
-    const dAtt = linBwd(projL, g, dy, att, B * N);
-    const dqkv = softmaxAttentionBackwardReference(qkv, dAtt, B, N, NH, D / NH);
-    return linBwd(qkvL, g, dqkv, x, B * N);
+  const params = {
+    inWeight: param(w, `${p}.qkv.weight`, [3 * D, D]).data,
+    inBias: cfg.qkv_bias ? param(w, `${p}.qkv.bias`, [3 * D]).data : null,
+    outWeight: param(w, `${p}.proj.weight`, [D, D]).data,
+    outBias: param(w, `${p}.proj.bias`, [D]).data,
   };
-  return { y, back };
+  const options = { causal: false };
+  const { out, saves } = softmaxSelfAttentionReference(x, params, dims, options);
+  const back = (dy: Float64Array) =>
+    softmaxSelfAttentionBackwardReference(
+      {
+        dy,
+        x,
+        params,
+        saves,
+        grads: {
+          inWeight: g.get(`${p}.qkv.weight`),
+          inBias: cfg.qkv_bias ? g.get(`${p}.qkv.bias`) : null,
+          outWeight: g.get(`${p}.proj.weight`),
+          outBias: g.get(`${p}.proj.bias`),
+        },
+      },
+      dims,
+      options,
+    );
+  return { y: out, back };
 }
 
 /** `x + γ⊙y` over rows of D; the backward adds ∂γ and returns ∂y (∂x is the input). */

@@ -5,18 +5,18 @@
  * reference before any case is timed, and every timed call waits for the GPU
  * to finish.
  *
- *     deno bench -A bench/attention_bench.ts
+ *     deno bench -A src/bench/attention_bench.ts
  *
  * @module
  */
 
-import { Gpu } from "../src/gpu/runtime.ts";
-import type { Tensor } from "../src/gpu/runtime.ts";
-import { attentionReference, softmaxAttention } from "../src/ops/attention.ts";
-import type { AttentionOptions } from "../src/ops/attention.ts";
-import { flashAttention } from "../src/ops/flash_attention.ts";
-import { classAttention, classAttentionReference } from "../src/ops/class_attention.ts";
-import { randomArray } from "../tests/_util.ts";
+import { Gpu } from "../gpu/runtime.ts";
+import type { Tensor } from "../gpu/runtime.ts";
+import { attentionReference, softmaxAttention } from "../ops/attention.ts";
+import type { AttentionOptions } from "../ops/attention.ts";
+import { flashAttention } from "../ops/flash_attention.ts";
+import { classAttention, classAttentionReference } from "../ops/class_attention.ts";
+import { assertWithin, randomFill } from "./_data.ts";
 
 const HEADS = 8;
 const WIDTH = 384; // C, as ViT-S and the DESIGN anchors
@@ -25,13 +25,9 @@ const d = WIDTH / HEADS;
 const gpu = await Gpu.create();
 globalThis.addEventListener("unload", () => gpu.destroy());
 
-/** Throw unless the GPU result is within `atol + rtol·|ref|` of the reference. */
+/** Throw unless the GPU result is within `5e-5 + 1e-4·|ref|` of the reference. */
 function validate(what: string, got: ArrayLike<number>, ref: ArrayLike<number>): void {
-  for (let i = 0; i < ref.length; i++) {
-    if (!(Math.abs(got[i] - ref[i]) <= 5e-5 + 1e-4 * Math.abs(ref[i]))) {
-      throw new Error(`${what}: element ${i} is ${got[i]}, the reference says ${ref[i]}`);
-    }
-  }
+  assertWithin(what, got, ref, 5e-5, 1e-4);
 }
 
 async function timedOp(op: () => Promise<Tensor>): Promise<void> {
@@ -41,7 +37,7 @@ async function timedOp(op: () => Promise<Tensor>): Promise<void> {
 }
 
 for (const N of [64, 256]) {
-  const x = randomArray(N * 3 * WIDTH, N);
+  const x = randomFill(N * 3 * WIDTH, N, 1);
   const qkv = gpu.upload(x, [1, N, 3 * WIDTH], "qkv");
   for (const causal of [false, true]) {
     const options: AttentionOptions = { causal };
@@ -75,7 +71,7 @@ for (const N of [64, 256]) {
 
 {
   const N = 1024;
-  const x = randomArray(N * 3 * WIDTH, 7);
+  const x = randomFill(N * 3 * WIDTH, 7, 1);
   const qkv = gpu.upload(x, [1, N, 3 * WIDTH], "qkv");
   const group = `class attention N=${N}`;
   const y = await classAttention(gpu, qkv, HEADS);

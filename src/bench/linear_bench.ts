@@ -4,14 +4,14 @@
  * sample includes one submit-and-wait (~10 ms on any device): compare the
  * larger sizes, where that latency is small against the work.
  *
- *     deno bench -A bench/linear_bench.ts
+ *     deno bench -A src/bench/linear_bench.ts
  *
  * @module
  */
 
-import { Gpu } from "../src/gpu/runtime.ts";
-import { linear, linearReference } from "../src/ops/linear.ts";
-import { assertClose, randomArray } from "../tests/_util.ts";
+import { Gpu } from "../gpu/runtime.ts";
+import { linear, linearReference } from "../ops/linear.ts";
+import { assertWithin, randomFill } from "./_data.ts";
 
 const gpu = await Gpu.create();
 globalThis.addEventListener("unload", () => gpu.destroy());
@@ -20,16 +20,16 @@ globalThis.addEventListener("unload", () => gpu.destroy());
 const SIZES: [number, number, number][] = [[128, 128, 128], [512, 512, 512], [1024, 384, 1152]];
 
 for (const [M, K, N] of SIZES) {
-  const xd = randomArray(M * K, 1);
-  const wd = randomArray(N * K, 2);
-  const bd = randomArray(N, 3);
+  const xd = randomFill(M * K, 1, 1);
+  const wd = randomFill(N * K, 2, 1);
+  const bd = randomFill(N, 3, 1);
   const x = gpu.upload(xd, [M, K], "x");
   const w = gpu.upload(wd, [N, K], "w");
   const b = gpu.upload(bd, [N], "b");
   const y = gpu.empty([M, N], "f32", "y");
   // Validate before timing.
   await linear(gpu, x, w, b, y);
-  assertClose(await y.read(), linearReference(xd, wd, bd, M, K, N), { atol: 1e-4, rtol: 1e-4 });
+  assertWithin("linear", await y.read(), linearReference(xd, wd, bd, M, K, N), 1e-4, 1e-4);
 
   const group = `linear ${M}×${K}→${N} (${((2 * M * K * N) / 1e9).toFixed(3)} GFLOP)`;
   const n = M * K * N > 1e8 ? 5 : 50;

@@ -4,16 +4,16 @@
  * anchors. Each GPU variant is validated against the reference before it is
  * timed, and every timed call waits until the GPU has finished.
  *
- *     deno bench -A bench/tssa_bench.ts
+ *     deno bench -A src/bench/tssa_bench.ts
  *
  * @module
  */
 
-import { Gpu } from "../src/gpu/runtime.ts";
-import type { Tensor } from "../src/gpu/runtime.ts";
-import { tssa, tssaReference } from "../src/ops/tssa.ts";
-import { causalTssa, causalTssaReference } from "../src/ops/causal_tssa.ts";
-import { randomArray } from "../tests/_util.ts";
+import { Gpu } from "../gpu/runtime.ts";
+import type { Tensor } from "../gpu/runtime.ts";
+import { tssa, tssaReference } from "../ops/tssa.ts";
+import { causalTssa, causalTssaReference } from "../ops/causal_tssa.ts";
+import { assertWithin, randomFill } from "./_data.ts";
 
 const HEADS = 8;
 const DIM = 384;
@@ -22,13 +22,9 @@ const d = DIM / HEADS;
 const gpu = await Gpu.create();
 globalThis.addEventListener("unload", () => gpu.destroy());
 
-/** Throw unless the GPU result is within `atol + rtol·|ref|` of the reference. */
+/** Throw unless the GPU result is within `1e-5 + 1e-4·|ref|` of the reference. */
 function validate(what: string, got: ArrayLike<number>, ref: ArrayLike<number>): void {
-  for (let i = 0; i < ref.length; i++) {
-    if (!(Math.abs(got[i] - ref[i]) <= 1e-5 + 1e-4 * Math.abs(ref[i]))) {
-      throw new Error(`${what}: element ${i} is ${got[i]}, the reference says ${ref[i]}`);
-    }
-  }
+  assertWithin(what, got, ref, 1e-5, 1e-4);
 }
 
 async function timedOp(op: () => Promise<Tensor>): Promise<void> {
@@ -39,9 +35,10 @@ async function timedOp(op: () => Promise<Tensor>): Promise<void> {
 }
 
 for (const N of [1024, 4096]) {
-  const x = randomArray(N * DIM, N);
-  const temp = randomArray(HEADS, 1, 0.5, 1.5);
-  const bias = randomArray(HEADS * N, 2, -0.1, 0.1);
+  const x = randomFill(N * DIM, N, 1);
+  const temp = randomFill(HEADS, 1, 0.5).map((v) => 1 + v);
+  const bias = randomFill(HEADS * N, 2, 0.1);
+  const dims = { batches: 1, tokens: N, heads: HEADS, headDim: d };
   const w = gpu.upload(x, [1, N, DIM], "w");
   const tempT = gpu.upload(temp, [HEADS], "temp");
   const biasT = gpu.upload(bias, [HEADS, N], "denom_bias");
@@ -49,12 +46,12 @@ for (const N of [1024, 4096]) {
     {
       name: "tssa",
       gpu: () => tssa(gpu, w, tempT, HEADS),
-      cpu: () => tssaReference(x, temp, 1, N, HEADS, d),
+      cpu: () => tssaReference(x, temp, dims).y,
     },
     {
       name: "causal tssa",
       gpu: () => causalTssa(gpu, w, tempT, biasT, HEADS),
-      cpu: () => causalTssaReference(x, temp, bias, 1, N, HEADS, d, N),
+      cpu: () => causalTssaReference(x, { temp, denomBias: bias }, { ...dims, blockSize: N }).y,
     },
   ];
   for (const c of cases) {
