@@ -8,10 +8,10 @@
  * @module
  */
 
-import type { Gpu, Tensor } from "../gpu/runtime.ts";
+import type { Gpu } from "../gpu/runtime.ts";
 import { Arena } from "../gpu/arena.ts";
 import type { LanguageConfig } from "../model/config.ts";
-import { ParamStore, trainedNames } from "../model/params.ts";
+import { ParamStore } from "../model/params.ts";
 import type { NamedTensors } from "../model/params.ts";
 import { languageForwardBackward, languageLoss } from "../model/language/model.ts";
 import { evalBatches } from "../data/text.ts";
@@ -19,8 +19,8 @@ import { generate } from "../model/generate.ts";
 import { BatchSampler } from "./data.ts";
 import type { SamplerState, TextDataset } from "./data.ts";
 import type { TrainSettings } from "./presets.ts";
-import { optimizedParams } from "./task.ts";
-import type { Moments, TrainTask } from "./task.ts";
+import { optimizerState } from "./task.ts";
+import type { Moments, OptimizerState, TrainTask } from "./task.ts";
 
 /** Upload a language model and build its training task. */
 export function createLanguageTask(
@@ -34,22 +34,18 @@ export function createLanguageTask(
   const grads = ParamStore.zeros(gpu, cfg);
   const arena = new Arena(gpu, "train");
   const evalArena = new Arena(gpu, "eval");
-  const owned: Tensor[] = [];
+  let optimizer: OptimizerState | null = null;
   const destroyAll = () => {
-    for (const t of owned) t.destroy();
+    optimizer?.m.destroy();
+    optimizer?.v.destroy();
     arena.destroy();
     evalArena.destroy();
     store.destroy();
     grads.destroy();
   };
   try {
-    const optimized = optimizedParams(
-      gpu,
-      trainedNames(cfg).map((n) => [n, store.get(n)]),
-      new Map(grads.entries()),
-      init.moments,
-      owned,
-    );
+    optimizer = optimizerState(gpu, store, grads, init.moments);
+    const optimized = optimizer.optimized;
     const sampler = new BatchSampler(data.train, s.batch_size, s.block_size, init.sampler);
     return {
       config: cfg,

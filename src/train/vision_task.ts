@@ -10,7 +10,7 @@
  * @module
  */
 
-import type { Gpu, Tensor } from "../gpu/runtime.ts";
+import type { Gpu } from "../gpu/runtime.ts";
 import { Arena } from "../gpu/arena.ts";
 import type { VisionConfig } from "../model/config.ts";
 import { ParamStore, trainedNames } from "../model/params.ts";
@@ -22,8 +22,8 @@ import { loadMnistTest, mnistBatch } from "../data/mnist.ts";
 import { ImageSampler, loadMnistTrain } from "./mnist.ts";
 import type { SamplerState } from "./data.ts";
 import type { TrainSettings } from "./presets.ts";
-import { optimizedParams } from "./task.ts";
-import type { Moments, TrainTask } from "./task.ts";
+import { optimizerState } from "./task.ts";
+import type { Moments, OptimizerState, TrainTask } from "./task.ts";
 
 function i64(value: number): StTensor {
   return {
@@ -65,24 +65,19 @@ export async function createVisionTask(
   const grads = ParamStore.zeros(gpu, cfg);
   const arena = new Arena(gpu, "train");
   const evalArena = new Arena(gpu, "eval");
-  const owned: Tensor[] = [];
+  let optimizer: OptimizerState | null = null;
   const destroyAll = () => {
-    for (const t of owned) t.destroy();
+    optimizer?.m.destroy();
+    optimizer?.v.destroy();
     arena.destroy();
     evalArena.destroy();
     store.destroy();
     grads.destroy();
   };
   try {
-    const trained = trainedNames(cfg);
-    const optimized = optimizedParams(
-      gpu,
-      trained.map((n) => [n, store.get(n)]),
-      new Map(grads.entries()),
-      init.moments,
-      owned,
-    );
-    const trainedSet = new Set(trained);
+    optimizer = optimizerState(gpu, store, grads, init.moments);
+    const optimized = optimizer.optimized;
+    const trainedSet = new Set(trainedNames(cfg));
     const running = store.entries().filter(([n]) => !trainedSet.has(n));
     const counters = paramSpecs(cfg).filter((p) => p.kind === "int").map((p) => p.name);
     let batchesTracked = init.batchesTracked;
