@@ -9,9 +9,7 @@
  */
 
 import type { Gpu } from "../gpu/runtime.ts";
-import { Arena } from "../gpu/arena.ts";
 import type { LanguageConfig } from "../model/config.ts";
-import { ParamStore } from "../model/params.ts";
 import type { NamedTensors } from "../model/params.ts";
 import { languageForwardBackward, languageLoss } from "../model/language/model.ts";
 import { evalBatches } from "../data/text.ts";
@@ -19,8 +17,8 @@ import { generate } from "../model/generate.ts";
 import { BatchSampler } from "./data.ts";
 import type { SamplerState, TextDataset } from "./data.ts";
 import type { TrainSettings } from "./presets.ts";
-import { optimizerState } from "./task.ts";
-import type { Moments, OptimizerState, TrainTask } from "./task.ts";
+import { createTaskState } from "./task.ts";
+import type { Moments, TrainTask } from "./task.ts";
 
 /** Upload a language model and build its training task. */
 export function createLanguageTask(
@@ -30,26 +28,13 @@ export function createLanguageTask(
   data: TextDataset,
   init: { tensors: NamedTensors; moments?: Moments; sampler: SamplerState },
 ): TrainTask {
-  const store = ParamStore.upload(gpu, cfg, init.tensors);
-  const grads = ParamStore.zeros(gpu, cfg);
-  const arena = new Arena(gpu, "train");
-  const evalArena = new Arena(gpu, "eval");
-  let optimizer: OptimizerState | null = null;
-  const destroyAll = () => {
-    optimizer?.m.destroy();
-    optimizer?.v.destroy();
-    arena.destroy();
-    evalArena.destroy();
-    store.destroy();
-    grads.destroy();
-  };
+  const state = createTaskState(gpu, cfg, init);
+  const { store, grads, arena, evalArena } = state;
   try {
-    optimizer = optimizerState(gpu, store, grads, init.moments);
-    const optimized = optimizer.optimized;
     const sampler = new BatchSampler(data.train, s.batch_size, s.block_size, init.sampler);
     return {
       config: cfg,
-      optimized,
+      optimized: state.optimized,
       unit: "tokens",
       itemsPerMicro: s.batch_size * s.block_size,
       trainItems: data.train.length,
@@ -83,10 +68,10 @@ export function createLanguageTask(
         });
         return data.decode(r.ids);
       },
-      destroy: destroyAll,
+      destroy: state.destroy,
     };
   } catch (err) {
-    destroyAll();
+    state.destroy();
     throw err;
   }
 }

@@ -8,8 +8,9 @@
  */
 
 import type { Gpu, Tensor } from "../gpu/runtime.ts";
+import { Arena } from "../gpu/arena.ts";
 import { ParamStore } from "../model/params.ts";
-import type { Arena } from "../gpu/arena.ts";
+import type { NamedTensors } from "../model/params.ts";
 import type { ModelConfig } from "../model/config.ts";
 import { decays } from "./adamw.ts";
 import type { OptimizedParam } from "./adamw.ts";
@@ -109,4 +110,47 @@ export function optimizerState(
     };
   });
   return { optimized, m, v };
+}
+
+/** What every task owns on the GPU: the model, its gradients and optimizer state, two arenas. */
+export interface TaskState {
+  store: ParamStore;
+  grads: ParamStore;
+  optimized: OptimizedParam[];
+  /** A step's temporaries (reset by `optimizerStep`). */
+  arena: Arena;
+  /** An evaluation batch's temporaries. */
+  evalArena: Arena;
+  destroy(): void;
+}
+
+/**
+ * Upload a model's tensors and make its gradients, optimizer state and
+ * arenas (everything freed by `destroy`, or on failure).
+ */
+export function createTaskState(
+  gpu: Gpu,
+  cfg: ModelConfig,
+  init: { tensors: NamedTensors; moments?: Moments },
+): TaskState {
+  const store = ParamStore.upload(gpu, cfg, init.tensors);
+  const grads = ParamStore.zeros(gpu, cfg);
+  const arena = new Arena(gpu, "train");
+  const evalArena = new Arena(gpu, "eval");
+  let optimizer: OptimizerState | null = null;
+  const destroy = () => {
+    optimizer?.m.destroy();
+    optimizer?.v.destroy();
+    arena.destroy();
+    evalArena.destroy();
+    store.destroy();
+    grads.destroy();
+  };
+  try {
+    optimizer = optimizerState(gpu, store, grads, init.moments);
+  } catch (err) {
+    destroy();
+    throw err;
+  }
+  return { store, grads, optimized: optimizer.optimized, arena, evalArena, destroy };
 }

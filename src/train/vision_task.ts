@@ -11,9 +11,8 @@
  */
 
 import type { Gpu } from "../gpu/runtime.ts";
-import { Arena } from "../gpu/arena.ts";
 import type { VisionConfig } from "../model/config.ts";
-import { ParamStore, trainedNames } from "../model/params.ts";
+import { trainedNames } from "../model/params.ts";
 import type { NamedTensors } from "../model/params.ts";
 import type { StTensor } from "../io/safetensors.ts";
 import { paramSpecs } from "../model/names.ts";
@@ -22,8 +21,8 @@ import { loadMnistTest, mnistBatch } from "../data/mnist.ts";
 import { ImageSampler, loadMnistTrain } from "./mnist.ts";
 import type { SamplerState } from "./data.ts";
 import type { TrainSettings } from "./presets.ts";
-import { optimizerState } from "./task.ts";
-import type { Moments, OptimizerState, TrainTask } from "./task.ts";
+import { createTaskState } from "./task.ts";
+import type { Moments, TrainTask } from "./task.ts";
 
 function i64(value: number): StTensor {
   return {
@@ -61,22 +60,9 @@ export async function createVisionTask(
   init: { tensors: NamedTensors; moments?: Moments; sampler: SamplerState; batchesTracked: number },
 ): Promise<TrainTask> {
   const [train, test] = await Promise.all([loadMnistTrain(), loadMnistTest()]);
-  const store = ParamStore.upload(gpu, cfg, init.tensors);
-  const grads = ParamStore.zeros(gpu, cfg);
-  const arena = new Arena(gpu, "train");
-  const evalArena = new Arena(gpu, "eval");
-  let optimizer: OptimizerState | null = null;
-  const destroyAll = () => {
-    optimizer?.m.destroy();
-    optimizer?.v.destroy();
-    arena.destroy();
-    evalArena.destroy();
-    store.destroy();
-    grads.destroy();
-  };
+  const state = createTaskState(gpu, cfg, init);
+  const { store, grads, arena, evalArena } = state;
   try {
-    optimizer = optimizerState(gpu, store, grads, init.moments);
-    const optimized = optimizer.optimized;
     const trainedSet = new Set(trainedNames(cfg));
     const running = store.entries().filter(([n]) => !trainedSet.has(n));
     const counters = paramSpecs(cfg).filter((p) => p.kind === "int").map((p) => p.name);
@@ -84,7 +70,7 @@ export async function createVisionTask(
     const sampler = new ImageSampler(train, s.batch_size, cfg.in_chans, init.sampler);
     return {
       config: cfg,
-      optimized,
+      optimized: state.optimized,
       unit: "images",
       itemsPerMicro: s.batch_size,
       trainItems: train.count,
@@ -125,10 +111,10 @@ export async function createVisionTask(
         host: counters.map((c): [string, StTensor] => [c, i64(batchesTracked)]),
       }),
       sample: () => Promise.resolve(null),
-      destroy: destroyAll,
+      destroy: state.destroy,
     };
   } catch (err) {
-    destroyAll();
+    state.destroy();
     throw err;
   }
 }

@@ -14,7 +14,7 @@ import type { LanguageConfig } from "../../src/model/config.ts";
 import { languageForwardReference } from "../../src/model/reference/language.ts";
 import { crossEntropyReference, weightsFromTensors } from "../../src/model/reference/layers.ts";
 import { languageForwardBackward } from "../../src/model/language/model.ts";
-import { randomStateDict } from "../model/_weights.ts";
+import { randomStateDict } from "./_weights.ts";
 
 const FIXTURES = new URL("../fixtures/", import.meta.url).pathname;
 const TOL = 1e-3;

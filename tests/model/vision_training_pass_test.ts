@@ -17,7 +17,7 @@ import { ParamStore, trainedNames } from "../../src/model/params.ts";
 import { Arena } from "../../src/gpu/arena.ts";
 import type { StTensor } from "../../src/io/safetensors.ts";
 import { assertCloseScaled, randomArray, withGpu } from "../_util.ts";
-import { randomStateDict } from "../model/_weights.ts";
+import { randomStateDict } from "./_weights.ts";
 
 const FIXTURES = new URL("../fixtures/", import.meta.url);
 const fixture = (name: string) => new URL(name, FIXTURES).pathname;
