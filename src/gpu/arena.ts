@@ -162,7 +162,7 @@ export class Arena implements Allocator, TensorOwner {
  * Run `fn` in `arena` when one is given (its caller resets it), else in a
  * fresh arena destroyed at the end: the temporaries of a one-off pass.
  */
-export async function inArena<T>(
+export async function withArena<T>(
   gpu: Gpu,
   arena: Arena | undefined,
   fn: () => Promise<T>,

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { Arena, inArena } from "../../src/gpu/arena.ts";
+import { Arena, withArena } from "../../src/gpu/arena.ts";
 import { withGpu } from "../_util.ts";
 
 Deno.test("an arena hands the same buffers out again, in the same order, after a reset", async () => {
@@ -72,7 +72,7 @@ Deno.test("outsideArena allocations and views outlive the arena's passes", async
   });
 });
 
-Deno.test("arena scopes nest, refuse interleaving and inArena cleans up after itself", async () => {
+Deno.test("arena scopes nest, refuse interleaving and withArena cleans up after itself", async () => {
   await withGpu(async (gpu) => {
     const outer = new Arena(gpu, "outer");
     const inner = new Arena(gpu, "inner");
@@ -85,7 +85,7 @@ Deno.test("arena scopes nest, refuse interleaving and inArena cleans up after it
     gpu._enterArena(outer);
     assert.throws(() => gpu._leaveArena(inner), /interleaved/);
     gpu._leaveArena(outer);
-    const sum = await inArena(gpu, undefined, async () => {
+    const sum = await withArena(gpu, undefined, async () => {
       const t = gpu.upload(new Float32Array([1, 2, 3]), [3]);
       return [...(await t.read())].reduce((a, b) => a + b, 0);
     });

@@ -27,7 +27,7 @@
  */
 
 import type { Gpu, Tensor } from "../../gpu/runtime.ts";
-import { inArena } from "../../gpu/arena.ts";
+import { withArena } from "../../gpu/arena.ts";
 import type { Arena } from "../../gpu/arena.ts";
 import { checkTokenIds, embedding } from "../../ops/embedding.ts";
 import { embeddingBackward } from "../../ops/embedding_backward.ts";
@@ -177,7 +177,7 @@ export async function languageForward(
   options: { activations?: boolean; arena?: Arena } = {},
 ): Promise<LanguageOutput> {
   const cfg = languageConfig(store);
-  return await inArena(gpu, options.arena, async () => {
+  return await withArena(gpu, options.arena, async () => {
     const idx = uploadTokenIds(gpu, cfg, ids, B, T);
     return await readForward(
       gpu,
@@ -200,7 +200,7 @@ export async function languageLoss(
 ): Promise<Float32Array> {
   const cfg = languageConfig(store);
   const { B, T } = batch;
-  return await inArena(gpu, options.arena, async () => {
+  return await withArena(gpu, options.arena, async () => {
     const idx = uploadTokenIds(gpu, cfg, batch.x, B, T);
     const targets = gpu.upload(checkTargets(batch.y, cfg.vocab_size), [B * T], "language.targets");
     const logits = await encodeLanguage(gpu, store, idx);

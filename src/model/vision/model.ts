@@ -25,7 +25,7 @@
  */
 
 import type { Gpu, Tensor } from "../../gpu/runtime.ts";
-import { inArena } from "../../gpu/arena.ts";
+import { withArena } from "../../gpu/arena.ts";
 import type { Arena } from "../../gpu/arena.ts";
 import { convOutSize } from "../../ops/conv2d.ts";
 import { copyRows } from "../../ops/copy_rows.ts";
@@ -180,7 +180,7 @@ export async function visionForward(
   shape: readonly [number, number, number, number],
   options: { activations?: boolean; arena?: Arena } = {},
 ): Promise<VisionOutput> {
-  return await inArena(gpu, options.arena, async () => {
+  return await withArena(gpu, options.arena, async () => {
     const x = gpu.upload(images, shape, "vision.images");
     return await readForward(
       gpu,
