@@ -16,6 +16,9 @@ measured (`peak_bytes` is null).
 from __future__ import annotations
 
 import os
+import sys
+
+sys.dont_write_bytecode = True  # no __pycache__ beside the script in the repository
 
 # Before torch loads OpenMP/OpenBLAS: idle threads sleep instead of spinning (PERF.md).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -24,7 +27,6 @@ import argparse  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
 import statistics  # noqa: E402
-import sys  # noqa: E402
 import time  # noqa: E402
 
 import numpy as np  # noqa: E402
