@@ -146,14 +146,20 @@ def language_checks(fixtures: str) -> list[dict]:
         for case in ("case0", "case1"):
             logits, _ = model(ref[f"{case}.idx"])
             errors[case] = relative_error(logits, ref[f"{case}.logits"])
-    checks = [_check("gpt-language-tost", "fwd", 64, errors, FORWARD_TOLERANCE)]
     _, loss = model(ref["case0.idx"], ref["case0.targets"])
+    return [
+        _check("language-tost", "fwd", 64, errors, FORWARD_TOLERANCE),
+        _training_check("language-tost", 64, model, loss, ref),
+    ]
+
+
+def _training_check(op: str, n: int, model, loss: torch.Tensor, ref: dict) -> dict:
+    """The training loss and every parameter gradient against the fixture's `train.*`."""
     loss.backward()
-    grads = {"loss": relative_error(loss.detach().view(1), ref["train.loss"])}
+    errors = {"loss": relative_error(loss.detach().view(1), ref["train.loss"])}
     for name, p in model.named_parameters():
-        grads[name] = relative_error(p.grad, ref[f"train.grad.{name}"])
-    checks.append(_check("gpt-language-tost", "fwd+bwd", 64, grads, GRADIENT_TOLERANCE))
-    return checks
+        errors[name] = relative_error(p.grad, ref[f"train.grad.{name}"])
+    return _check(op, "fwd+bwd", n, errors, GRADIENT_TOLERANCE)
 
 
 def vision_model(path: str, key: str = "model", heads: int | None = None):
@@ -173,12 +179,9 @@ def vision_checks(fixtures: str) -> list[dict]:
     with torch.no_grad():
         for case in ("case0", "case1"):
             errors[case] = relative_error(model(ref[f"{case}.input"]), ref[f"{case}.logits"])
-    checks = [_check("vision-tost", "fwd", 16, errors, FORWARD_TOLERANCE)]
-    model.train()
+    model.train()  # BatchNorm on batch statistics, as the fixture's training pass
     loss = torch.nn.functional.cross_entropy(model(ref["case0.input"]), ref["train.labels"])
-    loss.backward()
-    grads = {"loss": relative_error(loss.detach().view(1), ref["train.loss"])}
-    for name, p in model.named_parameters():
-        grads[name] = relative_error(p.grad, ref[f"train.grad.{name}"])
-    checks.append(_check("vision-tost", "fwd+bwd", 16, grads, GRADIENT_TOLERANCE))
-    return checks
+    return [
+        _check("vision-tost", "fwd", 16, errors, FORWARD_TOLERANCE),
+        _training_check("vision-tost", 16, model, loss, ref),
+    ]

@@ -320,15 +320,15 @@ def linear_record(shape: tuple[int, int, int], args, device: dict) -> dict:
 # ---------------------------------------------------------------- whole vision models
 
 
-def bench_model_config(name: str) -> dict:
-    """tost's `benchModelConfig`: ToST-S or ViT-S, width 384, 12 blocks, patch 16."""
+def vision_cfg(attention: str, dim: int, depth: int, heads: int, patch: int, classes: int):
+    """A vision config with the reference's fixed choices (MLP 4, qkv bias, 2 class blocks)."""
     return dict(
-        attention="tssa" if name == "tost-s" else "softmax",
-        embed_dim=384,
-        depth=12,
-        num_heads=8,
-        patch_size=16,
-        num_classes=1000,
+        attention=attention,
+        embed_dim=dim,
+        depth=depth,
+        num_heads=heads,
+        patch_size=patch,
+        num_classes=classes,
         in_chans=3,
         mlp_ratio=4,
         qkv_bias=True,
@@ -336,6 +336,11 @@ def bench_model_config(name: str) -> dict:
         cls_attn_layers=2,
         pos_hidden_dim=32,
     )
+
+
+def bench_model_config(name: str) -> dict:
+    """tost's `benchModelConfig`: ToST-S or ViT-S, width 384, 12 blocks, patch 16."""
+    return vision_cfg("tssa" if name == "tost-s" else "softmax", 384, 12, 8, 16, 1000)
 
 
 def model_records(args, device: dict) -> list[dict]:
@@ -393,21 +398,8 @@ def train_settings(args) -> dict:
 
 def train_model(s: dict):
     """The model, a batch maker and the unit of a training run's settings."""
-    if s["data"] == "mnist":
-        cfg = dict(
-            attention=s["attention"],
-            embed_dim=s["n_embd"],
-            depth=s["n_layer"],
-            num_heads=s["n_head"],
-            patch_size=8,
-            num_classes=10,
-            in_chans=3,
-            mlp_ratio=4,
-            qkv_bias=True,
-            tokens_norm=True,
-            cls_attn_layers=2,
-            pos_hidden_dim=32,
-        )
+    if s["data"] == "mnist":  # tost's visionModelConfig: 28 x 28 digits, patch 8
+        cfg = vision_cfg(s["attention"], s["n_embd"], s["n_layer"], s["n_head"], 8, 10)
         model = tt.VisionToST(cfg)
         b = s["batch_size"]
 
