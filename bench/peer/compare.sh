@@ -28,7 +28,9 @@ small --train --preset small --steps 10
 small-gpt --train --preset small-gpt --steps 10
 nanogpt-cpu --train --config bench/peer/configs/nanogpt_cpu.json --steps 5
 gpt-6x384 --train --config bench/peer/configs/gpt_6x384.json --steps 2
+mnist --train --preset mnist --steps 5
 eval --eval tests/fixtures/tost_vision_small.pth --repeats 5
+model --model --images 64,128 --repeats 2
 EOF
 }
 

@@ -131,7 +131,8 @@ const TRAIN: Kind = {
   ],
   unit: (r) => `${r.unit}/s`,
   label: (r) =>
-    `train ${r.model} ${r.n_layer}×${r.n_embd} ${r.n_head} heads, ctx ${r.block_size}, ` +
+    `train ${r.model} ${r.n_layer}×${r.n_embd} ${r.n_head} heads, ` +
+    `${r.unit === "images" ? `${r.block_size}px` : `ctx ${r.block_size}`}, ` +
     `batch ${r.batch_size}${
       Number(r.gradient_accumulation_steps) > 1 ? `×${r.gradient_accumulation_steps}` : ""
     }`,

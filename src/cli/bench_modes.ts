@@ -177,7 +177,8 @@ async function readJson(path: string): Promise<[unknown]> {
 function describeTrain(r: TrainRecord): string {
   const rate = r.tokens_per_s ?? r.images_per_s;
   return `train ${r.preset} (${r.model}, ${r.n_layer} layers × ${r.n_embd}, ${r.n_head} heads, ` +
-    `context ${r.block_size}, batch ${r.batch_size}): ` +
+    `${r.unit === "images" ? `${r.block_size}px images` : `context ${r.block_size}`}, ` +
+    `batch ${r.batch_size}): ` +
     (r.status === "ok"
       ? `${r.step_ms!.toFixed(1)} ms/step, ${rate!.toFixed(0)} ${r.unit}/s over ${r.steps} ` +
         `steps (loss ${r.loss?.toFixed(3)})`
