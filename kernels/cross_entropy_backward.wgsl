@@ -14,6 +14,9 @@
 // (entry points never share a binding number they both use). Targets are
 // checked on the host; the kernel clamps for safety.
 
+{{include grid}}
+{{include reduce}}
+
 struct Params {
   total_rows: u32, // R
   cols: u32,       // V
@@ -33,33 +36,13 @@ struct Params {
 
 const WG: u32 = {{workgroupSize}}u; // a power of two
 
-var<workgroup> partial: array<f32, WG>;
-
-fn reduce(lid: u32, v: f32, take_max: bool) -> f32 {
-  partial[lid] = v;
-  workgroupBarrier();
-  for (var s = WG / 2u; s > 0u; s = s / 2u) {
-    if (lid < s) {
-      if (take_max) {
-        partial[lid] = max(partial[lid], partial[lid + s]);
-      } else {
-        partial[lid] = partial[lid] + partial[lid + s];
-      }
-    }
-    workgroupBarrier();
-  }
-  let r = partial[0];
-  workgroupBarrier();
-  return r;
-}
-
 @compute @workgroup_size(WG)
 fn count_targets(@builtin(local_invocation_index) lid: u32) {
   var n = 0.0;
   for (var r = lid; r < params.total_rows; r += WG) {
     n += select(0.0, 1.0, targets[r] >= 0);
   }
-  n = reduce(lid, n, false);
+  n = workgroup_sum(lid, n);
   if (lid == 0u) {
     count[0] = n;
   }
@@ -73,7 +56,7 @@ fn mean(@builtin(local_invocation_index) lid: u32) {
       s += losses[r];
     }
   }
-  s = reduce(lid, s, false);
+  s = workgroup_sum(lid, s);
   if (lid == 0u) {
     let n = count[0];
     loss[0] = select(0.0, s / n, n > 0.0);
@@ -86,7 +69,7 @@ fn rows(
   @builtin(num_workgroups) nwg: vec3u,
   @builtin(local_invocation_index) lid: u32,
 ) {
-  let row = wid.x + wid.y * nwg.x + wid.z * nwg.x * nwg.y;
+  let row = flat_workgroup(wid, nwg);
   if (row >= params.rows) {
     return; // uniform: the whole workgroup leaves together
   }
@@ -99,12 +82,12 @@ fn rows(
   for (var c = lid; c < params.cols; c += WG) {
     m = max(m, logits[start + c]);
   }
-  m = reduce(lid, m, true);
+  m = workgroup_max(lid, m);
   var s = 0.0;
   for (var c = lid; c < params.cols; c += WG) {
     s += exp(logits[start + c] - m);
   }
-  s = reduce(lid, s, false);
+  s = workgroup_sum(lid, s);
   // count[0] ≥ 1 whenever this row's target counts.
   let k = params.scale / count[0];
   let inv = 1.0 / s;

@@ -3,6 +3,8 @@
 //   dst[h·stride + n] += scale · src[n·HEADS + h]   for n < positions.
 // Used for ∂temp (positions 1) and ∂denom_bias (positions N, scale d).
 
+{{include grid}}
+
 struct Params {
   positions: u32,
   heads: u32,
@@ -20,7 +22,7 @@ fn main(
   @builtin(num_workgroups) nwg: vec3u,
   @builtin(local_invocation_index) lid: u32,
 ) {
-  let i = (wid.x + wid.y * nwg.x + wid.z * nwg.x * nwg.y) * 64u + lid;
+  let i = flat_workgroup(wid, nwg) * 64u + lid;
   if (i >= p.positions * p.heads) {
     return;
   }

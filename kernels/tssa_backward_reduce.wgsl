@@ -12,6 +12,8 @@
 // x and w may be one piece of larger tensors (whole blocks): row r (flat
 // over batches) is at element elem_base + (r - row_base)·DIM of the binding.
 
+{{include grid}}
+
 struct Params {
   rows: u32,             // N, tokens per batch element
   block_rows: u32,
@@ -43,7 +45,7 @@ fn main(
   @builtin(num_workgroups) nwg: vec3u,
   @builtin(local_invocation_index) lid: u32,
 ) {
-  let flat = wid.x + wid.y * nwg.x + wid.z * nwg.x * nwg.y;
+  let flat = flat_workgroup(wid, nwg);
   let local_block = flat / p.col_chunks;
   if (local_block >= p.block_count) {
     return;

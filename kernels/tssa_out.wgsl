@@ -6,6 +6,8 @@
 // covers 64 consecutive columns, so loads and stores are coalesced. y is
 // bound like w (same piece, same base).
 
+{{include grid}}
+
 struct Params {
   rows: u32,
   block_rows: u32,
@@ -33,7 +35,7 @@ fn main(
   @builtin(num_workgroups) nwg: vec3u,
   @builtin(local_invocation_index) lid: u32,
 ) {
-  let flat = wid.x + wid.y * nwg.x + wid.z * nwg.x * nwg.y;
+  let flat = flat_workgroup(wid, nwg);
   let local_block = flat / CHUNKS;
   let c = (flat % CHUNKS) * 64u + lid;
   if (local_block >= p.block_count || c >= DIM) {

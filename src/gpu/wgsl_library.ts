@@ -11,8 +11,10 @@
  */
 
 import grid from "../../kernels/lib/grid.wgsl" with { type: "text" };
+import reduce from "../../kernels/lib/reduce.wgsl" with { type: "text" };
 
 /** Snippet sources by include name. */
 export const WGSL_LIBRARY: Readonly<Record<string, string>> = Object.freeze({
   grid,
+  reduce,
 });
