@@ -15,6 +15,9 @@
 // 64-row blocks): the piece's rows start at flat row row_base, at element
 // elem_base of their bindings. [B·N, HEADS] tensors are bound whole.
 
+{{include grid}}
+{{include softmax_heads_backward}}
+
 struct Params {
   count: u32,        // rows (tokens) in this piece
   tokens: u32,       // N
@@ -50,7 +53,7 @@ fn main(
   @builtin(num_workgroups) nwg: vec3u,
   @builtin(local_invocation_index) lid: u32,
 ) {
-  let r = (wid.x + wid.y * nwg.x + wid.z * nwg.x * nwg.y) * 64u + lid;
+  let r = flat_workgroup(wid, nwg) * 64u + lid;
   if (r >= p.count) {
     return;
   }
@@ -59,7 +62,6 @@ fn main(
   let blk = (row / p.tokens) * p.scan_blocks + n / 64u;
   let has_next = n / 64u + 1u < p.scan_blocks;
   var dpi: array<f32, HEADS>;
-  var dot = 0.0;
   for (var h = 0u; h < HEADS; h++) {
     let q = row * HEADS + h;
     var s = dpi0[q] + sq_[q];
@@ -77,11 +79,11 @@ fn main(
       s += a * x * x;
     }
     dpi[h] = s;
-    dot += pi[q] * s;
   }
+  softmax_heads_backward(row, &dpi); // now ∂z
   for (var h = 0u; h < HEADS; h++) {
     let q = row * HEADS + h;
-    let z = pi[q] * (dpi[h] - dot);
+    let z = dpi[h];
     let g = temp[h] * z;
     var u = f32(HEAD_DIM) * denom_bias[h * p.bias_stride + n];
     for (var k = 0u; k < HEAD_DIM; k++) {

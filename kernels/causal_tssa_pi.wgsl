@@ -19,6 +19,9 @@
 // heads. The block's running sum is kept apart from the carried offset so
 // that each prefix sum is (tree-summed offset) + (≤ block_rows-term sum).
 
+{{include grid}}
+{{include softmax_heads}}
+
 struct Params {
   rows: u32,             // N, tokens per batch element
   block_rows: u32,
@@ -59,7 +62,7 @@ fn main(
   @builtin(num_workgroups) nwg: vec3u,
   @builtin(local_invocation_index) lid: u32,
 ) {
-  let flat = wid.x + wid.y * nwg.x + wid.z * nwg.x * nwg.y;
+  let flat = flat_workgroup(wid, nwg);
   if (flat >= p.block_count) {
     return;
   }
@@ -109,15 +112,7 @@ fn main(
     workgroupBarrier();
     for (var q = lid; q < PAIRS; q += WG) {
       let t = q / HEADS;
-      var m = -3.4028235e38;
-      for (var h = 0u; h < HEADS; h++) {
-        m = max(m, logits[t * HEADS + h]);
-      }
-      var s = 0.0;
-      for (var h = 0u; h < HEADS; h++) {
-        s += exp(logits[t * HEADS + h] - m);
-      }
-      let v = exp(logits[q] - m) / s;
+      let v = softmax_heads_at(t * HEADS, q % HEADS);
       pis[q] = v;
       if (t < tn) {
         pi[(row0 + t0 + t) * HEADS + q % HEADS] = v;

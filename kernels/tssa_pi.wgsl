@@ -16,6 +16,9 @@
 // over heads; finally each thread adds Pi·w² and Pi for its own columns.
 // Three barriers per tile, no atomics.
 
+{{include grid}}
+{{include softmax_heads}}
+
 struct Params {
   rows: u32,             // N, tokens per batch element
   block_rows: u32,
@@ -54,7 +57,7 @@ fn main(
   @builtin(num_workgroups) nwg: vec3u,
   @builtin(local_invocation_index) lid: u32,
 ) {
-  let flat = wid.x + wid.y * nwg.x + wid.z * nwg.x * nwg.y;
+  let flat = flat_workgroup(wid, nwg);
   if (flat >= p.block_count) {
     return;
   }
@@ -102,15 +105,7 @@ fn main(
     workgroupBarrier();
     for (var q = lid; q < PAIRS; q += WG) {
       let t = q / HEADS;
-      var m = -3.4028235e38;
-      for (var h = 0u; h < HEADS; h++) {
-        m = max(m, logits[t * HEADS + h]);
-      }
-      var s = 0.0;
-      for (var h = 0u; h < HEADS; h++) {
-        s += exp(logits[t * HEADS + h] - m);
-      }
-      let v = exp(logits[q] - m) / s;
+      let v = softmax_heads_at(t * HEADS, q % HEADS);
       pis[q] = v;
       if (t < tn) {
         pi[(row0 + t0 + t) * HEADS + q % HEADS] = v;

@@ -12,9 +12,15 @@
 
 import grid from "../../kernels/lib/grid.wgsl" with { type: "text" };
 import reduce from "../../kernels/lib/reduce.wgsl" with { type: "text" };
+import softmaxHeads from "../../kernels/lib/softmax_heads.wgsl" with { type: "text" };
+import softmaxHeadsBackward from "../../kernels/lib/softmax_heads_backward.wgsl" with {
+  type: "text",
+};
 
 /** Snippet sources by include name. */
 export const WGSL_LIBRARY: Readonly<Record<string, string>> = Object.freeze({
   grid,
   reduce,
+  softmax_heads: softmaxHeads,
+  softmax_heads_backward: softmaxHeadsBackward,
 });
