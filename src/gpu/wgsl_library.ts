@@ -10,6 +10,7 @@
  * @module
  */
 
+import erf from "../../kernels/lib/erf.wgsl" with { type: "text" };
 import grid from "../../kernels/lib/grid.wgsl" with { type: "text" };
 import reduce from "../../kernels/lib/reduce.wgsl" with { type: "text" };
 import softmaxHeads from "../../kernels/lib/softmax_heads.wgsl" with { type: "text" };
@@ -19,6 +20,7 @@ import softmaxHeadsBackward from "../../kernels/lib/softmax_heads_backward.wgsl"
 
 /** Snippet sources by include name. */
 export const WGSL_LIBRARY: Readonly<Record<string, string>> = Object.freeze({
+  erf,
   grid,
   reduce,
   softmax_heads: softmaxHeads,
