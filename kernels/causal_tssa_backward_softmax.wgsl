@@ -3,7 +3,7 @@
 // [B·N, HEADS] and the exclusive prefix sums c_off = Σ_{m<n} w² (in place in
 // `dc`), each a block-local scan plus the carry of its 64-row block (the
 // suffix carries of block k are entry k + 1 of a_rcarry, q_rcarry; see
-// causal_tssa_backward_scan.wgsl):
+// scan_block.wgsl):
 //   ∂Pi[n, h] = dpi0 + rev(∂Q) + Σ_k rev(∂A)·w²
 //   ∂z        = Pi·(∂Pi − Σ_h' Pi·∂Pi),   ∂u = temp·∂z
 //   C = c_off + w²,  Cc = max(C, 1e-12),  u = Σ_k w²/Cc + d·denom_bias[h, n]

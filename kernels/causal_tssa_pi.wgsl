@@ -1,4 +1,4 @@
-// Causal TSSA, second pass over the tokens. Before it, scan_reduce.wgsl
+// Causal TSSA, second pass over the tokens. Before it, block_sums.wgsl
 // (SQUARE) and the hierarchical scan give sq_off[g, c] = Σ w[·, c]² over the
 // tokens of the earlier blocks of the same batch element (an exclusive scan
 // over blocks). Per block:

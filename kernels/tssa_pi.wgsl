@@ -1,11 +1,11 @@
-// Non-causal TSSA, second pass over the tokens (the first, scan_reduce.wgsl
+// Non-causal TSSA, second pass over the tokens (the first, block_sums.wgsl
 // with SQUARE, gives sq_sums[b, c] = Σ_n w[b, n, c]²). Per block of tokens:
 //   Pi[n, h] = softmax over h of temp[h] · Σ_k w[n, h·d+k]² / max(sq_sums[h·d+k], 1e-24)
 //              (written to pi[B·N, H] for the output pass), and
 //   partial[g, c]       = Σ_{n in block} Pi[n, h(c)] · w[n, c]²
 //   partial[g, DIM + c] = Σ_{n in block} Pi[n, h(c)]
 // (the second half repeats each head's Σ Pi for its d columns so that both
-// halves reduce with the same kernel). scan_reduce.wgsl then sums the
+// halves reduce with the same kernel). block_sums.wgsl then sums the
 // partials over blocks.
 //
 // One workgroup of 256 threads per block, walking it in tiles of TILE

@@ -13,7 +13,7 @@
  * applies before squaring: an all-zero feature gives zeros, not NaN).
  *
  * The GPU version makes three passes over the tokens, each parallel over
- * blocks of 128 tokens: column sums of w² (`kernels/scan_reduce.wgsl`,
+ * blocks of 128 tokens: column sums of w² (`kernels/block_sums.wgsl`,
  * reduced over blocks as a tree), Pi with the Pi-weighted sums fused
  * (`kernels/tssa_pi.wgsl`, reduced the same way), and the output
  * (`kernels/tssa_out.wgsl`). Tensors over one storage binding are processed

@@ -11,6 +11,8 @@
 // x may be one piece of a larger tensor: row r (flat over batches) is at
 // element elem_base + (r - row_base)·C of the binding.
 
+{{include grid}}
+
 struct Params {
   rows: u32,             // L, rows per batch element
   block_rows: u32,
@@ -35,7 +37,7 @@ fn main(
   @builtin(num_workgroups) nwg: vec3u,
   @builtin(local_invocation_index) lid: u32,
 ) {
-  let flat = wid.x + wid.y * nwg.x + wid.z * nwg.x * nwg.y;
+  let flat = flat_workgroup(wid, nwg);
   let local_block = flat / p.col_chunks;
   let c = (flat % p.col_chunks) * 64u + lid;
   if (local_block >= p.block_count || c >= p.cols) {
