@@ -43,7 +43,7 @@ import prepWgsl from "../../kernels/causal_tssa_backward_prep.wgsl" with { type:
 import tokenWgsl from "../../kernels/causal_tssa_backward_token.wgsl" with { type: "text" };
 import softmaxWgsl from "../../kernels/causal_tssa_backward_softmax.wgsl" with { type: "text" };
 import dwWgsl from "../../kernels/causal_tssa_backward_dw.wgsl" with { type: "text" };
-import accumulateWgsl from "../../kernels/tssa_backward_accumulate.wgsl" with { type: "text" };
+import accumulateWgsl from "../../kernels/accumulate_transposed.wgsl" with { type: "text" };
 import { assertF32, assertShape } from "./_shapes.ts";
 import { blockLayout, workgroupGrid } from "./_tssa_blocks.ts";
 import type { TssaOptions } from "./_tssa_blocks.ts";
@@ -392,7 +392,7 @@ async function accumulateParam(
 ): Promise<void> {
   const { rows, positions, heads, stride, scale } = dims;
   const sums = await totalSums(gpu, src, 1, rows, positions * heads, scratch);
-  const kernel = await gpu.kernel("tssa_backward_accumulate", accumulateWgsl);
+  const kernel = await gpu.kernel("accumulate_transposed", accumulateWgsl);
   gpu.dispatch(kernel, {
     bindings: [sums, dst],
     params: [positions, heads, stride, f32(scale)],

@@ -14,7 +14,7 @@
  *
  * What the forward must save: nothing (this is the forward).
  *
- * GPU: `kernels/cross_entropy_backward.wgsl`: `count_targets` (one
+ * GPU: `kernels/cross_entropy_forward_backward.wgsl`: `count_targets` (one
  * workgroup counts n), `rows` (one workgroup per row: max, sum of
  * exponentials, the row's loss and gradient; logits over one storage binding
  * are processed in pieces of rows), `mean` (one workgroup averages the
@@ -25,7 +25,7 @@
 
 import type { Gpu } from "../gpu/runtime.ts";
 import { f32, Tensor } from "../gpu/runtime.ts";
-import crossEntropyBackwardWgsl from "../../kernels/cross_entropy_backward.wgsl" with {
+import crossEntropyForwardBackwardWgsl from "../../kernels/cross_entropy_forward_backward.wgsl" with {
   type: "text",
 };
 import {
@@ -111,7 +111,9 @@ export async function crossEntropyForwardBackward(
     const wg = rowWorkgroupSize(cols);
     const [countK, rowsK, meanK] = await Promise.all(
       ["count_targets", "rows", "mean"].map((entry) =>
-        gpu.kernel("cross_entropy_backward", crossEntropyBackwardWgsl, { workgroupSize: wg }, entry)
+        gpu.kernel("cross_entropy_forward_backward", crossEntropyForwardBackwardWgsl, {
+          workgroupSize: wg,
+        }, entry)
       ),
     );
     const valid = gpu.empty([1], "f32", `${op}.valid`); // n, the rows not ignored

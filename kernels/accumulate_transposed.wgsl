@@ -1,7 +1,9 @@
-// Accumulate a reduced gradient into a parameter gradient, transposing
-// [positions, HEADS] sums into the parameter's [HEADS, stride] layout:
-//   dst[h·stride + n] += scale · src[n·HEADS + h]   for n < positions.
-// Used for ∂temp (positions 1) and ∂denom_bias (positions N, scale d).
+// Add scaled sums into a tensor, transposing [positions, heads] into its
+// [heads, stride] layout:
+//   dst[h·stride + n] += scale · src[n·heads + h]   for n < positions.
+// With heads = stride = 1 a plain dst[n] += scale · src[n]: how the backward
+// ops add their reduced parameter gradients (linear's ∂W and ∂b, the TSSA
+// ∂temp (positions 1) and the causal ∂denom_bias (positions N, scale d)).
 
 {{include grid}}
 
