@@ -10,7 +10,7 @@
 // dispatch starts at a pair boundary, so row r is query r mod N.
 
 {{include grid}}
-{{include reduce}}
+{{include softmax_row}}
 
 struct Params {
   rows: u32,     // rows in this dispatch (pairs · N)
@@ -24,8 +24,9 @@ struct Params {
 
 const WG: u32 = {{workgroupSize}}u; // a power of two
 
-// Lowest finite f32: implementations may assume no infinities occur.
-const LOWEST: f32 = -3.40282347e38;
+fn softmax_row_input(i: u32) -> f32 {
+  return scores[i];
+}
 
 @compute @workgroup_size(WG)
 fn main(
@@ -43,19 +44,9 @@ fn main(
   if (params.causal != 0u) {
     valid = row % n + 1u;
   }
-
-  var m = LOWEST;
-  for (var c = lid; c < valid; c += WG) {
-    m = max(m, scores[start + c]);
-  }
-  m = workgroup_max(lid, m);
-
-  var s = 0.0;
-  for (var c = lid; c < valid; c += WG) {
-    s += exp(scores[start + c] - m);
-  }
-  let inv = 1.0 / workgroup_sum(lid, s);
-
+  let stats = softmax_row_stats(lid, start, valid);
+  let m = stats.x;
+  let inv = 1.0 / stats.y;
   for (var c = lid; c < n; c += WG) {
     var p = 0.0;
     if (c < valid) {

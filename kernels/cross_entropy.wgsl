@@ -11,7 +11,7 @@
 // (i32, whole), 3 = loss (read_write, whole); `row0` is the piece's first row.
 
 {{include grid}}
-{{include reduce}}
+{{include softmax_row}}
 
 struct Params {
   rows: u32, // rows in this piece
@@ -27,6 +27,10 @@ struct Params {
 
 const WG: u32 = {{workgroupSize}}u; // a power of two
 
+fn softmax_row_input(i: u32) -> f32 {
+  return logits[i];
+}
+
 @compute @workgroup_size(WG)
 fn main(
   @builtin(workgroup_id) wid: vec3u,
@@ -38,16 +42,9 @@ fn main(
     return; // uniform: the whole workgroup leaves together
   }
   let start = params.base + row * params.cols;
-  var m = -3.0e38;
-  for (var c = lid; c < params.cols; c += WG) {
-    m = max(m, logits[start + c]);
-  }
-  m = workgroup_max(lid, m);
-  var s = 0.0;
-  for (var c = lid; c < params.cols; c += WG) {
-    s += exp(logits[start + c] - m);
-  }
-  s = workgroup_sum(lid, s);
+  let stats = softmax_row_stats(lid, start, params.cols);
+  let m = stats.x;
+  let s = stats.y;
   if (lid == 0u) {
     let t = targets[params.row0 + row];
     var l = 0.0;

@@ -16,6 +16,7 @@
 
 {{include grid}}
 {{include reduce}}
+{{include softmax_row}}
 
 struct Params {
   total_rows: u32, // R
@@ -35,6 +36,10 @@ struct Params {
 @group(0) @binding(4) var<storage, read_write> loss: array<f32>;
 
 const WG: u32 = {{workgroupSize}}u; // a power of two
+
+fn softmax_row_input(i: u32) -> f32 {
+  return logits[i];
+}
 
 @compute @workgroup_size(WG)
 fn count_targets(@builtin(local_invocation_index) lid: u32) {
@@ -78,16 +83,9 @@ fn rows(
   // uniform control flow) and write zeros.
   let t = targets[params.row0 + row];
   let tgt = min(u32(max(t, 0)), params.cols - 1u);
-  var m = -3.0e38;
-  for (var c = lid; c < params.cols; c += WG) {
-    m = max(m, logits[start + c]);
-  }
-  m = workgroup_max(lid, m);
-  var s = 0.0;
-  for (var c = lid; c < params.cols; c += WG) {
-    s += exp(logits[start + c] - m);
-  }
-  s = workgroup_sum(lid, s);
+  let stats = softmax_row_stats(lid, start, params.cols);
+  let m = stats.x;
+  let s = stats.y;
   // count[0] ≥ 1 whenever this row's target counts.
   let k = params.scale / count[0];
   let inv = 1.0 / s;

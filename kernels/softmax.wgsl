@@ -6,7 +6,7 @@
 // Bindings: 1 = x, 2 = y; a piece of rows of both starts at element `base`.
 
 {{include grid}}
-{{include reduce}}
+{{include softmax_row}}
 
 struct Params {
   rows: u32, // rows in this piece
@@ -20,6 +20,10 @@ struct Params {
 
 const WG: u32 = {{workgroupSize}}u; // a power of two
 
+fn softmax_row_input(i: u32) -> f32 {
+  return x[i];
+}
+
 @compute @workgroup_size(WG)
 fn main(
   @builtin(workgroup_id) wid: vec3u,
@@ -32,21 +36,9 @@ fn main(
   }
   let cols = params.cols;
   let start = params.base + row * cols;
-
-  // Lowest finite f32 (WGSL has no infinity literal, and implementations may
-  // assume no infinities: mask with large negative finite values, not −inf).
-  var m = -3.40282347e38;
-  for (var c = lid; c < cols; c += WG) {
-    m = max(m, x[start + c]);
-  }
-  m = workgroup_max(lid, m);
-
-  var s = 0.0;
-  for (var c = lid; c < cols; c += WG) {
-    s += exp(x[start + c] - m);
-  }
-  let inv = 1.0 / workgroup_sum(lid, s);
-
+  let stats = softmax_row_stats(lid, start, cols);
+  let m = stats.x;
+  let inv = 1.0 / stats.y;
   for (var c = lid; c < cols; c += WG) {
     y[start + c] = exp(x[start + c] - m) * inv;
   }

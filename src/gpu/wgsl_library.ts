@@ -14,6 +14,7 @@ import erf from "../../kernels/lib/erf.wgsl" with { type: "text" };
 import grid from "../../kernels/lib/grid.wgsl" with { type: "text" };
 import reduce from "../../kernels/lib/reduce.wgsl" with { type: "text" };
 import softmaxHeads from "../../kernels/lib/softmax_heads.wgsl" with { type: "text" };
+import softmaxRow from "../../kernels/lib/softmax_row.wgsl" with { type: "text" };
 import softmaxHeadsBackward from "../../kernels/lib/softmax_heads_backward.wgsl" with {
   type: "text",
 };
@@ -25,4 +26,5 @@ export const WGSL_LIBRARY: Readonly<Record<string, string>> = Object.freeze({
   reduce,
   softmax_heads: softmaxHeads,
   softmax_heads_backward: softmaxHeadsBackward,
+  softmax_row: softmaxRow,
 });
