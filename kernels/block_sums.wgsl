@@ -12,6 +12,7 @@
 // element elem_base + (r - row_base)·C of the binding.
 
 {{include grid}}
+{{include token_blocks}}
 
 struct Params {
   rows: u32,             // L, rows per batch element
@@ -43,13 +44,10 @@ fn main(
   if (local_block >= p.block_count || c >= p.cols) {
     return;
   }
-  let g = p.first_block + local_block;
-  let b = g / p.blocks_per_batch;
-  let first = (g % p.blocks_per_batch) * p.block_rows;
-  let count = min(p.block_rows, p.rows - first);
-  let base = p.elem_base + (b * p.rows + first - p.row_base) * p.cols + c;
+  let blk = token_block(local_block);
+  let base = piece_element(blk.row0, p.cols) + c;
   var acc = 0.0;
-  for (var t = 0u; t < count; t++) {
+  for (var t = 0u; t < blk.count; t++) {
     let v = x[base + t * p.cols];
     if (SQUARE) {
       acc += v * v;
@@ -57,5 +55,5 @@ fn main(
       acc += v;
     }
   }
-  sums[g * p.cols + c] = acc;
+  sums[blk.g * p.cols + c] = acc;
 }

@@ -19,6 +19,7 @@
 // elem_base + (r - row_base)·C of the binding; totals are indexed globally.
 
 {{include grid}}
+{{include token_blocks}}
 
 struct Params {
   rows: u32,             // L
@@ -55,14 +56,11 @@ fn main(
   if (local_block >= p.block_count) {
     return;
   }
-  let g = p.first_block + local_block;
-  let b = g / p.blocks_per_batch;
-  let first = (g % p.blocks_per_batch) * SB;
-  let count = min(SB, p.rows - first);
+  let blk = token_block(local_block); // blk.count ≤ SB: the driver checks block_rows = SB
   let lane = lid / CC;
   let c = (flat % p.col_chunks) * CC + lid % CC;
   let in_cols = c < p.cols;
-  let base = p.elem_base + (b * p.rows + first - p.row_base) * p.cols + c;
+  let base = piece_element(blk.row0, p.cols) + c;
 
   var vals: array<f32, TPL>;
   var run = 0.0;
@@ -70,7 +68,7 @@ fn main(
     let i = select(j, TPL - 1u - j, REVERSE);
     let t = lane * TPL + i;
     var v = 0.0;
-    if (in_cols && t < count) {
+    if (in_cols && t < blk.count) {
       v = x[base + t * p.cols];
     }
     if (REVERSE) {
@@ -92,12 +90,12 @@ fn main(
   if (in_cols) {
     for (var i = 0u; i < TPL; i++) {
       let t = lane * TPL + i;
-      if (t < count) {
+      if (t < blk.count) {
         x[base + t * p.cols] = vals[i] + off;
       }
     }
     if (lane == select(RL - 1u, 0u, REVERSE)) {
-      totals[g * p.cols + c] = off + run;
+      totals[blk.g * p.cols + c] = off + run;
     }
   }
 }
