@@ -12,10 +12,11 @@
 
 import { Gpu } from "../src/gpu/runtime.ts";
 import type { Tensor } from "../src/gpu/runtime.ts";
-import { attentionReference, softmaxAttention } from "../src/ops/attention.ts";
+import { softmaxAttention } from "../src/ops/attention.ts";
+import { attentionReference } from "../src/ops/attention_reference.ts";
 import type { AttentionOptions } from "../src/ops/attention.ts";
 import { flashAttention } from "../src/ops/flash_attention.ts";
-import { classAttention, classAttentionReference } from "../src/ops/class_attention.ts";
+import { classAttention } from "../src/ops/class_attention.ts";
 import { randomArray } from "../tests/_util.ts";
 
 const HEADS = 8;
@@ -79,14 +80,14 @@ for (const N of [64, 256]) {
   const qkv = gpu.upload(x, [1, N, 3 * WIDTH], "qkv");
   const group = `class attention N=${N}`;
   const y = await classAttention(gpu, qkv, HEADS);
-  validate(group, await y.read(), classAttentionReference(x, 1, N, HEADS, d));
+  validate(group, await y.read(), attentionReference(x, 1, N, HEADS, d, { classToken: true }));
   y.destroy();
   Deno.bench({
     name: `cpu reference, ${group}`,
     group,
     baseline: true,
     fn: () => {
-      classAttentionReference(x, 1, N, HEADS, d);
+      attentionReference(x, 1, N, HEADS, d, { classToken: true });
     },
   });
   Deno.bench({

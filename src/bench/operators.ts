@@ -11,7 +11,8 @@ import type { Gpu, Tensor } from "../gpu/runtime.ts";
 import { linear, linearReference } from "../ops/linear.ts";
 import { tssa, tssaReference } from "../ops/tssa.ts";
 import { causalTssa, causalTssaReference } from "../ops/causal_tssa.ts";
-import { attentionReference, softmaxAttention } from "../ops/attention.ts";
+import { softmaxAttention } from "../ops/attention.ts";
+import { attentionReference } from "../ops/attention_reference.ts";
 import { flashAttention } from "../ops/flash_attention.ts";
 import {
   chunkedValues,

@@ -25,10 +25,12 @@ import {
   linearBackwardReference,
   linearForwardReference,
 } from "../ops/linear_backward.ts";
-import { attentionReference } from "../ops/attention.ts";
+import {
+  attentionReference,
+  softmaxAttentionBackwardReference,
+} from "../ops/attention_reference.ts";
 import {
   softmaxAttentionBackward,
-  softmaxAttentionBackwardReference,
   softmaxAttentionForwardWithSaves,
 } from "../ops/attention_backward.ts";
 import { flashAttention } from "../ops/flash_attention.ts";

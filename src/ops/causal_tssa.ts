@@ -10,7 +10,7 @@
  *     y[h,n,k]     = −w[h,n,k] · Pi[h,n] / (1 + dots[h,n,k])
  *
  * The GPU version is a parallel scan: work O(N·D), depth O(log N). Tokens
- * are cut into blocks of 64; block totals of w² (`kernels/scan_reduce.wgsl`)
+ * are cut into blocks of 64; block totals of w² (`kernels/block_sums.wgsl`)
  * are scanned hierarchically (`kernels/scan_block.wgsl`,
  * `kernels/scan_add.wgsl`); `kernels/causal_tssa_pi.wgsl` finishes the prefix
  * sums inside each block, computes Pi and the block totals of Pi·w² and Pi,
@@ -28,11 +28,13 @@ import causalOutWgsl from "../../kernels/causal_tssa_out.wgsl" with { type: "tex
 import { assertF32 } from "./_shapes.ts";
 import { bindPiece, blockLayout, blockParams, blockPieces, workgroupGrid } from "./_tssa_blocks.ts";
 import type { TssaOptions } from "./_tssa_blocks.ts";
-import { blockSums, exclusiveScanRows } from "./_scan.ts";
+import { blockSums, scanRows } from "./_scan.ts";
 import { softmaxInPlace, tssaShape, tssaSlots } from "./tssa.ts";
 
 /** Tokens per block: the length of the serial in-block part of each prefix sum. */
 const BLOCK_ROWS = 64;
+/** Exclusive prefix sums over the blocks. */
+const FORWARD = { reverse: false };
 
 /**
  * Causal TSSA on the GPU: `w` `[B, N, H·d]` (the `c_attn` projection, heads
@@ -94,7 +96,7 @@ export async function causalTssa(
       scratch.push(sqOff);
     } else {
       sqOff = await blockSums(gpu, w, layout, pieces, true, scratch, options);
-      await exclusiveScanRows(gpu, sqOff, B, NB, D, scratch, options);
+      await scanRows(gpu, sqOff, { batches: B, rows: NB, cols: D }, FORWARD, scratch, options);
     }
     // Pi, and the block totals of Pi·w² and Pi.
     const pi = gpu.empty([B * N, heads], "f32", "causalTssa.pi");
@@ -116,7 +118,8 @@ export async function causalTssa(
       offsets = gpu.empty([B, 1, 2 * D], "f32", "causalTssa.zeros");
       scratch.push(offsets);
     } else {
-      await exclusiveScanRows(gpu, totals, B, NB, 2 * D, scratch, options);
+      const dims = { batches: B, rows: NB, cols: 2 * D };
+      await scanRows(gpu, totals, dims, FORWARD, scratch, options);
     }
     for (const piece of pieces) {
       const wb = bindPiece(gpu, w, layout, piece);

@@ -34,7 +34,7 @@
 
 import type { Gpu, Kernel, Param, Tensor } from "../gpu/runtime.ts";
 import { f32 } from "../gpu/runtime.ts";
-import accumulateWgsl from "../../kernels/tssa_backward_accumulate.wgsl" with { type: "text" };
+import accumulateWgsl from "../../kernels/accumulate_transposed.wgsl" with { type: "text" };
 import savesPiWgsl from "../../kernels/tssa_backward_saves_pi.wgsl" with { type: "text" };
 import yWgsl from "../../kernels/tssa_backward_y.wgsl" with { type: "text" };
 import reduceWgsl from "../../kernels/tssa_backward_reduce.wgsl" with { type: "text" };
@@ -447,7 +447,7 @@ export async function tssaForwardWithSaves(
     if (N === 1) {
       den = gpu.empty([B, 1, heads], "f32", `${op}.den`);
       kept.push(den);
-      gpu.dispatch(await gpu.kernel("tssa_backward_accumulate", accumulateWgsl), {
+      gpu.dispatch(await gpu.kernel("accumulate_transposed", accumulateWgsl), {
         bindings: [pi, den],
         params: [B * heads, 1, 1, f32(1)],
         workgroups: workgroupGrid(Math.ceil((B * heads) / 64), options),

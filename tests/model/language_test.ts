@@ -17,7 +17,8 @@ import {
 import { meanLoss } from "../../src/ops/cross_entropy.ts";
 import type { LanguageConfig } from "../../src/model/config.ts";
 import { languageForwardReference } from "../../src/model/reference/language.ts";
-import { crossEntropyReference, weightsFromTensors } from "../../src/model/reference/layers.ts";
+import { weightsFromTensors } from "../../src/model/reference/layers.ts";
+import { crossEntropyReference } from "../../src/ops/cross_entropy_reference.ts";
 import { randomStateDict } from "./_weights.ts";
 import { fromF32, toF32 } from "../../src/io/dtype.ts";
 import type { StTensor } from "../../src/io/safetensors.ts";

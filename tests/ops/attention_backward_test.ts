@@ -1,10 +1,12 @@
 import assert from "node:assert/strict";
 import {
   softmaxAttentionBackward,
-  softmaxAttentionBackwardReference,
   softmaxAttentionForwardWithSaves,
 } from "../../src/ops/attention_backward.ts";
-import { attentionReference } from "../../src/ops/attention.ts";
+import {
+  attentionReference,
+  softmaxAttentionBackwardReference,
+} from "../../src/ops/attention_reference.ts";
 import { assertClose, assertCloseScaled, randomArray, withGpu } from "../_util.ts";
 import { numericGradient } from "./_gradcheck.ts";
 

@@ -18,10 +18,11 @@
  */
 
 import type { LanguageConfig } from "../config.ts";
-import { addScaledInPlace, geluInPlace, layerNorm, linear, param } from "./layers.ts";
+import { addScaledInPlace, linear, param } from "./layers.ts";
 import type { Capture, Weights } from "./layers.ts";
-
-export { crossEntropyReference } from "./layers.ts";
+import { attentionReference } from "../../ops/attention_reference.ts";
+import { geluReference } from "../../ops/gelu_reference.ts";
+import { layerNormReference } from "../../ops/layer_norm_reference.ts";
 
 /** Options of {@linkcode languageForwardReference}. */
 export interface LanguageForwardOptions {
@@ -147,43 +148,18 @@ export function causalSelfAttention(x: Float64Array, layer: CausalAttentionLayer
     3 * C,
     bias("c_attn", 3 * C),
   ); // [t, (q | k | v)]
-  const scale = 1 / Math.sqrt(HS);
-  const y = new Float64Array(T * C);
-  const att = new Float64Array(T);
-  for (let h = 0; h < NH; h++) {
-    for (let i = 0; i < T; i++) {
-      let max = -Infinity;
-      for (let j = 0; j <= i; j++) {
-        let s = 0;
-        for (let k = 0; k < HS; k++) {
-          s += qkv[i * 3 * C + h * HS + k] * qkv[j * 3 * C + C + h * HS + k];
-        }
-        att[j] = s * scale;
-        max = Math.max(max, att[j]);
-      }
-      let total = 0;
-      for (let j = 0; j <= i; j++) {
-        att[j] = Math.exp(att[j] - max);
-        total += att[j];
-      }
-      for (let k = 0; k < HS; k++) {
-        let s = 0;
-        for (let j = 0; j <= i; j++) s += att[j] * qkv[j * 3 * C + 2 * C + h * HS + k];
-        y[i * C + h * HS + k] = s / total;
-      }
-    }
-  }
+  const y = attentionReference(qkv, 1, T, NH, HS, { causal: true }); // scale 1/√HS
   return linear(y, T, param(w, `${prefix}.c_proj.weight`, [C, C]).data, C, C, bias("c_proj", C));
 }
 
 function norm(cfg: LanguageConfig, w: Weights, p: string, x: Float64Array, rows: number) {
   const C = cfg.n_embd;
-  return layerNorm(
+  return layerNormReference(
     x,
+    param(w, `${p}.weight`, [C]).data,
+    cfg.bias ? param(w, `${p}.bias`, [C]).data : null,
     rows,
     C,
-    param(w, `${p}.weight`, [C]).data,
-    cfg.bias ? param(w, `${p}.bias`, [C]).data : undefined,
     cfg.norm_eps,
   );
 }
@@ -200,9 +176,8 @@ function mlp(cfg: LanguageConfig, w: Weights, p: string, x: Float64Array, rows: 
     4 * C,
     bias("c_fc", 4 * C),
   );
-  geluInPlace(h);
   return linear(
-    h,
+    geluReference(h),
     rows,
     param(w, `${p}.c_proj.weight`, [C, 4 * C]).data,
     4 * C,
@@ -220,7 +195,7 @@ function mlp(cfg: LanguageConfig, w: Weights, p: string, x: Float64Array, rows: 
  * @example
  * ```ts ignore
  * const logits = languageForwardReference(cfg, weights, [0, 1, 2], 1, 3);
- * const loss = crossEntropyReference(logits, [1, 2, 3], 3, cfg.vocab_size);
+ * const loss = crossEntropyReference(logits, [1, 2, 3], 3, cfg.vocab_size); // cross_entropy_reference.ts
  * ```
  */
 export function languageForwardReference(
