@@ -14,7 +14,7 @@ import { minimumStepBytes } from "../../src/bench/operators_backward.ts";
 import { linearReference } from "../../src/ops/linear.ts";
 import { tssaReference } from "../../src/ops/tssa.ts";
 import { causalTssaReference } from "../../src/ops/causal_tssa.ts";
-import { attentionReference } from "../../src/ops/attention.ts";
+import { attentionReference } from "../../src/ops/attention_reference.ts";
 import { applySettings, PRESET_NAMES, presetSettings } from "../../src/train/presets.ts";
 import type { TrainSettings } from "../../src/train/presets.ts";
 
