@@ -71,15 +71,19 @@ export { causalTssaBackward } from "./src/ops/causal_tssa_backward.ts";
 export { causalTssaStep, createCausalTssaState } from "./src/ops/causal_tssa_step.ts";
 
 // Softmax baselines
-export { attentionReference, softmaxAttention } from "./src/ops/attention.ts";
+export { softmaxAttention } from "./src/ops/attention.ts";
+export { attentionReference } from "./src/ops/attention_reference.ts";
 export { flashAttention } from "./src/ops/flash_attention.ts";
-export { classAttention, classAttentionReference } from "./src/ops/class_attention.ts";
+export { classAttention } from "./src/ops/class_attention.ts";
 
 // Layers
 export { linear, linearReference } from "./src/ops/linear.ts";
-export { layerNorm, layerNormReference } from "./src/ops/layer_norm.ts";
-export { gelu, geluReference } from "./src/ops/gelu.ts";
-export { softmax, softmaxReference } from "./src/ops/softmax.ts";
+export { layerNorm } from "./src/ops/layer_norm.ts";
+export { layerNormReference } from "./src/ops/layer_norm_reference.ts";
+export { gelu } from "./src/ops/gelu.ts";
+export { geluReference } from "./src/ops/gelu_reference.ts";
+export { softmax } from "./src/ops/softmax.ts";
+export { softmaxReference } from "./src/ops/softmax_reference.ts";
 
 // Models, checkpoints and files
 export type { LanguageConfig, ModelConfig, VisionConfig } from "./src/model/config.ts";

@@ -8,6 +8,8 @@
 //   dp[b, h]        = ∂P = −Σ_k ∂dots·M / P²
 // One thread per (batch element, head), looping over the head's d columns.
 
+{{include grid}}
+
 struct Params {
   pairs: u32,  // B · HEADS
 }
@@ -28,7 +30,7 @@ fn main(
   @builtin(num_workgroups) nwg: vec3u,
   @builtin(local_invocation_index) lid: u32,
 ) {
-  let q = (wid.x + wid.y * nwg.x + wid.z * nwg.x * nwg.y) * 64u + lid;
+  let q = flat_workgroup(wid, nwg) * 64u + lid;
   if (q >= p.pairs) {
     return;
   }

@@ -12,10 +12,11 @@
 
 import { Gpu } from "../gpu/runtime.ts";
 import type { Tensor } from "../gpu/runtime.ts";
-import { attentionReference, softmaxAttention } from "../ops/attention.ts";
+import { softmaxAttention } from "../ops/attention.ts";
+import { attentionReference } from "../ops/attention_reference.ts";
 import type { AttentionOptions } from "../ops/attention.ts";
 import { flashAttention } from "../ops/flash_attention.ts";
-import { classAttention, classAttentionReference } from "../ops/class_attention.ts";
+import { classAttention } from "../ops/class_attention.ts";
 import { assertWithin, randomFill } from "./_data.ts";
 
 const HEADS = 8;
@@ -75,14 +76,14 @@ for (const N of [64, 256]) {
   const qkv = gpu.upload(x, [1, N, 3 * WIDTH], "qkv");
   const group = `class attention N=${N}`;
   const y = await classAttention(gpu, qkv, HEADS);
-  validate(group, await y.read(), classAttentionReference(x, 1, N, HEADS, d));
+  validate(group, await y.read(), attentionReference(x, 1, N, HEADS, d, { classToken: true }));
   y.destroy();
   Deno.bench({
     name: `cpu reference, ${group}`,
     group,
     baseline: true,
     fn: () => {
-      classAttentionReference(x, 1, N, HEADS, d);
+      attentionReference(x, 1, N, HEADS, d, { classToken: true });
     },
   });
   Deno.bench({

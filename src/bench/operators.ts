@@ -12,7 +12,8 @@ import { linearReference } from "../ops/linear.ts";
 import { projectedForward } from "../nn/_projected.ts";
 import { tssa, tssaReference } from "../ops/tssa.ts";
 import { causalTssa, causalTssaReference } from "../ops/causal_tssa.ts";
-import { attentionReference, softmaxAttention } from "../ops/attention.ts";
+import { softmaxAttention } from "../ops/attention.ts";
+import { attentionReference } from "../ops/attention_reference.ts";
 import { flashAttention } from "../ops/flash_attention.ts";
 import {
   chunkedValues,

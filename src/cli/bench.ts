@@ -15,6 +15,9 @@ import { logLogSlope } from "../bench/stats.ts";
 import { MODEL_NAMES, type ModelRecord, runModelBench } from "../bench/models.ts";
 import { UsageError } from "./_errors.ts";
 import { printJson, useColor } from "./_output.ts";
+import type { AnyRecord } from "../bench/compare.ts";
+import { DEFAULT_PRESET } from "../train/presets.ts";
+import { prepareModes, printComparison, runModes, withComparison } from "./bench_modes.ts";
 
 const DEFAULT_OPS: OperatorName[] = ["tssa", "causal-tssa", "softmax", "flash-softmax"];
 /** Lengths on a software renderer (a CPU): seconds, not hours. */
@@ -40,6 +43,12 @@ function intList(value: string): number[] {
   const parts = value.split(",").map((s) => s.trim()).filter(Boolean);
   if (parts.length === 0) throw new UsageError(`--seq needs a list like 256,1024,4096`);
   return parts.map(positiveInt("seq"));
+}
+
+function fileList(value: string): string[] {
+  const files = value.split(",").map((s) => s.trim()).filter(Boolean);
+  if (files.length === 0) throw new UsageError(`expected one or more JSON files, got "${value}"`);
+  return files;
 }
 
 function opList(value: string): OperatorName[] {
@@ -90,6 +99,14 @@ export function benchCommand() {
     )
     .option("--plot <file.svg>", "write a log-log plot of time and memory (and a PNG beside it)")
     .option("--json", "print the records as JSON on stdout")
+    .option("--train", "time optimizer steps of a preset's model instead (tokens or images/s)")
+    .option("--preset <name>", "with --train: the model and batch of this preset", DEFAULT_PRESET)
+    .option("--config <file.json>", "with --train: settings over the preset (nanoGPT names)")
+    .option("--steps <n>", "with --train: timed steps (after --warmup)", positiveInt("steps"), 10)
+    .option("--eval <model>", "time a vision model's MNIST evaluation instead (batch 128)")
+    .option("--key <name>", "with --eval: state_dict key of a PyTorch checkpoint")
+    .option("--compare <peer.json,…>", "also print tost ÷ peer per workload (bench/peer)", fileList)
+    .option("--from <tost.json,…>", "with --compare: earlier tost results, nothing run", fileList)
     .addHelpText(
       "after",
       `
@@ -118,14 +135,29 @@ first against a float64 composition of the CPU references (tolerance 1e-3).
 With --model, whole models are timed instead: ToST-S against ViT-S (width 384, 12 blocks,
 patch 16, random weights) at growing image sizes (--images), as in the paper's figure.
 
+With --train, a fresh model of a training preset (or --config, as tost train reads it;
+--batch overrides batch_size) runs --warmup then --steps optimizer steps through the
+training code; the record gives ms per step and tokens (or images) per second. With
+--eval <model>, a vision model evaluates MNIST test digits, --repeats timed batches of
+128 (or --batch). --compare peer.json (from bench/peer/peer.py, the same workloads in
+PyTorch) pairs every record with the peer's and prints tost ÷ peer; records without a
+partner are listed. Several files (interleaved runs) are reduced to medians; --from
+tost.json,… compares earlier tost --json results without running anything.
+
 Examples:
   tost bench --model --images 224,448,896 --plot models.svg
   tost bench                                   # default lengths for this device
   tost bench --seq 1024,4096,16384 --ops tssa,flash-softmax --json
   tost bench --backward --seq 256,512,1024     # forward and forward+backward
-  tost bench --plot bench.svg                  # also writes bench.png`,
+  tost bench --plot bench.svg                  # also writes bench.png
+  tost bench --train --preset small --steps 20 --compare peer.json
+  tost bench --eval tests/fixtures/tost_vision_small.pth --json`,
     )
-    .action(async (options) => {
+    .action(async (options, cmd) => {
+      const given = (attr: string) => cmd.getOptionValueSource(attr) === "cli";
+      const flags = cmd.options.map((o) => o.attributeName());
+      const peer = await prepareModes(options, given, flags);
+      if (await runModes(options, given, peer)) return;
       if (options.dim % options.heads !== 0) {
         throw new UsageError(`--dim ${options.dim} is not divisible by --heads ${options.heads}`);
       }
@@ -142,7 +174,7 @@ Examples:
       const gpu = await Gpu.create();
       if (options.model) {
         try {
-          await benchModels(gpu, options);
+          await benchModels(gpu, options, peer);
         } finally {
           gpu.destroy();
         }
@@ -195,11 +227,13 @@ Examples:
             !options.json,
           );
         }
+        const results = records.map((r) => ({ ...r, projections: options.projections }));
         if (options.json) {
-          printJson({ device: gpu.info, checks, slopes, results: records });
+          printJson(withComparison({ device: gpu.info, checks, slopes, results }, peer));
         } else {
           console.log(table(records));
           printSlopes(slopes);
+          printComparison(results, peer);
         }
         const failedChecks = checks.filter((c) => !c.ok);
         if (failedChecks.length > 0) {
@@ -225,6 +259,7 @@ async function benchModels(
     json?: true;
     plot?: string;
   },
+  peer: readonly AnyRecord[] | null,
 ): Promise<void> {
   const images = options.images ?? (gpu.info.software ? SOFTWARE_IMAGES : HARDWARE_IMAGES);
   const records = await runModelBench(gpu, {
@@ -249,7 +284,7 @@ async function benchModels(
     await writePlot(options.plot, records, `tost bench --model on ${gpu.info.name}`, !options.json);
   }
   if (options.json) {
-    printJson({ device: gpu.info, slopes, results: records });
+    printJson(withComparison({ device: gpu.info, slopes, results: records }, peer));
     return;
   }
   const t = new Table({
@@ -270,6 +305,7 @@ async function benchModels(
   }
   console.log(t.toString());
   printSlopes(slopes);
+  printComparison(records, peer);
 }
 
 async function writePlot(

@@ -10,9 +10,25 @@
  * @module
  */
 
+import erf from "../../kernels/lib/erf.wgsl" with { type: "text" };
 import grid from "../../kernels/lib/grid.wgsl" with { type: "text" };
+import reduce from "../../kernels/lib/reduce.wgsl" with { type: "text" };
+import softmaxHeads from "../../kernels/lib/softmax_heads.wgsl" with { type: "text" };
+import softmaxHeadsBackward from "../../kernels/lib/softmax_heads_backward.wgsl" with {
+  type: "text",
+};
+import softmaxRow from "../../kernels/lib/softmax_row.wgsl" with { type: "text" };
+import tokenBlocks from "../../kernels/lib/token_blocks.wgsl" with { type: "text" };
+import tssaPiTile from "../../kernels/lib/tssa_pi_tile.wgsl" with { type: "text" };
 
 /** Snippet sources by include name. */
 export const WGSL_LIBRARY: Readonly<Record<string, string>> = Object.freeze({
+  erf,
   grid,
+  reduce,
+  softmax_heads: softmaxHeads,
+  softmax_heads_backward: softmaxHeadsBackward,
+  softmax_row: softmaxRow,
+  token_blocks: tokenBlocks,
+  tssa_pi_tile: tssaPiTile,
 });

@@ -16,12 +16,13 @@
  */
 
 import type { Gpu, Tensor } from "../gpu/runtime.ts";
-import { attentionReference, softmaxAttention } from "../ops/attention.ts";
+import { softmaxAttention } from "../ops/attention.ts";
 import type { SoftmaxAttentionSaves } from "../ops/attention.ts";
+import { softmaxAttentionBackward } from "../ops/attention_backward.ts";
 import {
-  softmaxAttentionBackward,
+  attentionReference,
   softmaxAttentionBackwardReference,
-} from "../ops/attention_backward.ts";
+} from "../ops/attention_reference.ts";
 import { flashAttention } from "../ops/flash_attention.ts";
 import { flashAttentionBackward } from "../ops/flash_attention_backward.ts";
 import { kvCacheAttention } from "../ops/kv_cache_attention.ts";

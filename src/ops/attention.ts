@@ -10,7 +10,8 @@
  * `is_causal=True`: query `i` sees keys `0..i`.
  *
  * GPU kernels: `kernels/attention_scores.wgsl`, `attention_softmax.wgsl`,
- * `attention_values.wgsl`.
+ * `attention_values.wgsl`. Float64 reference: `attentionReference` in
+ * `attention_reference.ts`.
  *
  * @module
  */
@@ -22,7 +23,7 @@ import softmaxWgsl from "../../kernels/attention_softmax.wgsl" with { type: "tex
 import valuesWgsl from "../../kernels/attention_values.wgsl" with { type: "text" };
 import { bindingLimit, bindRows, rowPieces, storageAlignment } from "./_shapes.ts";
 import type { ChunkOptions } from "./_shapes.ts";
-import { checkSizes, qkvShape } from "./_attention_shape.ts";
+import { qkvShape } from "./_attention_shape.ts";
 
 /** Options of the softmax-attention ops. */
 export interface AttentionOptions extends ChunkOptions {
@@ -179,59 +180,4 @@ async function recordAttention(
       });
     }
   }
-}
-
-/**
- * Softmax attention on the CPU in float64: the reference for both GPU
- * implementations.
- *
- * @param qkv `B·N·3·heads·d` values, layout `[B, N, (3, heads, d)]`
- * @returns `[B, N, heads·d]`, heads concatenated
- * @throws {TypeError} when the sizes do not match `qkv`
- * @example
- * ```ts
- * import { attentionReference } from "./attention.ts";
- * // one token attends only to itself: the output is its value
- * const y = attentionReference(new Float64Array([0.3, -1, 2]), 1, 1, 1, 1);
- * if (y[0] !== 2) throw new Error("attention of one token");
- * ```
- */
-export function attentionReference(
-  qkv: Float32Array | Float64Array,
-  B: number,
-  N: number,
-  heads: number,
-  d: number,
-  options: AttentionOptions = {},
-): Float64Array {
-  const { C } = checkSizes("attentionReference", qkv, B, N, heads, d);
-  const causal = options.causal ?? false;
-  const out = new Float64Array(B * N * C);
-  const scale = 1 / Math.sqrt(d);
-  const p = new Float64Array(N);
-  for (let b = 0; b < B; b++) {
-    for (let h = 0; h < heads; h++) {
-      for (let i = 0; i < N; i++) {
-        const q = (b * N + i) * 3 * C + h * d;
-        const keys = causal ? i + 1 : N;
-        let m = -Infinity;
-        for (let j = 0; j < keys; j++) {
-          const k = (b * N + j) * 3 * C + C + h * d;
-          let s = 0;
-          for (let c = 0; c < d; c++) s += qkv[q + c] * qkv[k + c];
-          p[j] = s * scale;
-          m = Math.max(m, p[j]);
-        }
-        let sum = 0;
-        for (let j = 0; j < keys; j++) sum += p[j] = Math.exp(p[j] - m);
-        const o = (b * N + i) * C + h * d;
-        for (let j = 0; j < keys; j++) {
-          const v = (b * N + j) * 3 * C + 2 * C + h * d;
-          const w = p[j] / sum;
-          for (let c = 0; c < d; c++) out[o + c] += w * qkv[v + c];
-        }
-      }
-    }
-  }
-  return out;
 }

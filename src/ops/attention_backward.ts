@@ -24,6 +24,8 @@
  * the forward does. Memory: one more `[B, H, N, N]` buffer (∂S). For long
  * sequences, `flashAttentionBackward` (`flash_attention_backward.ts`)
  * recomputes the probabilities instead and needs no `[N, N]` buffer.
+ * Float64 reference: `softmaxAttentionBackwardReference` in
+ * `attention_reference.ts`.
  *
  * @module
  */
@@ -42,7 +44,7 @@ import {
   storageAlignment,
 } from "./_shapes.ts";
 import type { ChunkOptions } from "./_shapes.ts";
-import { checkSizes, qkvShape } from "./_attention_shape.ts";
+import { qkvShape } from "./_attention_shape.ts";
 import type { AttentionShape } from "./_attention_shape.ts";
 import type { SoftmaxAttentionSaves } from "./attention.ts";
 
@@ -217,84 +219,6 @@ export async function softmaxAttentionBackward(
     throw err;
   } finally {
     for (const t of scratch) t.destroy();
-  }
-  return dqkv;
-}
-
-/**
- * Softmax attention backward in float64 (probabilities recomputed).
- *
- * @param qkv `B·N·3·heads·d` values, layout `[B, N, (3, heads, d)]`
- * @param dout `B·N·heads·d` upstream gradient
- * @returns ∂qkv, same layout as `qkv`
- * @throws {TypeError} when the sizes do not match
- * @example
- * ```ts
- * import { softmaxAttentionBackwardReference } from "./attention_backward.ts";
- * // one token: the output is its value, so ∂v = ∂out and q, k get nothing
- * const g = softmaxAttentionBackwardReference([0.3, -1, 2], [5], 1, 1, 1, 1);
- * if (g.join() !== "0,0,5") throw new Error();
- * ```
- */
-export function softmaxAttentionBackwardReference(
-  qkv: ArrayLike<number>,
-  dout: ArrayLike<number>,
-  B: number,
-  N: number,
-  heads: number,
-  d: number,
-  options: { causal?: boolean } = {},
-): Float64Array {
-  const { C } = checkSizes("softmaxAttentionBackwardReference", qkv, B, N, heads, d);
-  if (dout.length !== B * N * C) {
-    throw new TypeError(
-      `softmaxAttentionBackwardReference: dout has ${dout.length} values, expected ${B * N * C}`,
-    );
-  }
-  const causal = options.causal ?? false;
-  const scale = 1 / Math.sqrt(d);
-  const dqkv = new Float64Array(qkv.length);
-  const p = new Float64Array(N);
-  const dp = new Float64Array(N);
-  const row = (b: number, j: number) => (b * N + j) * 3 * C;
-  for (let b = 0; b < B; b++) {
-    for (let h = 0; h < heads; h++) {
-      for (let i = 0; i < N; i++) {
-        const keys = causal ? i + 1 : N;
-        const q = row(b, i) + h * d;
-        let m = -Infinity;
-        for (let j = 0; j < keys; j++) {
-          const k = row(b, j) + C + h * d;
-          let s = 0;
-          for (let c = 0; c < d; c++) s += qkv[q + c] * qkv[k + c];
-          p[j] = s * scale;
-          m = Math.max(m, p[j]);
-        }
-        let sum = 0;
-        for (let j = 0; j < keys; j++) sum += p[j] = Math.exp(p[j] - m);
-        const g = (b * N + i) * C + h * d;
-        let delta = 0;
-        for (let j = 0; j < keys; j++) {
-          p[j] /= sum;
-          const v = row(b, j) + 2 * C + h * d;
-          let s = 0;
-          for (let c = 0; c < d; c++) {
-            s += dout[g + c] * qkv[v + c];
-            dqkv[v + c] += p[j] * dout[g + c];
-          }
-          dp[j] = s;
-          delta += p[j] * s;
-        }
-        for (let j = 0; j < keys; j++) {
-          const dsij = p[j] * (dp[j] - delta) * scale;
-          const k = row(b, j) + C + h * d;
-          for (let c = 0; c < d; c++) {
-            dqkv[q + c] += dsij * qkv[k + c];
-            dqkv[k + c] += dsij * qkv[q + c];
-          }
-        }
-      }
-    }
   }
   return dqkv;
 }

@@ -10,7 +10,7 @@
  *     y[h,n,k]     = −w[h,n,k] · Pi[h,n] / (1 + dots[h,n,k])
  *
  * The GPU version is a parallel scan: work O(N·D), depth O(log N). Tokens
- * are cut into blocks of 64; block totals of w² (`kernels/scan_reduce.wgsl`)
+ * are cut into blocks of 64; block totals of w² (`kernels/block_sums.wgsl`)
  * are scanned hierarchically (`kernels/scan_block.wgsl`,
  * `kernels/scan_add.wgsl`); `kernels/causal_tssa_pi.wgsl` finishes the prefix
  * sums inside each block, computes Pi and the block totals of Pi·w² and Pi,
@@ -33,7 +33,7 @@ import causalOutWgsl from "../../kernels/causal_tssa_out.wgsl" with { type: "tex
 import { assertF32 } from "./_shapes.ts";
 import { bindPiece, blockLayout, blockParams, blockPieces, workgroupGrid } from "./_tssa_blocks.ts";
 import type { TssaOptions } from "./_tssa_blocks.ts";
-import { blockSums, exclusiveScanRows } from "./_scan.ts";
+import { blockSums, scanRows } from "./_scan.ts";
 import {
   checkDims,
   checkLength,
@@ -46,6 +46,8 @@ import type { TssaDims, TssaShape } from "./tssa.ts";
 
 /** Tokens per block: the length of the serial in-block part of each prefix sum. */
 const BLOCK_ROWS = 64;
+/** Exclusive prefix sums over the blocks. */
+const FORWARD = { reverse: false };
 
 /** What the forward keeps for `causalTssaBackward` when asked for its saves. */
 export interface CausalTssaSaves {
@@ -179,7 +181,7 @@ async function record(
     scratch.push(sqOff);
   } else {
     sqOff = await blockSums(gpu, w, layout, pieces, true, scratch, options);
-    await exclusiveScanRows(gpu, sqOff, B, NB, D, scratch, options);
+    await scanRows(gpu, sqOff, { batches: B, rows: NB, cols: D }, FORWARD, scratch, options);
   }
   // Pi, and the block totals of Pi·w² and Pi.
   gpu.assertBindable(`${op}: Pi`, pi.byteSize);
@@ -199,7 +201,7 @@ async function record(
     offsets = gpu.empty([B, 1, 2 * D], "f32", "causalTssa.zeros");
     scratch.push(offsets);
   } else {
-    await exclusiveScanRows(gpu, totals, B, NB, 2 * D, scratch, options);
+    await scanRows(gpu, totals, { batches: B, rows: NB, cols: 2 * D }, FORWARD, scratch, options);
   }
   for (const piece of pieces) {
     const wb = bindPiece(gpu, w, layout, piece);

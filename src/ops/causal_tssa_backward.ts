@@ -37,23 +37,15 @@
 
 import type { Gpu, Tensor } from "../gpu/runtime.ts";
 import { f32 } from "../gpu/runtime.ts";
-import scanWgsl from "../../kernels/causal_tssa_backward_scan.wgsl" with { type: "text" };
-import raddWgsl from "../../kernels/causal_tssa_backward_radd.wgsl" with { type: "text" };
 import prepWgsl from "../../kernels/causal_tssa_backward_prep.wgsl" with { type: "text" };
 import tokenWgsl from "../../kernels/causal_tssa_backward_token.wgsl" with { type: "text" };
 import softmaxWgsl from "../../kernels/causal_tssa_backward_softmax.wgsl" with { type: "text" };
 import dwWgsl from "../../kernels/causal_tssa_backward_dw.wgsl" with { type: "text" };
-import accumulateWgsl from "../../kernels/tssa_backward_accumulate.wgsl" with { type: "text" };
+import accumulateWgsl from "../../kernels/accumulate_transposed.wgsl" with { type: "text" };
 import { assertF32, assertShape } from "./_shapes.ts";
-import {
-  bindPiece,
-  blockLayout,
-  blockParams,
-  COLUMN_CHUNK,
-  workgroupGrid,
-} from "./_tssa_blocks.ts";
+import { blockLayout, workgroupGrid } from "./_tssa_blocks.ts";
 import type { TssaOptions } from "./_tssa_blocks.ts";
-import { exclusiveScanRows, totalSums } from "./_scan.ts";
+import { blockScan, SCAN_ROWS, totalSums } from "./_scan.ts";
 import { checkLength, TSSA_PI_EPS, tssaShape } from "./tssa.ts";
 import type { TssaShape } from "./tssa.ts";
 import { CAUSAL_DENOM_MIN, causalBlockSize, checkCausalDims } from "./causal_tssa.ts";
@@ -200,9 +192,6 @@ function suffixSums(x: Float64Array, rows: number, cols: number): void {
 
 // ------------------------------------------------------------------- GPU
 
-/** Rows per block of causal_tssa_backward_scan.wgsl (and per binding piece). */
-const SCAN_ROWS = 64;
-
 function checkBindable(gpu: Gpu, op: string, tensors: Record<string, Tensor>): void {
   for (const [name, t] of Object.entries(tensors)) gpu.assertBindable(`${op}: ${name}`, t.byteSize);
 }
@@ -215,102 +204,6 @@ function backwardSlots(s: TssaShape): Record<string, number> {
 const PER_TOKEN = { unitsPerRow: 1, workgroupSize: 64 };
 
 /**
- * Record a block-local scan of the token tensor `x` (`[B, L, C]`, bound in
- * the pieces `p` of whole 64-row blocks) in place, and return the carries
- * `[B, ceil(L/64), C]` (a new scratch tensor) that complete it:
- *
- * - forward (`reverse` false): `x` becomes the exclusive prefix sums within
- *   each block; the full exclusive prefix sum at row `r` is
- *   `x[b, r, c] + carries[b, r/64, c]`;
- * - reverse: `x` becomes the inclusive suffix sums within each block; the full
- *   suffix sum is `x[b, r, c] + carries[b, r/64 + 1, c]` (nothing for the
- *   last block).
- *
- * The consumers add the carries as they read, so no pass over the full
- * tensor goes to adding them. Work O(L·C), depth O(log L).
- */
-export async function blockScan(
-  gpu: Gpu,
-  x: Tensor,
-  p: Pieces,
-  scan: { reverse: boolean },
-  options: TssaOptions,
-  scratch: Tensor[],
-): Promise<Tensor> {
-  const { batches, tokens: rows, dim: cols, blocksPerBatch } = p.layout;
-  if (p.layout.blockRows !== SCAN_ROWS) {
-    throw new RangeError(`blockScan: blocks must hold ${SCAN_ROWS} rows`);
-  }
-  const totals = gpu.empty([batches, blocksPerBatch, cols], "f32", "blockScan.carries");
-  scratch.push(totals);
-  if (batches * rows * cols === 0) return totals;
-  gpu.assertBindable("scan carries", totals.byteSize);
-  const kernel = await gpu.kernel("causal_tssa_backward_scan", scanWgsl, {
-    reverse: String(scan.reverse),
-  });
-  const colChunks = Math.ceil(cols / COLUMN_CHUNK);
-  for (const piece of p.pieces) {
-    const bound = bindPiece(gpu, x, p.layout, piece);
-    gpu.dispatch(kernel, {
-      bindings: [bound.range, totals],
-      params: [...blockParams(p.layout, piece, bound.base), cols, colChunks],
-      workgroups: workgroupGrid(piece.blockCount * colChunks, options),
-    });
-  }
-  // Block totals → carries: inclusive suffix sums (read at k + 1), or
-  // exclusive prefix sums (read at k; zero for a single block).
-  if (scan.reverse) {
-    if (blocksPerBatch > 1) {
-      const dims = { batches, rows: blocksPerBatch, cols };
-      await reverseScanRows(gpu, totals, dims, scratch, options);
-    }
-  } else {
-    await exclusiveScanRows(gpu, totals, batches, blocksPerBatch, cols, scratch);
-  }
-  return totals;
-}
-
-/** Rows, columns and batch elements of a `[B, L, C]` tensor to scan. */
-export interface ScanDims {
-  batches: number;
-  rows: number;
-  cols: number;
-}
-
-/**
- * Record an in-place inclusive *suffix* scan of `x` (`[B, L, C]`, one
- * binding) down its rows, `x[b, l, c] ← Σ_{l' ≥ l} x[b, l', c]`: a
- * {@linkcode blockScan}, then the carries added
- * (`kernels/causal_tssa_backward_radd.wgsl`). Work O(L·C), depth O(log L).
- */
-export async function reverseScanRows(
-  gpu: Gpu,
-  x: Tensor,
-  dims: ScanDims,
-  scratch: Tensor[],
-  options: TssaOptions = {},
-): Promise<void> {
-  const { batches, rows, cols } = dims;
-  if (batches * rows * cols === 0) return;
-  gpu.assertBindable("reverse scan", x.byteSize);
-  const layout = blockLayout(batches, rows, cols, SCAN_ROWS);
-  const whole = { firstBlock: 0, blockCount: layout.blocks, rowBase: 0, rowEnd: batches * rows };
-  const carries = await blockScan(
-    gpu,
-    x,
-    { layout, pieces: [whole] },
-    { reverse: true },
-    options,
-    scratch,
-  );
-  if (layout.blocksPerBatch === 1) return;
-  const add = await gpu.kernel("causal_tssa_backward_radd", raddWgsl);
-  const total = batches * rows * cols;
-  gpu.dispatch(add, {
-    bindings: [x, carries],
-    params: [rows, cols, layout.blocksPerBatch, total],
-    workgroups: workgroupGrid(Math.ceil(total / 256), options),
-  });
 }
 
 /** Record `dst[h·stride + n] += scale · Σ_rows src[row, n·H + h]` (src `[1, rows, positions·H]`). */
@@ -324,7 +217,7 @@ async function accumulateParam(
 ): Promise<void> {
   const { rows, positions, heads, stride, scale } = dims;
   const sums = await totalSums(gpu, src, 1, rows, positions * heads, scratch);
-  const kernel = await gpu.kernel("tssa_backward_accumulate", accumulateWgsl);
+  const kernel = await gpu.kernel("accumulate_transposed", accumulateWgsl);
   gpu.dispatch(kernel, {
     bindings: [sums, dst],
     params: [positions, heads, stride, f32(scale)],

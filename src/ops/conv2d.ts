@@ -9,6 +9,8 @@
  * output channels (weights padded to a multiple of 4 channels). The
  * input is NCHW (images) or NHWC (a previous stage); the output is NHWC,
  * which for the stem's last stage is the token layout `[B, Ho·Wo, C]`.
+ * Float64 references (NCHW): `conv2dReference` in `conv2d_reference.ts`, and
+ * `batchNormReference` in `batch_norm_reference.ts` for the folded BatchNorm.
  *
  * @module
  */
@@ -204,48 +206,6 @@ export async function conv3x3s2(
       params: [n, cin, H, W, cout, ho, wo, layout === "nchw" ? 1 : 0, xs.base, ys.base],
       workgroups: Math.ceil(n / WORKGROUP_SIZE),
     });
-  }
-  return y;
-}
-
-/**
- * The same convolution on the CPU in float64, NCHW in and NCHW out, with
- * PyTorch's `[Cout, Cin, 3, 3]` weights, for tests.
- */
-export function conv3x3s2Reference(
-  x: Float32Array,
-  B: number,
-  cin: number,
-  H: number,
-  W: number,
-  weight: Float32Array,
-  bias: Float32Array,
-  cout: number,
-): Float32Array<ArrayBuffer> {
-  const ho = convOutSize(H);
-  const wo = convOutSize(W);
-  const y = new Float32Array(B * cout * ho * wo);
-  for (let b = 0; b < B; b++) {
-    for (let co = 0; co < cout; co++) {
-      for (let oy = 0; oy < ho; oy++) {
-        for (let ox = 0; ox < wo; ox++) {
-          let acc = bias[co];
-          for (let ci = 0; ci < cin; ci++) {
-            for (let ky = 0; ky < 3; ky++) {
-              const iy = 2 * oy + ky - 1;
-              if (iy < 0 || iy >= H) continue;
-              for (let kx = 0; kx < 3; kx++) {
-                const ix = 2 * ox + kx - 1;
-                if (ix < 0 || ix >= W) continue;
-                acc += x[((b * cin + ci) * H + iy) * W + ix] *
-                  weight[((co * cin + ci) * 3 + ky) * 3 + kx];
-              }
-            }
-          }
-          y[((b * cout + co) * ho + oy) * wo + ox] = acc;
-        }
-      }
-    }
   }
   return y;
 }

@@ -13,7 +13,7 @@
  * GPU: `kernels/linear_backward.wgsl` (`input_grad` for ∂x, `weight_grad`
  * for ∂W over splits of the rows, the splits then summed as a tree), and
  * the row sums of ∂y for ∂b; both parameter gradients are added with
- * `kernels/tssa_backward_accumulate.wgsl`.
+ * `kernels/accumulate_transposed.wgsl`.
  *
  * @module
  */
@@ -21,7 +21,7 @@
 import type { Gpu, Tensor } from "../gpu/runtime.ts";
 import { f32 } from "../gpu/runtime.ts";
 import linearBackwardWgsl from "../../kernels/linear_backward.wgsl" with { type: "text" };
-import accumulateWgsl from "../../kernels/tssa_backward_accumulate.wgsl" with { type: "text" };
+import accumulateWgsl from "../../kernels/accumulate_transposed.wgsl" with { type: "text" };
 import { assertF32, assertShape, lastDimRows } from "./_shapes.ts";
 import { totalSums } from "./_scan.ts";
 
@@ -143,7 +143,7 @@ export async function accumulateRowSums(
 ): Promise<void> {
   if (dims.rows === 0 || dims.count === 0) return;
   const sums = await totalSums(gpu, src, 1, dims.rows, dims.count, scratch);
-  const kernel = await gpu.kernel("tssa_backward_accumulate", accumulateWgsl);
+  const kernel = await gpu.kernel("accumulate_transposed", accumulateWgsl);
   gpu.dispatch(kernel, {
     bindings: [sums, dst],
     params: [dims.count, 1, 1, f32(1)],

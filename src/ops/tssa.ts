@@ -13,7 +13,7 @@
  * applies before squaring: an all-zero feature gives zeros, not NaN).
  *
  * The GPU version makes three passes over the tokens, each parallel over
- * blocks of 128 tokens: column sums of w² (`kernels/scan_reduce.wgsl`,
+ * blocks of 128 tokens: column sums of w² (`kernels/block_sums.wgsl`,
  * reduced over blocks as a tree), Pi with the Pi-weighted sums fused
  * (`kernels/tssa_pi.wgsl`, reduced the same way), and the output
  * (`kernels/tssa_out.wgsl`). Tensors over one storage binding are processed
@@ -41,6 +41,7 @@ import {
 } from "./_tssa_blocks.ts";
 import type { TssaOptions } from "./_tssa_blocks.ts";
 import { blockSums, totalSums } from "./_scan.ts";
+import { softmaxRowsInPlace } from "./softmax_reference.ts";
 
 /** Tokens per workgroup block in the non-causal passes. */
 const BLOCK_ROWS = 128;
@@ -383,12 +384,5 @@ export function tssaReference(
  * ```
  */
 export function softmaxInPlace(z: Float64Array): void {
-  let m = -Infinity;
-  for (const v of z) m = Math.max(m, v);
-  let s = 0;
-  for (let i = 0; i < z.length; i++) {
-    z[i] = Math.exp(z[i] - m);
-    s += z[i];
-  }
-  for (let i = 0; i < z.length; i++) z[i] /= s;
+  softmaxRowsInPlace(z, 1, z.length);
 }

@@ -12,7 +12,8 @@ import { ParamStore } from "../../src/model/params.ts";
 import { Arena } from "../../src/gpu/arena.ts";
 import type { LanguageConfig } from "../../src/model/config.ts";
 import { languageForwardReference } from "../../src/model/reference/language.ts";
-import { crossEntropyReference, weightsFromTensors } from "../../src/model/reference/layers.ts";
+import { weightsFromTensors } from "../../src/model/reference/layers.ts";
+import { crossEntropyReference } from "../../src/ops/cross_entropy_reference.ts";
 import { languageForwardBackward } from "../../src/model/language/model.ts";
 import { randomStateDict } from "./_weights.ts";
 

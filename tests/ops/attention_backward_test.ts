@@ -1,9 +1,10 @@
 import assert from "node:assert/strict";
+import { softmaxAttentionBackward } from "../../src/ops/attention_backward.ts";
+import { softmaxAttention } from "../../src/ops/attention.ts";
 import {
-  softmaxAttentionBackward,
+  attentionReference,
   softmaxAttentionBackwardReference,
-} from "../../src/ops/attention_backward.ts";
-import { attentionReference, softmaxAttention } from "../../src/ops/attention.ts";
+} from "../../src/ops/attention_reference.ts";
 import { assertClose, assertCloseScaled, randomArray, withGpu } from "../_util.ts";
 import { numericGradient } from "./_gradcheck.ts";
 

@@ -1,8 +1,6 @@
 import assert from "node:assert/strict";
 import { causalTssa, causalTssaReference } from "../../src/ops/causal_tssa.ts";
-import { blockSums, exclusiveScanRows } from "../../src/ops/_scan.ts";
-import { blockLayout, blockPieces } from "../../src/ops/_tssa_blocks.ts";
-import type { Gpu, Tensor } from "../../src/gpu/runtime.ts";
+import type { Gpu } from "../../src/gpu/runtime.ts";
 import type { TssaOptions } from "../../src/ops/_tssa_blocks.ts";
 import { assertClose, randomArray, withGpu } from "../_util.ts";
 
@@ -97,50 +95,6 @@ Deno.test("causalTssa with grids folded over x, y and z equals the unfolded resu
     const whole = await runCausal(gpu, c, data);
     const folded = await runCausal(gpu, c, data, { foldWorkgroupsAt: 5 });
     assert.deepEqual(folded, whole);
-  });
-});
-
-Deno.test("exclusiveScanRows: a three-level scan is exact on integers", async () => {
-  // 2 batches × 4500 rows × 3 columns: three levels (4500 → 71 → 2 rows) and a
-  // batch boundary; small integers keep every sum exact in f32.
-  const B = 2, L = 4500, C = 3;
-  const x = new Float32Array(B * L * C);
-  for (let i = 0; i < x.length; i++) x[i] = (i * 7919) % 13;
-  await withGpu(async (gpu) => {
-    const t = gpu.upload(x, [B, L, C]);
-    const scratch: Tensor[] = [];
-    await exclusiveScanRows(gpu, t, B, L, C, scratch);
-    const got = await t.read();
-    const want = new Float64Array(x.length);
-    for (let b = 0; b < B; b++) {
-      for (let c = 0; c < C; c++) {
-        let run = 0;
-        for (let l = 0; l < L; l++) {
-          const i = (b * L + l) * C + c;
-          want[i] = run;
-          run += x[i];
-        }
-      }
-    }
-    assert.deepEqual([...got], [...want]);
-    for (const s of scratch) s.destroy();
-  });
-});
-
-Deno.test("blockSums over 66 000 workgroups (a real folded grid)", async () => {
-  // One-row blocks of 64 columns: 66 000 workgroups of the barrier-free kernel.
-  const rows = 66_000, cols = 64;
-  const x = randomArray(rows * cols, 11);
-  await withGpu(async (gpu) => {
-    const t = gpu.upload(x, [1, rows, cols]);
-    const layout = blockLayout(1, rows, cols, 1);
-    const pieces = blockPieces(gpu, "test", layout);
-    const scratch: Tensor[] = [];
-    const sums = await blockSums(gpu, t, layout, pieces, true, scratch);
-    assert.deepEqual(sums.shape, [1, rows, cols]);
-    const got = await sums.read();
-    assertClose(got, x.map((v) => v * v), { atol: 0, rtol: 1e-6 });
-    for (const s of scratch) s.destroy();
   });
 });
 

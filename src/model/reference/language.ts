@@ -18,12 +18,12 @@
  */
 
 import type { LanguageConfig } from "../config.ts";
-import { addScaledInPlace, geluInPlace, layerNorm, linear, param } from "./layers.ts";
+import { addScaledInPlace, linear, param } from "./layers.ts";
 import type { Capture, Weights } from "./layers.ts";
 import { causalTssaAttentionReference } from "../../nn/causal_tssa_attention.ts";
 import { softmaxSelfAttentionReference } from "../../nn/softmax_self_attention.ts";
-
-export { crossEntropyReference } from "./layers.ts";
+import { geluReference } from "../../ops/gelu_reference.ts";
+import { layerNormReference } from "../../ops/layer_norm_reference.ts";
 
 /** Options of {@linkcode languageForwardReference}. */
 export interface LanguageForwardOptions {
@@ -111,12 +111,12 @@ export function causalSelfAttention(x: Float64Array, layer: CausalAttentionLayer
 
 function norm(cfg: LanguageConfig, w: Weights, p: string, x: Float64Array, rows: number) {
   const C = cfg.n_embd;
-  return layerNorm(
+  return layerNormReference(
     x,
+    param(w, `${p}.weight`, [C]).data,
+    cfg.bias ? param(w, `${p}.bias`, [C]).data : null,
     rows,
     C,
-    param(w, `${p}.weight`, [C]).data,
-    cfg.bias ? param(w, `${p}.bias`, [C]).data : undefined,
     cfg.norm_eps,
   );
 }
@@ -133,9 +133,8 @@ function mlp(cfg: LanguageConfig, w: Weights, p: string, x: Float64Array, rows: 
     4 * C,
     bias("c_fc", 4 * C),
   );
-  geluInPlace(h);
   return linear(
-    h,
+    geluReference(h),
     rows,
     param(w, `${p}.c_proj.weight`, [C, 4 * C]).data,
     4 * C,
@@ -153,7 +152,7 @@ function mlp(cfg: LanguageConfig, w: Weights, p: string, x: Float64Array, rows: 
  * @example
  * ```ts ignore
  * const logits = languageForwardReference(cfg, weights, [0, 1, 2], 1, 3);
- * const loss = crossEntropyReference(logits, [1, 2, 3], 3, cfg.vocab_size);
+ * const loss = crossEntropyReference(logits, [1, 2, 3], 3, cfg.vocab_size); // cross_entropy_reference.ts
  * ```
  */
 export function languageForwardReference(

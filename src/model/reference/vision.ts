@@ -27,17 +27,15 @@
 import type { VisionConfig } from "../config.ts";
 import { fourierEncoding } from "../fourier.ts";
 import { mlpHidden, stemWidths } from "../names.ts";
-import {
-  addScaledInPlace,
-  batchNorm2dInPlace,
-  conv2d,
-  geluInPlace,
-  layerNorm,
-  linear,
-  param,
-  softmaxRowsInPlace,
-} from "./layers.ts";
-import type { Capture, FeatureMap, Weights } from "./layers.ts";
+import { addScaledInPlace, linear, param } from "./layers.ts";
+import type { Capture, Weights } from "./layers.ts";
+import { conv2dReference } from "../../ops/conv2d_reference.ts";
+import type { FeatureMap } from "../../ops/conv2d_reference.ts";
+import { BATCH_NORM_EPS, batchNormReference } from "../../ops/batch_norm_reference.ts";
+import { geluReference } from "../../ops/gelu_reference.ts";
+import { layerNormReference } from "../../ops/layer_norm_reference.ts";
+import { softmaxRowsInPlace } from "../../ops/softmax_reference.ts";
+import { attentionReference } from "../../ops/attention_reference.ts";
 import { tssaAttentionReference } from "../../nn/tssa_attention.ts";
 import { softmaxSelfAttentionReference } from "../../nn/softmax_self_attention.ts";
 
@@ -51,9 +49,6 @@ export interface VisionForwardOptions {
    */
   batchNorm?: "eval" | "batch";
 }
-
-/** BatchNorm epsilon of the stem (PyTorch's default). */
-const BN_EPS = 1e-5;
 
 function checkConfig(cfg: VisionConfig): void {
   const D = cfg.embed_dim;
@@ -80,16 +75,16 @@ function stem(
   widths.forEach((cout, s) => {
     const pre = `patch_embed.proj.${2 * s}`;
     const kernel = param(w, `${pre}.0.weight`, [cout, cin, 3, 3]).data;
-    x = conv2d(x, kernel, cout, { kernel: 3, stride: 2, padding: 1 });
+    x = conv2dReference(x, kernel, cout, { kernel: 3, stride: 2, padding: 1 });
     const vec = (n: string) => param(w, `${pre}.1.${n}`, [cout]).data;
-    batchNorm2dInPlace(x, {
+    x = batchNormReference(x, {
       weight: vec("weight"),
       bias: vec("bias"),
       runningMean: vec("running_mean"),
       runningVar: vec("running_var"),
-      eps: BN_EPS,
+      eps: BATCH_NORM_EPS, // the stem's, PyTorch's default
     }, mode);
-    if (s < widths.length - 1) geluInPlace(x.data);
+    if (s < widths.length - 1) x = { ...x, data: geluReference(x.data) };
     cin = cout;
   });
   return x;
@@ -187,9 +182,8 @@ function mlp(x: Float64Array, rows: number, D: number, hidden: number, w: Weight
     hidden,
     param(w, `${p}.fc1.bias`, [hidden]).data,
   );
-  geluInPlace(h);
   return linear(
-    h,
+    geluReference(h),
     rows,
     param(w, `${p}.fc2.weight`, [D, hidden]).data,
     hidden,
@@ -200,12 +194,12 @@ function mlp(x: Float64Array, rows: number, D: number, hidden: number, w: Weight
 
 function norm(cfg: VisionConfig, w: Weights, p: string, x: Float64Array, rows: number) {
   const D = cfg.embed_dim;
-  return layerNorm(
+  return layerNormReference(
     x,
-    rows,
-    D,
     param(w, `${p}.weight`, [D]).data,
     param(w, `${p}.bias`, [D]).data,
+    rows,
+    D,
     cfg.norm_eps,
   );
 }
@@ -246,23 +240,8 @@ function classAttention(
   const qkvW = param(w, `${p}.qkv.weight`, [3 * D, D]).data;
   const qkvB = cfg.qkv_bias ? param(w, `${p}.qkv.bias`, [3 * D]).data : undefined;
   const qkv = linear(x, M, qkvW, D, 3 * D, qkvB); // [m, (s, h, k)]
-  const scale = HS ** -0.5;
-  const cls = new Float64Array(D);
-  const att = new Float64Array(M);
-  for (let h = 0; h < NH; h++) {
-    // Only the class token's query; softmax over all M tokens (class token included).
-    for (let j = 0; j < M; j++) {
-      let s = 0;
-      for (let k = 0; k < HS; k++) s += qkv[h * HS + k] * qkv[j * 3 * D + D + h * HS + k];
-      att[j] = s * scale;
-    }
-    softmaxRowsInPlace(att, 1, M);
-    for (let k = 0; k < HS; k++) {
-      let s = 0;
-      for (let j = 0; j < M; j++) s += att[j] * qkv[j * 3 * D + 2 * D + h * HS + k];
-      cls[h * HS + k] = s;
-    }
-  }
+  // Only the class token's query; softmax over all M tokens (class token included).
+  const cls = attentionReference(qkv, 1, M, NH, HS, { classToken: true });
   const out = x.slice();
   out.set(
     linear(

@@ -14,6 +14,10 @@
 // (entry points never share a binding number they both use). Targets are
 // checked on the host; the kernel clamps for safety.
 
+{{include grid}}
+{{include reduce}}
+{{include softmax_row}}
+
 struct Params {
   total_rows: u32, // R
   cols: u32,       // V
@@ -33,24 +37,8 @@ struct Params {
 
 const WG: u32 = {{workgroupSize}}u; // a power of two
 
-var<workgroup> partial: array<f32, WG>;
-
-fn reduce(lid: u32, v: f32, take_max: bool) -> f32 {
-  partial[lid] = v;
-  workgroupBarrier();
-  for (var s = WG / 2u; s > 0u; s = s / 2u) {
-    if (lid < s) {
-      if (take_max) {
-        partial[lid] = max(partial[lid], partial[lid + s]);
-      } else {
-        partial[lid] = partial[lid] + partial[lid + s];
-      }
-    }
-    workgroupBarrier();
-  }
-  let r = partial[0];
-  workgroupBarrier();
-  return r;
+fn softmax_row_input(i: u32) -> f32 {
+  return logits[i];
 }
 
 @compute @workgroup_size(WG)
@@ -59,7 +47,7 @@ fn count_targets(@builtin(local_invocation_index) lid: u32) {
   for (var r = lid; r < params.total_rows; r += WG) {
     n += select(0.0, 1.0, targets[r] >= 0);
   }
-  n = reduce(lid, n, false);
+  n = workgroup_sum(lid, n);
   if (lid == 0u) {
     count[0] = n;
   }
@@ -73,7 +61,7 @@ fn mean(@builtin(local_invocation_index) lid: u32) {
       s += losses[r];
     }
   }
-  s = reduce(lid, s, false);
+  s = workgroup_sum(lid, s);
   if (lid == 0u) {
     let n = count[0];
     loss[0] = select(0.0, s / n, n > 0.0);
@@ -86,7 +74,7 @@ fn rows(
   @builtin(num_workgroups) nwg: vec3u,
   @builtin(local_invocation_index) lid: u32,
 ) {
-  let row = wid.x + wid.y * nwg.x + wid.z * nwg.x * nwg.y;
+  let row = flat_workgroup(wid, nwg);
   if (row >= params.rows) {
     return; // uniform: the whole workgroup leaves together
   }
@@ -95,16 +83,9 @@ fn rows(
   // uniform control flow) and write zeros.
   let t = targets[params.row0 + row];
   let tgt = min(u32(max(t, 0)), params.cols - 1u);
-  var m = -3.0e38;
-  for (var c = lid; c < params.cols; c += WG) {
-    m = max(m, logits[start + c]);
-  }
-  m = reduce(lid, m, true);
-  var s = 0.0;
-  for (var c = lid; c < params.cols; c += WG) {
-    s += exp(logits[start + c] - m);
-  }
-  s = reduce(lid, s, false);
+  let stats = softmax_row_stats(lid, start, params.cols);
+  let m = stats.x;
+  let s = stats.y;
   // count[0] ≥ 1 whenever this row's target counts.
   let k = params.scale / count[0];
   let inv = 1.0 / s;

@@ -1,7 +1,11 @@
-// Accumulate a reduced gradient into a parameter gradient, transposing
-// [positions, HEADS] sums into the parameter's [HEADS, stride] layout:
-//   dst[h·stride + n] += scale · src[n·HEADS + h]   for n < positions.
-// Used for ∂temp (positions 1) and ∂denom_bias (positions N, scale d).
+// Add scaled sums into a tensor, transposing [positions, heads] into its
+// [heads, stride] layout:
+//   dst[h·stride + n] += scale · src[n·heads + h]   for n < positions.
+// With heads = stride = 1 a plain dst[n] += scale · src[n]: how the backward
+// ops add their reduced parameter gradients (linear's ∂W and ∂b, the TSSA
+// ∂temp (positions 1) and the causal ∂denom_bias (positions N, scale d)).
+
+{{include grid}}
 
 struct Params {
   positions: u32,
@@ -20,7 +24,7 @@ fn main(
   @builtin(num_workgroups) nwg: vec3u,
   @builtin(local_invocation_index) lid: u32,
 ) {
-  let i = (wid.x + wid.y * nwg.x + wid.z * nwg.x * nwg.y) * 64u + lid;
+  let i = flat_workgroup(wid, nwg) * 64u + lid;
   if (i >= p.positions * p.heads) {
     return;
   }

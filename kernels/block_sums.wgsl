@@ -11,6 +11,9 @@
 // x may be one piece of a larger tensor: row r (flat over batches) is at
 // element elem_base + (r - row_base)·C of the binding.
 
+{{include grid}}
+{{include token_blocks}}
+
 struct Params {
   rows: u32,             // L, rows per batch element
   block_rows: u32,
@@ -35,19 +38,16 @@ fn main(
   @builtin(num_workgroups) nwg: vec3u,
   @builtin(local_invocation_index) lid: u32,
 ) {
-  let flat = wid.x + wid.y * nwg.x + wid.z * nwg.x * nwg.y;
+  let flat = flat_workgroup(wid, nwg);
   let local_block = flat / p.col_chunks;
   let c = (flat % p.col_chunks) * 64u + lid;
   if (local_block >= p.block_count || c >= p.cols) {
     return;
   }
-  let g = p.first_block + local_block;
-  let b = g / p.blocks_per_batch;
-  let first = (g % p.blocks_per_batch) * p.block_rows;
-  let count = min(p.block_rows, p.rows - first);
-  let base = p.elem_base + (b * p.rows + first - p.row_base) * p.cols + c;
+  let blk = token_block(local_block);
+  let base = piece_element(blk.row0, p.cols) + c;
   var acc = 0.0;
-  for (var t = 0u; t < count; t++) {
+  for (var t = 0u; t < blk.count; t++) {
     let v = x[base + t * p.cols];
     if (SQUARE) {
       acc += v * v;
@@ -55,5 +55,5 @@ fn main(
       acc += v;
     }
   }
-  sums[g * p.cols + c] = acc;
+  sums[blk.g * p.cols + c] = acc;
 }
