@@ -34,7 +34,6 @@ import type { FeatureMap } from "../../ops/conv2d_reference.ts";
 import { BATCH_NORM_EPS, batchNormReference } from "../../ops/batch_norm_reference.ts";
 import { geluReference } from "../../ops/gelu_reference.ts";
 import { layerNormReference } from "../../ops/layer_norm_reference.ts";
-import { softmaxRowsInPlace } from "../../ops/softmax_reference.ts";
 import { attentionReference } from "../../ops/attention_reference.ts";
 import { tssaAttentionReference } from "../../nn/tssa_attention.ts";
 import { softmaxSelfAttentionReference } from "../../nn/softmax_self_attention.ts";
