@@ -74,7 +74,7 @@ export async function expectKind(
   const kind = await inputKind(what, path);
   if (!kinds.includes(kind)) {
     throw new UsageError(
-      `"${path}" is ${describeKind(kind)}, not ${wanted} (given as the ${what})`,
+      `${what} "${path}" is ${describeKind(kind)}, not ${wanted}`,
     );
   }
   return kind;
