@@ -29,7 +29,8 @@ function write(text: string): void {
 
 function columns(): number {
   try {
-    return Deno.consoleSize().columns;
+    const { columns } = Deno.consoleSize();
+    return columns >= 20 ? columns : 80; // a pseudo-terminal may report 0
   } catch {
     return 80;
   }
