@@ -48,7 +48,9 @@ export async function main(
   exit: (code: number) => void = (code) => Deno.exit(code),
 ): Promise<number> {
   const cli = buildCli();
-  for (const c of cli.commands) c.exitOverride();
+  // Commander's "error: …" lines go through console.error like every other error line.
+  const writeErr = (str: string) => console.error(str.replace(/\n$/, ""));
+  for (const c of [cli, ...cli.commands]) c.exitOverride().configureOutput({ writeErr });
   const verbose = args.includes("--verbose") || args.includes("-v");
   const unwatch = watchInterrupts(exit);
   try {

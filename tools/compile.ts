@@ -16,7 +16,10 @@ const ROOT = new URL("../", import.meta.url).pathname;
 const OUT = Deno.args[0] ?? "dist/tost";
 
 /** What to tell the user when `deno compile` failed with `stderr`, or null if not about denort. */
-export function explainCompileFailure(stderr: string, denortBin: string | undefined): string | null {
+export function explainCompileFailure(
+  stderr: string,
+  denortBin: string | undefined,
+): string | null {
   const target = `denort-${Deno.build.target}.zip`;
   if (denortBin !== undefined && /Could not find denort/i.test(stderr)) {
     return `DENORT_BIN is "${denortBin}", but no denort binary is there: point it at the ` +

@@ -202,12 +202,18 @@ Examples:
         const shape = { batch: options.batch, dim: options.dim, heads: options.heads };
         const maxBuffer = gpu.limits.maxBufferSize;
         const limit = (op: OperatorName, n: number) => operatorLimit(op, shape, n, maxBuffer);
-        for (const n of options.seq ?? []) {
+        const lengths: [string, number][] = [
+          ...(options.seq ?? []).map((n): [string, number] => ["--seq", n]),
+          ["--check-tokens", options.checkTokens],
+        ];
+        for (const [flag, n] of lengths) {
           const whys = options.ops.map((op) => limit(op, n));
-          if (whys.every((w) => w !== null)) {
+          if (flag === "--check-tokens" ? whys.some((w) => w !== null) : whys.every((w) => w)) {
+            const at = whys.findIndex((w) => w !== null);
             throw new UsageError(
-              `--seq ${n} cannot run on ${gpu.info.name}: ${options.ops[0]} ${whys[0]}` +
-                (options.ops.length > 1 ? " (and no other operator fits either)" : ""),
+              `${flag} ${n} cannot run on ${gpu.info.name} with --batch ${options.batch}: ` +
+                `${options.ops[at]} ${whys[at]}` +
+                (flag === "--seq" && options.ops.length > 1 ? " (and no other operator fits)" : ""),
             );
           }
         }
@@ -365,7 +371,7 @@ async function writePlot(
 }
 
 /** A benchmark where every measurement failed is a failed run (exit 1). */
-function failIfNothingRan(records: readonly { status: string }[]): void {
+export function failIfNothingRan(records: readonly { status: string }[]): void {
   if (records.length > 0 && records.every((r) => r.status === "failed")) {
     throw new Error(
       `no measurement succeeded: all ${records.length} failed (see the status column)`,
