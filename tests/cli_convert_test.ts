@@ -7,6 +7,7 @@
 
 import assert from "node:assert/strict";
 import { readSafetensors } from "../src/io/safetensors.ts";
+import { assertSnapshot } from "./cli/_run.ts";
 
 const MAIN = new URL("../main.ts", import.meta.url).pathname;
 const FIX = new URL("./fixtures/", import.meta.url).pathname;
@@ -163,4 +164,10 @@ Deno.test("tost convert --help lists every option", async () => {
     r.stdout.replace(/\s+/g, " "),
     /choices: "keep", "f32", "f16", "bf16", default: "keep"/,
   );
+});
+
+Deno.test("tost convert --help (snapshot)", async () => {
+  const r = await tost("convert", "--help");
+  assert.equal(r.code, 0);
+  await assertSnapshot("help_convert.txt", r.stdout);
 });

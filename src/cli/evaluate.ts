@@ -346,10 +346,15 @@ Data sets (bundled, nothing is downloaded):
           measured over windows of block_size tokens and reported with perplexity
           and tokens/s.
 
-Vocabulary of language models: a file tost trained carries it (metadata "vocab"). A converted
-nanoGPT checkpoint does not: give --vocab <file>, a file holding exactly the
-characters of the vocabulary in id order (for shakespeare_char, the 65 sorted
-characters of its input.txt), or a .json array of token strings.
+Tokenizer of language models: a file tost trained carries it (its character vocabulary, or
+GPT-2 BPE); tost convert --vocab attaches one. A PyTorch checkpoint has none: give
+--vocab <file>, a file holding exactly the vocab_size characters of the vocabulary in id
+order (for shakespeare_char, the 65 sorted characters of its input.txt), or a .json array
+of token strings.
+
+--save-outputs may not be the model, --inputs or --vocab (or a link to one); its directory
+is checked before the model runs. NaN or infinite values in the inputs, the weights or the
+logits are reported as warnings.
 
 Examples:
   tost evaluate model.safetensors --inputs in.safetensors --save-outputs out.safetensors

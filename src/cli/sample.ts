@@ -80,7 +80,10 @@ export function sampleCommand() {
       integer("seed", 0, 2 ** 32 - 1),
       1337,
     )
-    .option("--vocab <file>", "vocabulary: its characters in id order (or a .json list of tokens)")
+    .option(
+      "--vocab <file>",
+      "vocabulary: its vocab_size characters in id order (or a .json list of tokens)",
+    )
     .option("--slide", "at block_size, slide the window instead of stopping")
     .option("--recompute", "recompute the whole context for every token (the slow reference)")
     .option("--key <key>", "top-level entry of a PyTorch checkpoint holding the state_dict")
@@ -100,6 +103,10 @@ further token is predicted from the last block_size tokens, recomputed from scra
 time, because sliding the window changes every token's position and ToST's running
 statistics cannot forget their oldest token. A prompt longer than block_size is an error,
 or cropped to its end with --slide.
+
+Tokenizer: the one saved with the model (tost train saves its character vocabulary, or GPT-2
+BPE for --tokenizer gpt2; tost convert --vocab attaches one to a PyTorch checkpoint). A
+checkpoint without one needs --vocab, with exactly vocab_size entries.
 
 The prompt and the continuation go to stdout, the timing to stderr.
 

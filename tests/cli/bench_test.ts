@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { runTost } from "./_run.ts";
+import { assertSnapshot, runTost } from "./_run.ts";
 
 Deno.test("tost bench --json: checked, measured records for every operator and length", async () => {
   const dir = await Deno.makeTempDir({ prefix: "tost-bench-" });
@@ -332,4 +332,10 @@ Deno.test("tost bench: a run where every measurement failed is a failure (exit 1
     batch.stderr,
     /cannot run on .* with --batch 100000000: tssa needs a .* token tensor/,
   );
+});
+
+Deno.test("tost bench --help (snapshot)", async () => {
+  const r = await runTost(["bench", "--help"]);
+  assert.equal(r.code, 0);
+  await assertSnapshot("help_bench.txt", r.stdout);
 });
