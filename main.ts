@@ -64,7 +64,13 @@ export async function main(
     }
     eraseActiveBar();
     console.error(`error: ${describeError(err)}`);
-    if (verbose && err instanceof Error && err.stack) console.error(err.stack);
+    if (verbose) {
+      // The stack, and each cause's (a file error wraps the reader's own error).
+      for (let e: unknown = err, depth = 0; e instanceof Error && depth < 8; depth++) {
+        console.error(depth === 0 ? e.stack : `caused by: ${e.stack}`);
+        e = e.cause;
+      }
+    }
     return exitCodeOf(err);
   } finally {
     unwatch();

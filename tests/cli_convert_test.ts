@@ -134,13 +134,13 @@ Deno.test("tost convert: user mistakes exit 2 with one error line", async () => 
   });
 });
 
-Deno.test("tost convert: a hostile pickle fails cleanly, exit 1, nothing written", async () => {
+Deno.test("tost convert: a hostile pickle fails cleanly, exit 2 (a bad input file), nothing written", async () => {
   await withTempDir(async (dir) => {
     const evil = `${dir}/evil.pt`;
     await Deno.writeFile(evil, HOSTILE);
     const out = `${dir}/out.safetensors`;
     const r = await tost("convert", evil, "-o", out);
-    assert.equal(r.code, 1);
+    assert.equal(r.code, 2);
     assert.match(
       r.stderr,
       /^error: Cannot read checkpoint ".*evil\.pt": refusing global os\.system/,
@@ -149,7 +149,7 @@ Deno.test("tost convert: a hostile pickle fails cleanly, exit 1, nothing written
     assert.equal(r.stdout, "");
     assert.deepEqual([...Deno.readDirSync(dir)].map((e) => e.name), ["evil.pt"]);
     const verbose = await tost("convert", evil, "-o", out, "--verbose");
-    assert.equal(verbose.code, 1);
+    assert.equal(verbose.code, 2);
     assert.match(verbose.stderr, /CheckpointError: Cannot read checkpoint[\s\S]*\n\s+at /);
   });
 });
