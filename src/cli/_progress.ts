@@ -41,6 +41,8 @@ export interface ProgressBarOptions {
   /** Word before the bar: "training", "evaluating". */
   label: string;
   total: number;
+  /** Show `45%` instead of `value/total`. */
+  percent?: boolean;
   /** Draw even when stderr is not a terminal (tests). */
   force?: boolean;
 }
@@ -110,7 +112,9 @@ export class ProgressBar {
   text(width = columns()): string {
     const { label, total } = this.options;
     const value = Math.min(this.#value, total);
-    const counts = `${value}/${total}`;
+    const counts = this.options.percent
+      ? `${total > 0 ? Math.floor((100 * value) / total) : 100}%`
+      : `${value}/${total}`;
     const fixed = `${label} [] ${counts}${this.#suffix}`;
     const room = Math.max(0, Math.min(30, width - [...fixed].length - 1));
     const filled = total > 0 ? Math.round((room * value) / total) : room;

@@ -191,7 +191,9 @@ Examples:
       const vocab = vocabPath === undefined
         ? undefined
         : await userFile("vocabulary", vocabPath, () => readVocabFile(vocabPath));
-      const bar = options.json ? undefined : new ProgressBar({ label: "converting", total: 100 });
+      const bar = options.json
+        ? undefined
+        : new ProgressBar({ label: "converting", total: 1, percent: true });
       const start = performance.now();
       let started = false;
       // Ctrl-C stops the conversion and removes the partial file.
@@ -207,10 +209,9 @@ Examples:
             extraMetadata: tokenizerMetadata(vocab, options.tokenizer),
             onProgress: bar?.enabled
               ? (done, total) => {
-                const pct = Math.floor((100 * done) / total);
-                const text = ` % | ${formatBytes(done)} of ${formatBytes(total)}`;
-                if (!started) bar.start(pct, text);
-                else bar.update(pct, text);
+                const text = ` | ${formatBytes(done)} of ${formatBytes(total)}`;
+                if (!started) bar.start(done / total, text);
+                else bar.update(done / total, text);
                 started = true;
               }
               : undefined,

@@ -207,8 +207,8 @@ function addIdentityLayerScale(cfg: ModelConfig, tensors: Map<string, StTensor>)
   }
 }
 
-/** Names that only a model's state_dict has (the first tensor of each family). */
-const MODEL_MARKERS = ["transformer.wte.weight", "cls_token"];
+/** Tensor names of tost's data files (`--inputs`, `--save-outputs`, reference fixtures). */
+const DATA_NAME = /^(case\d+|train)\./;
 
 /**
  * Read and check a model file (tost safetensors or PyTorch checkpoint).
@@ -231,7 +231,7 @@ export async function readModelFile(
     // Training checkpoints (`tost train`) also carry AdamW state under "optimizer.".
     for (const name of [...tensors.keys()]) if (name.startsWith("optimizer.")) tensors.delete(name);
     const metadata = file.metadata;
-    if (!MODEL_MARKERS.some((n) => tensors.has(n))) {
+    if (file.names.every((n) => DATA_NAME.test(n))) {
       const some = file.names.slice(0, 4).join(", ");
       throw new TypeError(
         `"${path}" is a safetensors file of data, not a model: it holds no model weights ` +
