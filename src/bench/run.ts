@@ -148,6 +148,32 @@ export async function runBench(
   return { checks, records };
 }
 
+/** A record with nothing measured yet. */
+function emptyRecord(
+  gpu: Gpu,
+  op: OperatorName,
+  pass: BenchPass,
+  shape: ModuleShape,
+  n: number,
+  options: BenchOptions,
+): BenchRecord {
+  return {
+    op,
+    n,
+    pass,
+    ...shape,
+    gpu_ms: null,
+    wall_ms: null,
+    peak_bytes: null,
+    min_bytes: 0,
+    repeats: options.repeats,
+    status: "ok",
+    device: gpu.info.name,
+    backend: gpu.info.backend,
+    software: gpu.info.software,
+  };
+}
+
 /** The record of a length not tried, with the reason. */
 function notTried(
   gpu: Gpu,
@@ -159,20 +185,10 @@ function notTried(
   why: string,
 ): BenchRecord {
   return {
-    op,
-    n,
-    pass,
-    ...shape,
-    gpu_ms: null,
-    wall_ms: null,
-    peak_bytes: null,
+    ...emptyRecord(gpu, op, pass, shape, n, options),
     min_bytes: pass === "fwd" ? minimumBytes(op, shape, n) : minimumStepBytes(op, shape, n),
-    repeats: options.repeats,
     status: "failed",
     error: why,
-    device: gpu.info.name,
-    backend: gpu.info.backend,
-    software: gpu.info.software,
   };
 }
 
@@ -207,21 +223,7 @@ async function measure(
   n: number,
   options: BenchOptions,
 ): Promise<BenchRecord> {
-  const base: BenchRecord = {
-    op,
-    n,
-    pass,
-    ...shape,
-    gpu_ms: null,
-    wall_ms: null,
-    peak_bytes: null,
-    min_bytes: 0,
-    repeats: options.repeats,
-    status: "ok",
-    device: gpu.info.name,
-    backend: gpu.info.backend,
-    software: gpu.info.software,
-  };
+  const base = emptyRecord(gpu, op, pass, shape, n, options);
   let module: Timed | undefined;
   try {
     const live0 = gpu.memory().liveBytes;
