@@ -166,7 +166,11 @@ async function plan(options: TrainFlags, presetGiven: boolean): Promise<Plan> {
     if (!(await existingRunFiles(options.out)).includes("last.safetensors")) {
       throw new UsageError(`Cannot resume: "${last}" does not exist (no run in "${options.out}")`);
     }
-    checkpoint = await userFile("checkpoint", last, () => loadTrainingCheckpoint<TrainSettings>(last));
+    checkpoint = await userFile(
+      "checkpoint",
+      last,
+      () => loadTrainingCheckpoint<TrainSettings>(last),
+    );
     const given: GivenSetting[] = [
       ...Object.entries(file).map(([k, v]) => ({
         key: k as keyof TrainSettings,
