@@ -14,9 +14,9 @@
  * Layout: `src/ops/` one op per file (its backward in `*_backward.ts`, its
  * WGSL in `kernels/`, its float64 reference beside it); `src/nn/` the
  * attention modules, the MLP and the transformer block (forward with saves,
- * backward); `src/model/` the models by family (`language/`, `vision/`) on
- * one {@linkcode ParamStore} each, and their float64 references
- * (`reference/`).
+ * backward; float64 references in `*_reference.ts`); `src/model/` the
+ * models by family (`language/`, `vision/`) on one {@linkcode ParamStore}
+ * each, and their float64 references (`reference/`).
  *
  * @example
  * ```ts ignore
@@ -55,14 +55,15 @@ export { describeAdapter, NoAdapterError } from "./src/gpu/device.ts";
 export type { AdapterDescription } from "./src/gpu/device.ts";
 
 // The paper's operators and their attention modules
-export { tssa, tssaReference } from "./src/ops/tssa.ts";
-export { causalTssa, causalTssaReference } from "./src/ops/causal_tssa.ts";
-export { tssaAttention, tssaAttentionReference } from "./src/nn/tssa_attention.ts";
+export { tssa } from "./src/ops/tssa.ts";
+export { tssaReference } from "./src/ops/tssa_reference.ts";
+export { causalTssa } from "./src/ops/causal_tssa.ts";
+export { causalTssaReference } from "./src/ops/causal_tssa_reference.ts";
+export { tssaAttention } from "./src/nn/tssa_attention.ts";
+export { tssaAttentionReference } from "./src/nn/tssa_attention_reference.ts";
 export type { TssaAttentionParams } from "./src/nn/tssa_attention.ts";
-export {
-  causalTssaAttention,
-  causalTssaAttentionReference,
-} from "./src/nn/causal_tssa_attention.ts";
+export { causalTssaAttention } from "./src/nn/causal_tssa_attention.ts";
+export { causalTssaAttentionReference } from "./src/nn/causal_tssa_attention_reference.ts";
 export type { CausalTssaAttentionParams } from "./src/nn/causal_tssa_attention.ts";
 export type { TssaSaves } from "./src/ops/tssa.ts";
 export type { CausalTssaSaves } from "./src/ops/causal_tssa.ts";

@@ -10,8 +10,10 @@
 import type { Gpu, Tensor } from "../gpu/runtime.ts";
 import { linearReference } from "../ops/linear.ts";
 import { projectedForward } from "../nn/_projected.ts";
-import { tssa, tssaReference } from "../ops/tssa.ts";
-import { causalTssa, causalTssaReference } from "../ops/causal_tssa.ts";
+import { tssa } from "../ops/tssa.ts";
+import { tssaReference } from "../ops/tssa_reference.ts";
+import { causalTssa } from "../ops/causal_tssa.ts";
+import { causalTssaReference } from "../ops/causal_tssa_reference.ts";
 import { softmaxAttention } from "../ops/attention.ts";
 import { attentionReference } from "../ops/attention_reference.ts";
 import { flashAttention } from "../ops/flash_attention.ts";

@@ -28,23 +28,22 @@ import { softmaxAttentionBackward } from "../ops/attention_backward.ts";
 import { flashAttention } from "../ops/flash_attention.ts";
 import { flashAttentionBackward } from "../ops/flash_attention_backward.ts";
 import {
-  tssaAttention,
-  tssaAttentionBackward,
   tssaAttentionBackwardReference,
   tssaAttentionReference,
-} from "../nn/tssa_attention.ts";
+} from "../nn/tssa_attention_reference.ts";
+import { tssaAttention, tssaAttentionBackward } from "../nn/tssa_attention.ts";
 import {
-  causalTssaAttention,
-  causalTssaAttentionBackward,
   causalTssaAttentionBackwardReference,
   causalTssaAttentionReference,
-} from "../nn/causal_tssa_attention.ts";
+} from "../nn/causal_tssa_attention_reference.ts";
+import { causalTssaAttention, causalTssaAttentionBackward } from "../nn/causal_tssa_attention.ts";
 import {
   softmaxSelfAttentionBackwardReference,
   softmaxSelfAttentionReference,
-} from "../nn/softmax_self_attention.ts";
+} from "../nn/softmax_self_attention_reference.ts";
 import { projectedBackward, projectedForward } from "../nn/_projected.ts";
-import type { ProjectionGradsReference, Projections } from "../nn/_projected.ts";
+import type { Projections } from "../nn/_projected.ts";
+import type { ProjectionGradsReference } from "../nn/_projected_reference.ts";
 import {
   chunkedValues,
   fillRandom,

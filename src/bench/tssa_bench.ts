@@ -11,8 +11,10 @@
 
 import { Gpu } from "../gpu/runtime.ts";
 import type { Tensor } from "../gpu/runtime.ts";
-import { tssa, tssaReference } from "../ops/tssa.ts";
-import { causalTssa, causalTssaReference } from "../ops/causal_tssa.ts";
+import { tssa } from "../ops/tssa.ts";
+import { tssaReference } from "../ops/tssa_reference.ts";
+import { causalTssa } from "../ops/causal_tssa.ts";
+import { causalTssaReference } from "../ops/causal_tssa_reference.ts";
 import { assertWithin, randomFill } from "./_data.ts";
 
 const HEADS = 8;

@@ -3,8 +3,9 @@
  * `c_attn` projection → causal TSSA (`ops/causal_tssa.ts`, or its O(1)
  * per-token step `ops/causal_tssa_step.ts` when decoding) → `c_proj`
  * projection (dropout is the identity): the forward (with its saves on
- * request), the backward, and their float64 references. Parameters are
- * named after the reference `state_dict`:
+ * request) and the backward; their float64 references are in
+ * `causal_tssa_attention_reference.ts`. Parameters are named after the
+ * reference `state_dict`:
  *
  * | field       | state_dict      | shape                 |
  * | ----------- | --------------- | --------------------- |
@@ -19,25 +20,13 @@
  */
 
 import type { Gpu, Tensor } from "../gpu/runtime.ts";
-import { causalTssa, causalTssaReference } from "../ops/causal_tssa.ts";
-import type { CausalTssaReferenceOutput, CausalTssaSaves } from "../ops/causal_tssa.ts";
-import { causalTssaBackward, causalTssaBackwardReference } from "../ops/causal_tssa_backward.ts";
+import { causalTssa } from "../ops/causal_tssa.ts";
+import type { CausalTssaSaves } from "../ops/causal_tssa.ts";
+import { causalTssaBackward } from "../ops/causal_tssa_backward.ts";
 import { causalTssaStep } from "../ops/causal_tssa_step.ts";
 import type { CausalTssaState } from "../ops/causal_tssa_step.ts";
-import {
-  projectedBackward,
-  projectedBackwardReference,
-  projectedForward,
-  projectedReference,
-} from "./_projected.ts";
-import type {
-  ProjectedSaves,
-  ProjectedSavesReference,
-  ProjectionGradsReference,
-  Projections,
-  ProjectionsReference,
-} from "./_projected.ts";
-import type { AttentionDims } from "./tssa_attention.ts";
+import { projectedBackward, projectedForward } from "./_projected.ts";
+import type { ProjectedSaves, Projections } from "./_projected.ts";
 
 /** GPU parameters of {@linkcode causalTssaAttention} (and, shaped alike, its gradients). */
 export interface CausalTssaAttentionParams extends Projections {
@@ -142,83 +131,4 @@ export async function causalTssaAttentionBackward(
         heads,
       }),
   });
-}
-
-// ------------------------------------------------------------- reference
-
-/** Host parameters of the references, same names and layouts. */
-export interface CausalTssaAttentionParamsReference extends ProjectionsReference {
-  temp: ArrayLike<number>;
-  denomBias: ArrayLike<number>;
-}
-
-/** Gradients of {@linkcode CausalTssaAttentionParamsReference}, accumulated into. */
-export interface CausalTssaAttentionGradsReference extends ProjectionGradsReference {
-  temp: Float64Array;
-  denomBias: Float64Array;
-}
-
-function sizes(dims: AttentionDims) {
-  return { rows: dims.batches * dims.tokens, dim: dims.heads * dims.headDim };
-}
-
-function causalDims(p: CausalTssaAttentionParamsReference, dims: AttentionDims) {
-  return { ...dims, blockSize: p.denomBias.length / dims.heads };
-}
-
-/**
- * `CausalSelfAttention_TSSA` forward in float64: the reference of
- * {@linkcode causalTssaAttention}, with what the backward reads.
- * `block_size` is `denomBias.length / heads`.
- *
- * @example
- * ```ts
- * import { causalTssaAttentionReference } from "./causal_tssa_attention.ts";
- * // One token, one feature: w = 2, causal TSSA gives −2/(1 + 4/(1 + 1e-8)) ≈ −0.4.
- * const { out } = causalTssaAttentionReference([2], {
- *   inWeight: [1], inBias: null, temp: [1], denomBias: [0.5, 0],
- *   outWeight: [1], outBias: [1],
- * }, { batches: 1, tokens: 1, heads: 1, headDim: 1 });
- * if (Math.abs(out[0] - 0.6) > 1e-8) throw new Error("causalTssaAttentionReference");
- * ```
- */
-export function causalTssaAttentionReference(
-  x: ArrayLike<number>,
-  p: CausalTssaAttentionParamsReference,
-  dims: AttentionDims,
-): { out: Float64Array; saves: ProjectedSavesReference<CausalTssaReferenceOutput> } {
-  return projectedReference(x, p, sizes(dims), (w) => {
-    const saves = causalTssaReference(w, p, causalDims(p, dims));
-    return { y: saves.y, saves };
-  });
-}
-
-/**
- * `CausalSelfAttention_TSSA` backward in float64: ∂x (assigned); every
- * parameter gradient is added to `grads`.
- */
-export function causalTssaAttentionBackwardReference(
-  args: {
-    dy: ArrayLike<number>;
-    x: ArrayLike<number>;
-    params: CausalTssaAttentionParamsReference;
-    saves: ProjectedSavesReference<CausalTssaReferenceOutput>;
-    grads: CausalTssaAttentionGradsReference;
-  },
-  dims: AttentionDims,
-): Float64Array {
-  const { params, saves, grads } = args;
-  return projectedBackwardReference({
-    ...args,
-    opBackward: (dY) =>
-      causalTssaBackwardReference({
-        dy: dY,
-        w: saves.w,
-        temp: params.temp,
-        denomBias: params.denomBias,
-        pi: saves.op.pi,
-        dtemp: grads.temp,
-        dDenomBias: grads.denomBias,
-      }, causalDims(params, dims)),
-  }, sizes(dims));
 }

@@ -2,8 +2,9 @@
  * The softmax self-attention module of the baselines — timm's `Attention`
  * (ViT) and nanoGPT's `CausalSelfAttention` (GPT): `qkv`/`c_attn` projection
  * to packed `[B, N, 3·C]` → multi-head softmax attention → `proj`/`c_proj`
- * (dropout is the identity). The forward (with its saves on request), the
- * backward, and their float64 references.
+ * (dropout is the identity). The forward (with its saves on request) and
+ * the backward; their float64 references are in
+ * `softmax_self_attention_reference.ts`.
  *
  * The operator in the middle is chosen once, here, for every caller:
  * standard attention (`ops/attention.ts`, scores materialised, kept for the
@@ -19,28 +20,12 @@ import type { Gpu, Tensor } from "../gpu/runtime.ts";
 import { softmaxAttention } from "../ops/attention.ts";
 import type { SoftmaxAttentionSaves } from "../ops/attention.ts";
 import { softmaxAttentionBackward } from "../ops/attention_backward.ts";
-import {
-  attentionReference,
-  softmaxAttentionBackwardReference,
-} from "../ops/attention_reference.ts";
 import { flashAttention } from "../ops/flash_attention.ts";
 import { flashAttentionBackward } from "../ops/flash_attention_backward.ts";
 import { kvCacheAttention } from "../ops/kv_cache_attention.ts";
 import type { KvCache } from "../ops/kv_cache_attention.ts";
-import {
-  projectedBackward,
-  projectedBackwardReference,
-  projectedForward,
-  projectedReference,
-} from "./_projected.ts";
-import type {
-  ProjectedSaves,
-  ProjectedSavesReference,
-  ProjectionGradsReference,
-  Projections,
-  ProjectionsReference,
-} from "./_projected.ts";
-import type { AttentionDims } from "./tssa_attention.ts";
+import { projectedBackward, projectedForward } from "./_projected.ts";
+import type { ProjectedSaves, Projections } from "./_projected.ts";
 
 /** Standard attention materialises `[B, H, N, N]` scores up to this size, flash attention beyond. */
 export const MAX_SCORE_BYTES = 64 * 1024 * 1024;
@@ -135,60 +120,4 @@ export async function softmaxSelfAttentionBackward(
         : flashAttentionBackward(gpu, common);
     },
   });
-}
-
-// ------------------------------------------------------------- reference
-
-function shape(dims: AttentionDims) {
-  const { batches: B, tokens: N, heads: H, headDim: d } = dims;
-  return { B, N, H, d, sizes: { rows: B * N, dim: H * d } };
-}
-
-/**
- * Softmax self-attention forward in float64: the reference of
- * {@linkcode softmaxSelfAttention}.
- *
- * @example
- * ```ts
- * import { softmaxSelfAttentionReference } from "./softmax_self_attention.ts";
- * // One token attends to itself: the output projects its value (the third input row).
- * const { out } = softmaxSelfAttentionReference([2], {
- *   inWeight: [1, 1, 3], inBias: null, outWeight: [1], outBias: [0],
- * }, { batches: 1, tokens: 1, heads: 1, headDim: 1 }, { causal: true });
- * if (out[0] !== 6) throw new Error("softmaxSelfAttentionReference");
- * ```
- */
-export function softmaxSelfAttentionReference(
-  x: ArrayLike<number>,
-  p: ProjectionsReference,
-  dims: AttentionDims,
-  options: { causal: boolean },
-): { out: Float64Array; saves: ProjectedSavesReference<null> } {
-  const { B, N, H, d, sizes } = shape(dims);
-  return projectedReference(x, p, sizes, (qkv) => ({
-    y: attentionReference(qkv, B, N, H, d, options),
-    saves: null,
-  }));
-}
-
-/**
- * Softmax self-attention backward in float64: ∂x (assigned); the
- * projections' gradients are added to `grads`.
- */
-export function softmaxSelfAttentionBackwardReference(
-  args: {
-    dy: ArrayLike<number>;
-    x: ArrayLike<number>;
-    params: ProjectionsReference;
-    saves: ProjectedSavesReference<null>;
-    grads: ProjectionGradsReference;
-  },
-  dims: AttentionDims,
-  options: { causal: boolean },
-): Float64Array {
-  const { B, N, H, d, sizes } = shape(dims);
-  return projectedBackwardReference({
-    ...args,
-    opBackward: (dY) => softmaxAttentionBackwardReference(args.saves.w, dY, B, N, H, d, options),
-  }, sizes);
 }

@@ -1,9 +1,9 @@
 /**
  * The vision attention module of ToST (`AttentionTSSA`): `qkv` projection →
  * non-causal TSSA (`ops/tssa.ts`) → `to_out` projection (dropout is the
- * identity): the forward (with its saves on request), the backward, and
- * their float64 references. Parameters are named after the reference
- * `state_dict`:
+ * identity): the forward (with its saves on request) and the backward; their
+ * float64 references are in `tssa_attention_reference.ts`. Parameters are
+ * named after the reference `state_dict`:
  *
  * | field       | state_dict        | shape     |
  * | ----------- | ----------------- | --------- |
@@ -17,22 +17,11 @@
  */
 
 import type { Gpu, Tensor } from "../gpu/runtime.ts";
-import { tssa, tssaReference } from "../ops/tssa.ts";
-import type { TssaReferenceOutput, TssaSaves } from "../ops/tssa.ts";
-import { tssaBackward, tssaBackwardReference } from "../ops/tssa_backward.ts";
-import {
-  projectedBackward,
-  projectedBackwardReference,
-  projectedForward,
-  projectedReference,
-} from "./_projected.ts";
-import type {
-  ProjectedSaves,
-  ProjectedSavesReference,
-  ProjectionGradsReference,
-  Projections,
-  ProjectionsReference,
-} from "./_projected.ts";
+import { tssa } from "../ops/tssa.ts";
+import type { TssaSaves } from "../ops/tssa.ts";
+import { tssaBackward } from "../ops/tssa_backward.ts";
+import { projectedBackward, projectedForward } from "./_projected.ts";
+import type { ProjectedSaves, Projections } from "./_projected.ts";
 
 /** GPU parameters of {@linkcode tssaAttention} (and, shaped alike, its gradients). */
 export interface TssaAttentionParams extends Projections {
@@ -109,81 +98,4 @@ export async function tssaAttentionBackward(
         heads,
       }),
   });
-}
-
-// ------------------------------------------------------------- reference
-
-/** Host parameters of the references, same names and layouts. */
-export interface TssaAttentionParamsReference extends ProjectionsReference {
-  temp: ArrayLike<number>;
-}
-
-/** Gradients of {@linkcode TssaAttentionParamsReference}, accumulated into. */
-export interface TssaAttentionGradsReference extends ProjectionGradsReference {
-  temp: Float64Array;
-}
-
-/** Sizes of a module call: `x` is `[batches, tokens, heads·headDim]`. */
-export interface AttentionDims {
-  batches: number;
-  tokens: number;
-  heads: number;
-  headDim: number;
-}
-
-function sizes(dims: AttentionDims) {
-  return { rows: dims.batches * dims.tokens, dim: dims.heads * dims.headDim };
-}
-
-/**
- * `AttentionTSSA` forward in float64: the reference of
- * {@linkcode tssaAttention}, with what the backward reads.
- *
- * @example
- * ```ts
- * import { tssaAttentionReference } from "./tssa_attention.ts";
- * // One token, one feature: w = 2, TSSA gives −2/(1 + 4/(1 + 1e-8)) ≈ −0.4, then + 1.
- * const { out } = tssaAttentionReference([2], {
- *   inWeight: [1], inBias: null, temp: [1], outWeight: [1], outBias: [1],
- * }, { batches: 1, tokens: 1, heads: 1, headDim: 1 });
- * if (Math.abs(out[0] - 0.6) > 1e-8) throw new Error("tssaAttentionReference");
- * ```
- */
-export function tssaAttentionReference(
-  x: ArrayLike<number>,
-  p: TssaAttentionParamsReference,
-  dims: AttentionDims,
-): { out: Float64Array; saves: ProjectedSavesReference<TssaReferenceOutput> } {
-  return projectedReference(x, p, sizes(dims), (w) => {
-    const saves = tssaReference(w, p.temp, dims);
-    return { y: saves.y, saves };
-  });
-}
-
-/**
- * `AttentionTSSA` backward in float64: ∂x (assigned); every parameter
- * gradient is added to `grads`.
- */
-export function tssaAttentionBackwardReference(
-  args: {
-    dy: ArrayLike<number>;
-    x: ArrayLike<number>;
-    params: TssaAttentionParamsReference;
-    saves: ProjectedSavesReference<TssaReferenceOutput>;
-    grads: TssaAttentionGradsReference;
-  },
-  dims: AttentionDims,
-): Float64Array {
-  const { params, saves, grads } = args;
-  return projectedBackwardReference({
-    ...args,
-    opBackward: (dY) =>
-      tssaBackwardReference({
-        dy: dY,
-        w: saves.w,
-        temp: params.temp,
-        saved: saves.op,
-        dtemp: grads.temp,
-      }, dims),
-  }, sizes(dims));
 }

@@ -21,8 +21,8 @@
  * backward (`causal_tssa_backward.ts`, which recomputes the prefix sums
  * rather than keep three more `[B, N, ·]` tensors alive).
  *
- * {@linkcode causalTssaReference} is the float64 reference of the forward
- * and of its saves.
+ * The float64 reference of the forward and of its saves is
+ * `causalTssaReference` in `causal_tssa_reference.ts`.
  *
  * @module
  */
@@ -34,15 +34,8 @@ import { assertF32 } from "./_shapes.ts";
 import { bindPiece, blockLayout, blockParams, blockPieces, workgroupGrid } from "./_tssa_blocks.ts";
 import type { TssaOptions } from "./_tssa_blocks.ts";
 import { blockSums, scanRows } from "./_scan.ts";
-import {
-  checkDims,
-  checkLength,
-  softmaxInPlace,
-  TSSA_PI_EPS,
-  tssaShape,
-  tssaSlots,
-} from "./tssa.ts";
-import type { TssaDims, TssaShape } from "./tssa.ts";
+import { tssaShape, tssaSlots } from "./tssa.ts";
+import type { TssaShape } from "./tssa.ts";
 
 /** Tokens per block: the length of the serial in-block part of each prefix sum. */
 const BLOCK_ROWS = 64;
@@ -212,99 +205,4 @@ async function record(
       workgroups: workgroupGrid(piece.blockCount * slots.chunks, options),
     });
   }
-}
-
-// ------------------------------------------------------------- reference
-
-/** The clamp of the causal denominators (`clamp_min(1e-12)`). */
-export const CAUSAL_DENOM_MIN = 1e-12;
-
-/** Sizes of a causal TSSA problem: {@linkcode TssaDims} plus the bias length. */
-export interface CausalTssaDims extends TssaDims {
-  /** Positions in `denom_bias` (`[H, blockSize]`); `tokens ≤ blockSize`. */
-  blockSize: number;
-}
-
-/** The float64 forward: the output and what the backward reads. */
-export interface CausalTssaReferenceOutput {
-  /** Output `[B, N, D]`. */
-  y: Float64Array;
-  /** Head memberships `[B, N, H]`. */
-  pi: Float64Array;
-}
-
-/** Throw unless the dims are valid and `tokens ≤ blockSize`. */
-export function checkCausalDims(op: string, dims: CausalTssaDims): void {
-  checkDims(op, dims);
-  if (!Number.isInteger(dims.blockSize) || dims.tokens > dims.blockSize) {
-    throw new RangeError(`${op}: ${dims.tokens} tokens exceed the block size ${dims.blockSize}`);
-  }
-}
-
-/**
- * Causal TSSA on the CPU in float64, exactly as the reference computes it
- * (see the module documentation), with Pi for the backward.
- *
- * @param w `[B, N, H·d]`, row-major
- * @param params `temp` (`H` values) and `denomBias` (`[H, blockSize]`, row-major)
- * @returns y `[B, N, H·d]` and Pi `[B, N, H]`, float64
- * @throws {RangeError} when `N > blockSize`; {TypeError} for mismatched lengths
- * @example
- * ```ts
- * import { causalTssaReference } from "./causal_tssa.ts";
- * // One head: Pi = 1 and dots = w²_0 / (1 + 1e-8) at the first token.
- * const { y } = causalTssaReference([2, 1], { temp: [1], denomBias: [0, 0] }, {
- *   batches: 1, tokens: 2, heads: 1, headDim: 1, blockSize: 2,
- * });
- * if (Math.abs(y[0] + 2 / (1 + 4 / (1 + 1e-8))) > 1e-12) throw new Error("causal");
- * ```
- */
-export function causalTssaReference(
-  w: ArrayLike<number>,
-  params: { temp: ArrayLike<number>; denomBias: ArrayLike<number> },
-  dims: CausalTssaDims,
-): CausalTssaReferenceOutput {
-  const op = "causalTssaReference";
-  checkCausalDims(op, dims);
-  const { batches: B, tokens: N, heads: H, headDim: d, blockSize } = dims;
-  const { temp, denomBias } = params;
-  const D = H * d;
-  checkLength(op, "w", w, B * N * D);
-  checkLength(op, "temp", temp, H);
-  checkLength(op, "denomBias", denomBias, H * blockSize);
-  const y = new Float64Array(B * N * D);
-  const pi = new Float64Array(B * N * H);
-  const C = new Float64Array(D);
-  const A = new Float64Array(D);
-  const Q = new Float64Array(H);
-  const z = new Float64Array(H);
-  for (let b = 0; b < B; b++) {
-    C.fill(0);
-    A.fill(0);
-    Q.fill(0);
-    for (let n = 0; n < N; n++) {
-      const ro = (b * N + n) * D;
-      for (let h = 0; h < H; h++) {
-        let u = d * denomBias[h * blockSize + n];
-        for (let k = 0; k < d; k++) {
-          const c = h * d + k;
-          const s = w[ro + c] ** 2;
-          C[c] += s;
-          u += s / Math.max(C[c], CAUSAL_DENOM_MIN);
-        }
-        z[h] = temp[h] * u;
-      }
-      softmaxInPlace(z);
-      pi.set(z, (b * N + n) * H);
-      for (let h = 0; h < H; h++) {
-        Q[h] += z[h];
-        for (let k = 0; k < d; k++) {
-          const c = h * d + k;
-          A[c] += z[h] * w[ro + c] ** 2;
-          y[ro + c] = -w[ro + c] * z[h] / (1 + A[c] / (Q[h] + TSSA_PI_EPS));
-        }
-      }
-    }
-  }
-  return { y, pi };
 }

@@ -1,7 +1,8 @@
 /**
  * Backward of the causal TSSA operator (`CausalSelfAttention_TSSA` of the
- * reference) on the GPU, and its float64 CPU reference. The forward is
- * `causalTssa()` (`causal_tssa.ts`) asked for its saves (Pi).
+ * reference) on the GPU. The forward is `causalTssa()` (`causal_tssa.ts`)
+ * asked for its saves (Pi). The float64 reference of this backward is
+ * `causalTssaBackwardReference` in `causal_tssa_reference.ts`.
  *
  * Gradient convention (as in llm.c): **parameter gradients accumulate**
  * (`+=`) into gradient buffers the caller provides and zeroes; **activation
@@ -46,151 +47,12 @@ import { assertF32, assertShape } from "./_shapes.ts";
 import { blockLayout, workgroupGrid } from "./_tssa_blocks.ts";
 import type { TssaOptions } from "./_tssa_blocks.ts";
 import { blockScan, SCAN_ROWS, totalSums } from "./_scan.ts";
-import { checkLength, TSSA_PI_EPS, tssaShape } from "./tssa.ts";
+import { tssaShape } from "./tssa.ts";
 import type { TssaShape } from "./tssa.ts";
-import { CAUSAL_DENOM_MIN, causalBlockSize, checkCausalDims } from "./causal_tssa.ts";
-import type { CausalTssaDims, CausalTssaSaves } from "./causal_tssa.ts";
+import { causalBlockSize } from "./causal_tssa.ts";
+import type { CausalTssaSaves } from "./causal_tssa.ts";
 import { dispatchPieces, tokenPieces } from "./tssa_backward.ts";
 import type { Pieces } from "./tssa_backward.ts";
-
-/**
- * Causal TSSA backward in float64 (formulas in the module docs).
- *
- * @param args `dy` and `w` `[B, N, D]`; `temp` (`H`), `denomBias`
- *   (`H·blockSize`); `pi` `[B, N, H]` from the forward (`causalTssaReference`); `dtemp` (`H`) and
- *   `dDenomBias` (`H·blockSize`), to which the parameter gradients are **added**
- * @returns `∂L/∂w`, `[B, N, D]`, float64 (assigned)
- * @example
- * ```ts
- * import { causalTssaBackwardReference } from "./causal_tssa_backward.ts";
- * const dims = { batches: 1, tokens: 1, heads: 1, headDim: 1, blockSize: 1 };
- * const dtemp = new Float64Array(1);
- * const dDenomBias = new Float64Array(1);
- * const dw = causalTssaBackwardReference(
- *   { dy: [1], w: [2], temp: [1], denomBias: [0], pi: [1], dtemp, dDenomBias },
- *   dims,
- * );
- * // One token and head: y = −w/(1 + w²), dy/dw = (w² − 1)/(1 + w²)².
- * if (Math.abs(dw[0] - 3 / 25) > 1e-8) throw new Error("causal tssa backward");
- * ```
- */
-export function causalTssaBackwardReference(
-  args: {
-    dy: ArrayLike<number>;
-    w: ArrayLike<number>;
-    temp: ArrayLike<number>;
-    denomBias: ArrayLike<number>;
-    pi: ArrayLike<number>;
-    dtemp: Float64Array;
-    dDenomBias: Float64Array;
-  },
-  dims: CausalTssaDims,
-): Float64Array {
-  const op = "causalTssaBackwardReference";
-  checkCausalDims(op, dims);
-  const { dy, w, temp, pi, dtemp, dDenomBias } = args;
-  const { batches: B, tokens: N, heads: H, headDim: d, blockSize } = dims;
-  const D = H * d;
-  checkLength(op, "dy", dy, B * N * D);
-  checkLength(op, "w", w, B * N * D);
-  checkLength(op, "temp", temp, H);
-  checkLength(op, "denomBias", args.denomBias, H * blockSize);
-  checkLength(op, "pi", pi, B * N * H);
-  checkLength(op, "dtemp", dtemp, H);
-  checkLength(op, "dDenomBias", dDenomBias, H * blockSize);
-  const dw = new Float64Array(B * N * D);
-  // Per batch element: prefix sums, then the per-token gradients, then suffix sums.
-  const Cc = new Float64Array(N * D); // clamped prefix sums of s
-  const clamped = new Uint8Array(N * D); // where the clamp is active (no gradient to C)
-  const dA = new Float64Array(N * D); // ∂A, then rev(∂A)
-  const dC = new Float64Array(N * D); // ∂C, then rev(∂C)
-  const dQ = new Float64Array(N * H); // ∂Q, then rev(∂Q)
-  const dPi0 = new Float64Array(N * H); // −Σ_k g·w·a
-  const C = new Float64Array(D);
-  const A = new Float64Array(D);
-  const Q = new Float64Array(H);
-  const dPi = new Float64Array(H);
-  for (let b = 0; b < B; b++) {
-    C.fill(0);
-    A.fill(0);
-    Q.fill(0);
-    dQ.fill(0);
-    dPi0.fill(0);
-    for (let n = 0; n < N; n++) {
-      const ro = (b * N + n) * D;
-      const po = (b * N + n) * H;
-      for (let h = 0; h < H; h++) {
-        const p = pi[po + h];
-        Q[h] += p;
-        const q = Q[h] + TSSA_PI_EPS;
-        for (let k = 0; k < d; k++) {
-          const c = h * d + k;
-          const x = w[ro + c];
-          const s = x * x;
-          C[c] += s;
-          A[c] += p * s;
-          Cc[n * D + c] = Math.max(C[c], CAUSAL_DENOM_MIN);
-          clamped[n * D + c] = C[c] >= CAUSAL_DENOM_MIN ? 0 : 1;
-          const a = 1 / (1 + A[c] / q);
-          const e = a * a * dy[ro + c] * x * p;
-          dA[n * D + c] = e / q;
-          dQ[n * H + h] -= e * A[c] / (q * q);
-          dPi0[n * H + h] -= dy[ro + c] * x * a;
-          dw[ro + c] = -dy[ro + c] * p * a;
-        }
-      }
-    }
-    suffixSums(dA, N, D);
-    suffixSums(dQ, N, H);
-    for (let n = 0; n < N; n++) {
-      const ro = (b * N + n) * D;
-      const po = (b * N + n) * H;
-      let dot = 0;
-      for (let h = 0; h < H; h++) {
-        let s = dPi0[n * H + h] + dQ[n * H + h];
-        for (let k = 0; k < d; k++) {
-          const c = h * d + k;
-          s += dA[n * D + c] * w[ro + c] ** 2;
-        }
-        dPi[h] = s;
-        dot += pi[po + h] * s;
-      }
-      for (let h = 0; h < H; h++) {
-        const z = pi[po + h] * (dPi[h] - dot);
-        let u = d * args.denomBias[h * blockSize + n];
-        for (let k = 0; k < d; k++) {
-          const c = h * d + k;
-          const cc = Cc[n * D + c];
-          const s = w[ro + c] ** 2;
-          u += s / cc;
-          const g = temp[h] * z;
-          dC[n * D + c] = clamped[n * D + c] ? 0 : -g * s / (cc * cc);
-          dw[ro + c] += 2 * w[ro + c] * g / cc;
-        }
-        dtemp[h] += z * u;
-        dDenomBias[h * blockSize + n] += d * temp[h] * z;
-      }
-    }
-    suffixSums(dC, N, D);
-    for (let n = 0; n < N; n++) {
-      const ro = (b * N + n) * D;
-      for (let c = 0; c < D; c++) {
-        const p = pi[(b * N + n) * H + Math.floor(c / d)];
-        dw[ro + c] += 2 * w[ro + c] * (dA[n * D + c] * p + dC[n * D + c]);
-      }
-    }
-  }
-  return dw;
-}
-
-/** In place: `x[n, c] ← Σ_{m ≥ n} x[m, c]` for `x` `[rows, cols]`. */
-function suffixSums(x: Float64Array, rows: number, cols: number): void {
-  for (let n = rows - 2; n >= 0; n--) {
-    for (let c = 0; c < cols; c++) x[n * cols + c] += x[(n + 1) * cols + c];
-  }
-}
-
-// ------------------------------------------------------------------- GPU
 
 function checkBindable(gpu: Gpu, op: string, tensors: Record<string, Tensor>): void {
   for (const [name, t] of Object.entries(tensors)) gpu.assertBindable(`${op}: ${name}`, t.byteSize);

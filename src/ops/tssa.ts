@@ -21,8 +21,8 @@
  * Pi and the statistics for the backward (`tssa_backward.ts`) instead of
  * freeing them.
  *
- * {@linkcode tssaReference} is the float64 reference of the forward and of
- * its saves.
+ * The float64 reference of the forward and of its saves is `tssaReference`
+ * in `tssa_reference.ts`.
  *
  * @module
  */
@@ -41,7 +41,6 @@ import {
 } from "./_tssa_blocks.ts";
 import type { TssaOptions } from "./_tssa_blocks.ts";
 import { blockSums, totalSums } from "./_scan.ts";
-import { softmaxRowsInPlace } from "./softmax_reference.ts";
 
 /** Tokens per workgroup block in the non-causal passes. */
 const BLOCK_ROWS = 128;
@@ -254,135 +253,4 @@ async function record(
     });
   }
   return { pi, sq, stats };
-}
-
-// ------------------------------------------------------------- reference
-
-/** Sizes of a TSSA problem: `w` is `[batches, tokens, heads·headDim]`. */
-export interface TssaDims {
-  batches: number;
-  tokens: number;
-  heads: number;
-  headDim: number;
-}
-
-/** The float64 forward: the output and what the backward reads. */
-export interface TssaReferenceOutput {
-  /** Output `[B, N, D]`. */
-  y: Float64Array;
-  /** Head memberships `[B, N, H]`. */
-  pi: Float64Array;
-  /** Column sums of squares `Σ_n w²` (unclamped), `[B, D]`. */
-  sq: Float64Array;
-  /** `Σ_n Pi·w²`, `[B, D]`. */
-  num: Float64Array;
-  /** `Σ_n Pi`, `[B, H]`. */
-  den: Float64Array;
-}
-
-/** Smallest squared column norm, as `F.normalize(eps=1e-12)` clamps it. */
-export const TSSA_NORM_SQ_MIN = 1e-24;
-/** The `1e-8` added to `Σ Pi` in both operators. */
-export const TSSA_PI_EPS = 1e-8;
-
-/** Throw a TypeError unless `a` holds `n` values. */
-export function checkLength(op: string, name: string, a: ArrayLike<number>, n: number): void {
-  if (a.length !== n) {
-    throw new TypeError(`${op}: ${name} has ${a.length} values, expected ${n}`);
-  }
-}
-
-/** Throw unless the dims are non-negative integers and heads, headDim positive. */
-export function checkDims(op: string, dims: TssaDims): void {
-  const { batches, tokens, heads, headDim } = dims;
-  for (const [name, v] of Object.entries({ batches, tokens })) {
-    if (!Number.isInteger(v) || v < 0) throw new RangeError(`${op}: ${name} is ${v}`);
-  }
-  for (const [name, v] of Object.entries({ heads, headDim })) {
-    if (!Number.isInteger(v) || v < 1) throw new RangeError(`${op}: ${name} is ${v}`);
-  }
-}
-
-/**
- * Non-causal TSSA on the CPU in float64, exactly as the reference computes
- * it (see the module documentation), with what the backward reads.
- *
- * @param w `[B, N, H·d]`, row-major
- * @param temp `H` values
- * @returns y `[B, N, H·d]` and the saves, float64
- * @throws {TypeError} when a length does not match the sizes
- * @example
- * ```ts
- * import { tssaReference } from "./tssa.ts";
- * // One token, one head: Pi = 1, dots = w², y = −w / (1 + w²).
- * const { y } = tssaReference([2], [1], { batches: 1, tokens: 1, heads: 1, headDim: 1 });
- * if (Math.abs(y[0] + 2 / 5) > 1e-8) throw new Error("tssa");
- * ```
- */
-export function tssaReference(
-  w: ArrayLike<number>,
-  temp: ArrayLike<number>,
-  dims: TssaDims,
-): TssaReferenceOutput {
-  const op = "tssaReference";
-  checkDims(op, dims);
-  const { batches: B, tokens: N, heads: H, headDim: d } = dims;
-  const D = H * d;
-  checkLength(op, "w", w, B * N * D);
-  checkLength(op, "temp", temp, H);
-  const y = new Float64Array(B * N * D);
-  const pi = new Float64Array(B * N * H);
-  const sq = new Float64Array(B * D);
-  const num = new Float64Array(B * D);
-  const den = new Float64Array(B * H);
-  const z = new Float64Array(H);
-  for (let b = 0; b < B; b++) {
-    const wb = b * N * D;
-    for (let n = 0; n < N; n++) {
-      for (let c = 0; c < D; c++) sq[b * D + c] += w[wb + n * D + c] ** 2;
-    }
-    for (let n = 0; n < N; n++) {
-      for (let h = 0; h < H; h++) {
-        let u = 0;
-        for (let k = 0; k < d; k++) {
-          const c = h * d + k;
-          u += w[wb + n * D + c] ** 2 / Math.max(sq[b * D + c], TSSA_NORM_SQ_MIN);
-        }
-        z[h] = temp[h] * u;
-      }
-      softmaxInPlace(z);
-      pi.set(z, (b * N + n) * H);
-      for (let h = 0; h < H; h++) {
-        den[b * H + h] += z[h];
-        for (let k = 0; k < d; k++) {
-          const c = h * d + k;
-          num[b * D + c] += z[h] * w[wb + n * D + c] ** 2;
-        }
-      }
-    }
-    for (let n = 0; n < N; n++) {
-      for (let c = 0; c < D; c++) {
-        const h = Math.floor(c / d);
-        const a = 1 / (1 + num[b * D + c] / (den[b * H + h] + TSSA_PI_EPS));
-        const i = wb + n * D + c;
-        y[i] = -w[i] * pi[(b * N + n) * H + h] * a;
-      }
-    }
-  }
-  return { y, pi, sq, num, den };
-}
-
-/**
- * Softmax of a small vector, in place, float64 (max-subtracted).
- *
- * @example
- * ```ts
- * import { softmaxInPlace } from "./tssa.ts";
- * const z = new Float64Array([0, Math.log(3)]);
- * softmaxInPlace(z);
- * if (Math.abs(z[1] - 0.75) > 1e-15) throw new Error("softmax");
- * ```
- */
-export function softmaxInPlace(z: Float64Array): void {
-  softmaxRowsInPlace(z, 1, z.length);
 }

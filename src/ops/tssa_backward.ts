@@ -1,7 +1,8 @@
 /**
  * Backward of the non-causal TSSA operator (`AttentionTSSA` of the
- * reference) on the GPU, and its float64 CPU reference. The forward is
- * `tssa()` (`tssa.ts`) asked for its saves: Pi and the token statistics.
+ * reference) on the GPU. The forward is `tssa()` (`tssa.ts`) asked for its
+ * saves: Pi and the token statistics. The float64 reference of this
+ * backward is `tssaBackwardReference` in `tssa_reference.ts`.
  *
  * Gradient convention (as in llm.c), used by every backward in tost:
  * **parameter gradients accumulate** (`+=`) into gradient buffers the caller
@@ -49,125 +50,8 @@ import {
 } from "./_tssa_blocks.ts";
 import type { BlockLayout, BlockPiece, TssaOptions } from "./_tssa_blocks.ts";
 import { totalSums } from "./_scan.ts";
-import { checkDims, checkLength, TSSA_NORM_SQ_MIN, TSSA_PI_EPS, tssaShape } from "./tssa.ts";
-import type { TssaDims, TssaReferenceOutput, TssaSaves, TssaShape } from "./tssa.ts";
-
-/**
- * Non-causal TSSA backward in float64 (formulas in the module docs).
- *
- * @param dy upstream gradient `[B, N, D]`
- * @param w the forward's input `[B, N, D]`
- * @param temp `H` values
- * @param saved the forward's saves for this `w` and `temp` (`tssaReference`)
- * @param dtemp `H` values; `∂L/∂temp` is **added** to it
- * @returns `∂L/∂w`, `[B, N, D]`, float64 (assigned)
- * @example
- * ```ts
- * import { tssaBackwardReference } from "./tssa_backward.ts";
- * import { tssaReference } from "./tssa.ts";
- * const dims = { batches: 1, tokens: 1, heads: 1, headDim: 1 };
- * const saved = tssaReference([2], [1], dims);
- * const dtemp = new Float64Array(1);
- * const dw = tssaBackwardReference({ dy: [1], w: [2], temp: [1], saved, dtemp }, dims);
- * // y = −w/(1 + w²) for one token and head: dy/dw = (w² − 1)/(1 + w²)².
- * if (Math.abs(dw[0] - 3 / 25) > 1e-8) throw new Error("tssa backward");
- * ```
- */
-export function tssaBackwardReference(
-  args: {
-    dy: ArrayLike<number>;
-    w: ArrayLike<number>;
-    temp: ArrayLike<number>;
-    saved: TssaReferenceOutput;
-    dtemp: Float64Array;
-  },
-  dims: TssaDims,
-): Float64Array {
-  const op = "tssaBackwardReference";
-  checkDims(op, dims);
-  const { dy, w, temp, saved, dtemp } = args;
-  const { batches: B, tokens: N, heads: H, headDim: d } = dims;
-  const D = H * d;
-  checkLength(op, "dy", dy, B * N * D);
-  checkLength(op, "w", w, B * N * D);
-  checkLength(op, "temp", temp, H);
-  checkLength(op, "dtemp", dtemp, H);
-  checkLength(op, "saved.pi", saved.pi, B * N * H);
-  const dw = new Float64Array(B * N * D);
-  const a = new Float64Array(D);
-  const da = new Float64Array(D);
-  const dM = new Float64Array(D);
-  const dP = new Float64Array(H);
-  const R = new Float64Array(D);
-  const dz = new Float64Array(N * H);
-  const dPi = new Float64Array(H);
-  for (let b = 0; b < B; b++) {
-    const wb = b * N * D;
-    const pib = b * N * H;
-    for (let c = 0; c < D; c++) {
-      const h = Math.floor(c / d);
-      a[c] = 1 / (1 + saved.num[b * D + c] / (saved.den[b * H + h] + TSSA_PI_EPS));
-    }
-    // ∂a: reduction over tokens.
-    da.fill(0);
-    for (let n = 0; n < N; n++) {
-      for (let c = 0; c < D; c++) {
-        const i = wb + n * D + c;
-        da[c] -= dy[i] * w[i] * saved.pi[pib + n * H + Math.floor(c / d)];
-      }
-    }
-    dP.fill(0);
-    for (let c = 0; c < D; c++) {
-      const h = Math.floor(c / d);
-      const P = saved.den[b * H + h] + TSSA_PI_EPS;
-      const ddots = -a[c] * a[c] * da[c];
-      dM[c] = ddots / P;
-      dP[h] -= ddots * saved.num[b * D + c] / (P * P);
-    }
-    // ∂Pi and the softmax over heads, per token; R: reduction over tokens.
-    R.fill(0);
-    for (let n = 0; n < N; n++) {
-      const po = pib + n * H;
-      let dot = 0;
-      for (let h = 0; h < H; h++) {
-        let s = dP[h];
-        for (let k = 0; k < d; k++) {
-          const c = h * d + k;
-          const i = wb + n * D + c;
-          s += dM[c] * w[i] * w[i] - dy[i] * w[i] * a[c];
-        }
-        dPi[h] = s;
-        dot += saved.pi[po + h] * s;
-      }
-      for (let h = 0; h < H; h++) {
-        const z = saved.pi[po + h] * (dPi[h] - dot);
-        dz[n * H + h] = z;
-        let u = 0;
-        for (let k = 0; k < d; k++) {
-          const c = h * d + k;
-          const w2 = w[wb + n * D + c] ** 2;
-          u += w2 / Math.max(saved.sq[b * D + c], TSSA_NORM_SQ_MIN);
-          R[c] += z * w2;
-        }
-        dtemp[h] += z * u;
-      }
-    }
-    for (let n = 0; n < N; n++) {
-      for (let c = 0; c < D; c++) {
-        const h = Math.floor(c / d);
-        const sq = saved.sq[b * D + c];
-        const S = Math.max(sq, TSSA_NORM_SQ_MIN);
-        const dS = sq >= TSSA_NORM_SQ_MIN ? -temp[h] * R[c] / (S * S) : 0;
-        const i = wb + n * D + c;
-        const p = saved.pi[pib + n * H + h];
-        dw[i] = -dy[i] * p * a[c] + 2 * w[i] * (p * dM[c] + temp[h] * dz[n * H + h] / S + dS);
-      }
-    }
-  }
-  return dw;
-}
-
-// ------------------------------------------------------------------- GPU
+import { tssaShape } from "./tssa.ts";
+import type { TssaSaves, TssaShape } from "./tssa.ts";
 
 /** Tokens per workgroup block in the reductions (and per binding piece). */
 const BLOCK_ROWS = 128;

@@ -12,8 +12,8 @@ import { chunkedValues, makeWeights, randomFill } from "../../src/bench/_data.ts
 import { minimumBytes, type OperatorName } from "../../src/bench/operators.ts";
 import { minimumStepBytes } from "../../src/bench/operators_backward.ts";
 import { linearReference } from "../../src/ops/linear.ts";
-import { tssaReference } from "../../src/ops/tssa.ts";
-import { causalTssaReference } from "../../src/ops/causal_tssa.ts";
+import { tssaReference } from "../../src/ops/tssa_reference.ts";
+import { causalTssaReference } from "../../src/ops/causal_tssa_reference.ts";
 import { attentionReference } from "../../src/ops/attention_reference.ts";
 import { applySettings, PRESET_NAMES, presetSettings } from "../../src/train/presets.ts";
 import type { TrainSettings } from "../../src/train/presets.ts";

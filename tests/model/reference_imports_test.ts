@@ -1,8 +1,9 @@
 /**
  * The float64 references stay independent of GPU code: no reference module
- * (`src/ops/*_reference.ts`, `src/model/reference/*.ts`) reaches the GPU
- * runtime (`src/gpu/`), a kernel (`kernels/*.wgsl`) or a GPU op module
- * through its runtime imports, directly or transitively.
+ * (`src/ops/*_reference.ts`, `src/nn/*_reference.ts`,
+ * `src/model/reference/*.ts`) reaches the GPU runtime (`src/gpu/`), a kernel
+ * (`kernels/*.wgsl`), a GPU op module or a GPU nn module through its runtime
+ * imports, directly or transitively.
  */
 
 import assert from "node:assert/strict";
@@ -17,18 +18,19 @@ const rel = (specifier: string) => specifier.replace(ROOT.href, "");
  */
 const PENDING: Record<string, string> = {
   "src/ops/linear_backward.ts": "linearForwardReference / linearBackwardReference (linear owner)",
-  "src/nn/tssa_attention_backward.ts": "the TSSA attention module references (TSSA owner)",
 };
 
 /** A reference module: GPU-free by contract. */
 function isReference(path: string): boolean {
-  return /^src\/ops\/\w+_reference\.ts$/.test(path) || path.startsWith("src/model/reference/");
+  return /^src\/(ops|nn)\/\w+_reference\.ts$/.test(path) ||
+    path.startsWith("src/model/reference/");
 }
 
 /** Whether a module is GPU code a reference must not reach. */
 function isGpu(path: string): boolean {
   return path.startsWith("src/gpu/") || path.endsWith(".wgsl") ||
-    (path.startsWith("src/ops/") && !isReference(path) && !path.startsWith("src/ops/_"));
+    (path.startsWith("src/ops/") && !isReference(path) && !path.startsWith("src/ops/_")) ||
+    (path.startsWith("src/nn/") && !isReference(path));
 }
 
 interface InfoModule {
@@ -54,12 +56,13 @@ async function importGraph(root: string): Promise<Map<string, string[]>> {
 
 Deno.test("the float64 references import no GPU code", async () => {
   const roots = [
-    ...[...Deno.readDirSync(new URL("src/ops/", ROOT))]
-      .map((e) => `src/ops/${e.name}`).filter(isReference),
+    ...["src/ops/", "src/nn/"].flatMap((dir) =>
+      [...Deno.readDirSync(new URL(dir, ROOT))].map((e) => `${dir}${e.name}`).filter(isReference)
+    ),
     ...[...Deno.readDirSync(new URL("src/model/reference/", ROOT))]
       .map((e) => `src/model/reference/${e.name}`),
   ].sort();
-  assert.ok(roots.length >= 11, `found only ${roots.length} reference modules`);
+  assert.ok(roots.length >= 17, `found only ${roots.length} reference modules`);
   const pendingUsed = new Set<string>();
   for (const root of roots) {
     const graph = await importGraph(root);

@@ -2,9 +2,11 @@ import assert from "node:assert/strict";
 import {
   causalTssaAttention,
   causalTssaAttentionBackward,
+} from "../../src/nn/causal_tssa_attention.ts";
+import {
   causalTssaAttentionBackwardReference,
   causalTssaAttentionReference,
-} from "../../src/nn/causal_tssa_attention.ts";
+} from "../../src/nn/causal_tssa_attention_reference.ts";
 import { createCausalTssaState } from "../../src/ops/causal_tssa_step.ts";
 import { assertCloseScaled, withGpu } from "../_util.ts";
 import { CAUSAL_CASE, gpuParams, gradNames, hostParams, OPS, value } from "./_modules.ts";

@@ -2,9 +2,11 @@ import assert from "node:assert/strict";
 import {
   softmaxSelfAttention,
   softmaxSelfAttentionBackward,
+} from "../../src/nn/softmax_self_attention.ts";
+import {
   softmaxSelfAttentionBackwardReference,
   softmaxSelfAttentionReference,
-} from "../../src/nn/softmax_self_attention.ts";
+} from "../../src/nn/softmax_self_attention_reference.ts";
 import { createKvCache } from "../../src/ops/kv_cache_attention.ts";
 import { assertCloseScaled, randomArray, withGpu } from "../_util.ts";
 import { numericGradient } from "../ops/_gradcheck.ts";

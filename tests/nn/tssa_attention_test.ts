@@ -1,10 +1,9 @@
 import assert from "node:assert/strict";
+import { tssaAttention, tssaAttentionBackward } from "../../src/nn/tssa_attention.ts";
 import {
-  tssaAttention,
-  tssaAttentionBackward,
   tssaAttentionBackwardReference,
   tssaAttentionReference,
-} from "../../src/nn/tssa_attention.ts";
+} from "../../src/nn/tssa_attention_reference.ts";
 import { assertCloseScaled, withGpu } from "../_util.ts";
 import { gpuParams, gradNames, hostParams, OPS, TSSA_CASE, value } from "./_modules.ts";
 

@@ -1,10 +1,11 @@
 import assert from "node:assert/strict";
-import { causalTssa, causalTssaReference } from "../../src/ops/causal_tssa.ts";
-import type { CausalTssaDims } from "../../src/ops/causal_tssa.ts";
+import { causalTssa } from "../../src/ops/causal_tssa.ts";
+import { causalTssaBackward } from "../../src/ops/causal_tssa_backward.ts";
 import {
-  causalTssaBackward,
   causalTssaBackwardReference,
-} from "../../src/ops/causal_tssa_backward.ts";
+  causalTssaReference,
+} from "../../src/ops/causal_tssa_reference.ts";
+import type { CausalTssaDims } from "../../src/ops/causal_tssa_reference.ts";
 import { assertClose, assertCloseScaled, randomArray, withGpu } from "../_util.ts";
 import { numericGradient } from "./_gradcheck.ts";
 

@@ -6,11 +6,14 @@
  */
 
 import assert from "node:assert/strict";
-import { causalTssa, causalTssaReference } from "../../src/ops/causal_tssa.ts";
+import { causalTssa } from "../../src/ops/causal_tssa.ts";
 import {
-  causalTssaStep,
+  causalTssaReference,
   causalTssaStepReference,
   createCausalTssaHostState,
+} from "../../src/ops/causal_tssa_reference.ts";
+import {
+  causalTssaStep,
   createCausalTssaState,
   destroyCausalTssaState,
   resetCausalTssaState,

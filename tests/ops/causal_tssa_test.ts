@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { causalTssa, causalTssaReference } from "../../src/ops/causal_tssa.ts";
+import { causalTssa } from "../../src/ops/causal_tssa.ts";
+import { causalTssaReference } from "../../src/ops/causal_tssa_reference.ts";
 import type { Gpu } from "../../src/gpu/runtime.ts";
 import type { TssaOptions } from "../../src/ops/_tssa_blocks.ts";
 import { assertClose, randomArray, withGpu } from "../_util.ts";

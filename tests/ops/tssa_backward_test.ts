@@ -1,7 +1,9 @@
 import assert from "node:assert/strict";
-import { tssa, tssaReference } from "../../src/ops/tssa.ts";
-import type { TssaDims, TssaSaves } from "../../src/ops/tssa.ts";
-import { tssaBackward, tssaBackwardReference } from "../../src/ops/tssa_backward.ts";
+import { tssa } from "../../src/ops/tssa.ts";
+import type { TssaSaves } from "../../src/ops/tssa.ts";
+import { tssaBackward } from "../../src/ops/tssa_backward.ts";
+import { tssaBackwardReference, tssaReference } from "../../src/ops/tssa_reference.ts";
+import type { TssaDims } from "../../src/ops/tssa_reference.ts";
 import type { Tensor } from "../../src/gpu/runtime.ts";
 import { assertClose, assertCloseScaled, randomArray, withGpu } from "../_util.ts";
 import { numericGradient } from "./_gradcheck.ts";

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { tssa, tssaReference } from "../../src/ops/tssa.ts";
+import { tssa } from "../../src/ops/tssa.ts";
+import { tssaReference } from "../../src/ops/tssa_reference.ts";
 import type { Gpu } from "../../src/gpu/runtime.ts";
 import type { TssaOptions } from "../../src/ops/_tssa_blocks.ts";
 import { assertClose, randomArray, withGpu } from "../_util.ts";

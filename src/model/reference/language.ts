@@ -20,8 +20,8 @@
 import type { LanguageConfig } from "../config.ts";
 import { addScaledInPlace, linear, param } from "./layers.ts";
 import type { Capture, Weights } from "./layers.ts";
-import { causalTssaAttentionReference } from "../../nn/causal_tssa_attention.ts";
-import { softmaxSelfAttentionReference } from "../../nn/softmax_self_attention.ts";
+import { causalTssaAttentionReference } from "../../nn/causal_tssa_attention_reference.ts";
+import { softmaxSelfAttentionReference } from "../../nn/softmax_self_attention_reference.ts";
 import { geluReference } from "../../ops/gelu_reference.ts";
 import { layerNormReference } from "../../ops/layer_norm_reference.ts";
 
@@ -66,8 +66,8 @@ function dims(layer: CausalAttentionLayer) {
 /**
  * Causal Token Statistics Self-Attention (`CausalSelfAttention_TSSA`) of one
  * sequence `T × C` (already normalised), returning `T × C` after `c_proj`:
- * the module's reference (`nn/causal_tssa_attention.ts`) on the weights of
- * `prefix`.
+ * the module's reference (`nn/causal_tssa_attention_reference.ts`) on the
+ * weights of `prefix`.
  *
  *     w = c_attn(x) split into heads;  S[t,k] = Σ_{s≤t} w[s,k]²  (clamped ≥ 1e-12)
  *     Pi[t,h]   = softmax over h of temp[h]·Σ_k (w[t,k]²/S[t,k] + denom_bias[h,t])
@@ -97,7 +97,7 @@ export function causalSelfAttentionTssa(
  * Causal multi-head softmax attention (nanoGPT's `CausalSelfAttention`) of
  * one sequence `T × C`: `c_attn [3C, C]` gives q, k, v (in that order, heads
  * side by side), scale `HS^-½`, each position attends to itself and the past
- * — the module's reference (`nn/softmax_self_attention.ts`).
+ * — the module's reference (`nn/softmax_self_attention_reference.ts`).
  *
  * @example
  * ```ts ignore

@@ -1,9 +1,11 @@
 /**
  * What the plain-TypeScript reference models share besides the ops: named
  * float64 weights, linear and the layer-scaled residual. The float64
- * reference of every other op (LayerNorm, GELU, softmax, attention, 2-D
- * convolution, BatchNorm, cross-entropy) lives beside that op, in
- * `src/ops/<op>_reference.ts`, and the models import it from there.
+ * reference of every other op (LayerNorm, GELU, softmax, attention, TSSA,
+ * causal TSSA, 2-D convolution, BatchNorm, cross-entropy) lives beside that
+ * op, in `src/ops/<op>_reference.ts`, and that of each attention module
+ * beside the module, in `src/nn/<module>_reference.ts`; the models import
+ * them from there.
  * Everything is written for clarity, not speed.
  *
  * Layout conventions (dimension names as in the models): activations are

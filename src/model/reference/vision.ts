@@ -35,8 +35,8 @@ import { BATCH_NORM_EPS, batchNormReference } from "../../ops/batch_norm_referen
 import { geluReference } from "../../ops/gelu_reference.ts";
 import { layerNormReference } from "../../ops/layer_norm_reference.ts";
 import { attentionReference } from "../../ops/attention_reference.ts";
-import { tssaAttentionReference } from "../../nn/tssa_attention.ts";
-import { softmaxSelfAttentionReference } from "../../nn/softmax_self_attention.ts";
+import { tssaAttentionReference } from "../../nn/tssa_attention_reference.ts";
+import { softmaxSelfAttentionReference } from "../../nn/softmax_self_attention_reference.ts";
 
 /** Options of {@linkcode visionForwardReference}. */
 export interface VisionForwardOptions {
@@ -131,7 +131,8 @@ function projections(layer: AttentionLayer, inName: string, outName: string, inF
 /**
  * Token Statistics Self-Attention (`AttentionTSSA`) of one image's tokens
  * `N × D` (already normalised), returning `N × D` after `to_out`: the
- * module's reference (`nn/tssa_attention.ts`) on the weights of `prefix`.
+ * module's reference (`nn/tssa_attention_reference.ts`) on the weights of
+ * `prefix`.
  *
  * @example
  * ```ts ignore
@@ -152,7 +153,7 @@ export function attentionTssa(x: Float64Array, layer: AttentionLayer): Float64Ar
 /**
  * Multi-head softmax attention (timm-style `Attention`, the ViT twin) of one
  * image's tokens `N × D`: `qkv [3D, D]` laid out `(3, NH, HS)`, scale `HS^-½`,
- * then `proj` — the module's reference (`nn/softmax_self_attention.ts`).
+ * then `proj` — the module's reference (`nn/softmax_self_attention_reference.ts`).
  *
  * @example
  * ```ts ignore

@@ -43,12 +43,15 @@ import {
   softmaxAttentionBackwardReference,
 } from "../../ops/attention_reference.ts";
 import { crossEntropyBackwardReference } from "../../ops/cross_entropy_reference.ts";
-import { tssaAttentionBackwardReference, tssaAttentionReference } from "../../nn/tssa_attention.ts";
-import type { TssaAttentionParamsReference } from "../../nn/tssa_attention.ts";
+import {
+  tssaAttentionBackwardReference,
+  tssaAttentionReference,
+} from "../../nn/tssa_attention_reference.ts";
+import type { TssaAttentionParamsReference } from "../../nn/tssa_attention_reference.ts";
 import {
   softmaxSelfAttentionBackwardReference,
   softmaxSelfAttentionReference,
-} from "../../nn/softmax_self_attention.ts";
+} from "../../nn/softmax_self_attention_reference.ts";
 
 /** Class attention: only the class token (token 0) queries. */
 const CLASS_TOKEN = { classToken: true };
