@@ -19,6 +19,8 @@ import { describeAdapter, requestAdapter, requestDevice } from "./device.ts";
 import type { AdapterDescription } from "./device.ts";
 import { renderKernel } from "./render.ts";
 import type { RenderedKernel, SlotValue } from "./render.ts";
+import { BindGroupCache } from "./bind_groups.ts";
+import type { BindGroupStats, BufferEntry } from "./bind_groups.ts";
 
 /** Element types a {@linkcode Tensor} can hold on the GPU. */
 export type DType = "f32" | "u32" | "i32";
@@ -99,6 +101,18 @@ export interface MemoryStats {
   liveBytes: number;
   peakBytes: number;
   liveBuffers: number;
+}
+
+/** Host round trips and bind-group reuse of one runtime (see {@linkcode Gpu.counters}). */
+export interface GpuCounters {
+  /**
+   * Blocking host waits: every `mapAsync` (reads, timings) and
+   * `onSubmittedWorkDone` (syncs) this runtime started. Each costs ≥ 10 ms
+   * in Deno and drains the queue (see PERF.md, "Host round trips").
+   */
+  waits: number;
+  /** Bind groups reused, made, and held ({@linkcode BindGroupCache}). */
+  bindGroups: BindGroupStats;
 }
 
 /** One timed region, measured with timestamp queries. */
@@ -251,6 +265,8 @@ export class Gpu implements TensorOwner {
   #timedLabels: string[] = [];
   #pendingTimings: Promise<Timing[]>[] = [];
   #pendingDestroy: GPUBuffer[] = [];
+  #bindGroups: BindGroupCache;
+  #waits = 0;
   /** Allocation scopes: the innermost non-null arena serves {@linkcode empty}. */
   #arenas: (Allocator | null)[] = [];
 
@@ -271,6 +287,7 @@ export class Gpu implements TensorOwner {
       size: UNIFORM_SLOT * UNIFORM_SLOTS,
       usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
     });
+    this.#bindGroups = new BindGroupCache(device);
     device.addEventListener("uncapturederror", (event) => {
       const err = (event as GPUUncapturedErrorEvent).error;
       this.#fail(new Error(`WebGPU error: ${err.message.trim()}`));
@@ -417,6 +434,8 @@ export class Gpu implements TensorOwner {
   _release(t: Tensor): void {
     if (!this.#live.delete(t)) return;
     this.#liveBytes -= t.buffer.size;
+    // A destroyed buffer is never bound again, from the cache or otherwise.
+    this.#bindGroups.forget(t.buffer);
     // Recorded but unsubmitted commands may still use the buffer: destroy it
     // right after the next submit (WebGPU then waits for that work itself).
     if (this.#encoder) this.#pendingDestroy.push(t.buffer);
@@ -530,16 +549,22 @@ export class Gpu implements TensorOwner {
     this.#pass = null;
   }
 
-  /** Record one dispatch into the current batch. */
+  /**
+   * Record one dispatch into the current batch. Its bind group comes from
+   * the runtime's cache when the same pipeline bound the same buffer ranges
+   * and uniform slot before (a steady-state step reuses all of them).
+   */
   dispatch(kernel: Kernel, options: DispatchOptions): void {
     if (this.#uniformsUsed >= UNIFORM_SLOTS) this.flush();
-    const entries: GPUBindGroupEntry[] = [];
+    const entries: BufferEntry[] = [];
     if (options.params && options.params.length > 0) {
       const slot = this.#uniformsUsed++;
       writeParams(this.#uniformHost, slot * UNIFORM_SLOT, options.params, kernel.name);
       entries.push({
         binding: 0,
-        resource: { buffer: this.#uniforms, offset: slot * UNIFORM_SLOT, size: UNIFORM_SLOT },
+        buffer: this.#uniforms,
+        offset: slot * UNIFORM_SLOT,
+        size: UNIFORM_SLOT,
       });
     }
     this.onDispatch?.(kernel);
@@ -557,18 +582,16 @@ export class Gpu implements TensorOwner {
       }
       entries.push({
         binding: i + 1,
-        resource: { buffer: range.tensor.buffer, offset: range.offset, size: range.size },
+        buffer: range.tensor.buffer,
+        offset: range.offset,
+        size: range.size,
       });
-    });
-    const bindGroup = this.device.createBindGroup({
-      label: kernel.name,
-      layout: kernel.pipeline.getBindGroupLayout(0),
-      entries,
     });
     const grid = typeof options.workgroups === "number"
       ? foldWorkgroups(options.workgroups, this.limits.maxComputeWorkgroupsPerDimension)
       : options.workgroups;
     if (grid[0] * grid[1] * grid[2] === 0) return;
+    const bindGroup = this.#bindGroups.get(kernel.pipeline, kernel.name, entries);
     const pass = this.#currentPass();
     pass.setPipeline(kernel.pipeline);
     pass.setBindGroup(0, bindGroup);
@@ -602,11 +625,17 @@ export class Gpu implements TensorOwner {
   }
 
   /**
-   * Run `fn` and wait for its GPU work inside validation and out-of-memory
-   * error scopes, so a failure (an allocation too large for the device, say)
+   * Run `fn` (which records and may submit GPU work) inside validation and
+   * out-of-memory error scopes, submit what it recorded, and reject with the
+   * first error either scope caught. Nothing waits for the GPU: WebGPU
+   * reports these errors when the work is recorded, so popping the scopes is
+   * immediate. A failure (an allocation too large for the device, say)
    * rejects this call instead of poisoning the runtime.
+   *
+   * @throws {RangeError} "GPU out of memory: …" for an out-of-memory error
+   * @throws {Error} "WebGPU error: …" for a validation error
    */
-  async scoped<T>(fn: () => Promise<T>): Promise<T> {
+  async captureErrors<T>(fn: () => Promise<T>): Promise<T> {
     this.flush();
     this.device.pushErrorScope("out-of-memory");
     this.device.pushErrorScope("validation");
@@ -625,13 +654,24 @@ export class Gpu implements TensorOwner {
     if (oom) throw new RangeError(`GPU out of memory: ${firstLine(oom.message)}`);
     if (validation) throw new Error(`WebGPU error: ${firstLine(validation.message)}`);
     if (failed) throw thrown;
-    await this.device.queue.onSubmittedWorkDone();
     return result as T;
+  }
+
+  /**
+   * {@linkcode captureErrors}, then wait until the GPU has finished the
+   * work (one host wait).
+   */
+  async scoped<T>(fn: () => Promise<T>): Promise<T> {
+    const result = await this.captureErrors(fn);
+    this.#waits++;
+    await this.device.queue.onSubmittedWorkDone();
+    return result;
   }
 
   /** Submit and wait until the GPU has finished all work. */
   async sync(): Promise<void> {
     this.flush();
+    this.#waits++;
     await this.device.queue.onSubmittedWorkDone();
     await nextTask();
     this.checkError();
@@ -650,19 +690,63 @@ export class Gpu implements TensorOwner {
     this.#currentEncoder().copyBufferToBuffer(t.buffer, byteOffset, staging, 0, size);
     this.flush();
     try {
+      this.#waits++;
       await staging.mapAsync(GPUMapMode.READ);
       await nextTask();
       this.checkError();
       const copy = staging.getMappedRange().slice(0, byteSize);
       staging.unmap();
-      return t.dtype === "f32"
-        ? new Float32Array(copy)
-        : t.dtype === "i32"
-        ? new Int32Array(copy)
-        : new Uint32Array(copy);
+      return hostArray(t.dtype, copy);
     } finally {
       staging.destroy();
     }
+  }
+
+  /**
+   * Read several tensors back under one host wait: their bytes are copied
+   * into one staging buffer, mapped once. The map starts when this is called
+   * (Deno blocks there until the queued work is done), so a caller may record
+   * and submit more work before awaiting the result: the GPU then runs it
+   * during the ≥ 10 ms the map takes to resolve.
+   */
+  readMany(tensors: readonly Tensor[]): Promise<HostArray[]> {
+    for (const t of tensors) if (t.destroyed) throw new Error("read of a destroyed tensor");
+    const offsets: number[] = [];
+    let size = 0;
+    for (const t of tensors) {
+      offsets.push(size);
+      size += Math.max(4, Math.ceil(t.byteSize / 4) * 4);
+    }
+    if (tensors.length === 0) return Promise.resolve([]);
+    const staging = this.device.createBuffer({
+      label: "tost.readback",
+      size,
+      usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+    });
+    this.#endPass();
+    const encoder = this.#currentEncoder();
+    tensors.forEach((t, i) => {
+      const bytes = Math.max(4, Math.ceil(t.byteSize / 4) * 4);
+      encoder.copyBufferToBuffer(t.buffer, 0, staging, offsets[i], Math.min(bytes, t.buffer.size));
+    });
+    this.flush();
+    this.#waits++;
+    const mapped = staging.mapAsync(GPUMapMode.READ);
+    return (async () => {
+      try {
+        await mapped;
+        await nextTask();
+        this.checkError();
+        const all = staging.getMappedRange();
+        const out = tensors.map((t, i) =>
+          hostArray(t.dtype, all.slice(offsets[i], offsets[i] + t.byteSize))
+        );
+        staging.unmap();
+        return out;
+      } finally {
+        staging.destroy();
+      }
+    })();
   }
 
   // ----------------------------------------------------------------- timing
@@ -730,6 +814,7 @@ export class Gpu implements TensorOwner {
     encoder.resolveQuerySet(this.#querySet, 0, 2 * labels.length, this.#queryResolve, 0);
     encoder.copyBufferToBuffer(this.#queryResolve, 0, staging, 0, bytes);
     this.flush();
+    this.#waits++;
     this.#pendingTimings.push(
       staging.mapAsync(GPUMapMode.READ).then(() => {
         const ts = new BigUint64Array(staging.getMappedRange().slice(0));
@@ -753,12 +838,23 @@ export class Gpu implements TensorOwner {
     return out;
   }
 
+  /** Host waits and bind-group reuse so far (for tests and benchmarks). */
+  counters(): GpuCounters {
+    return { waits: this.#waits, bindGroups: this.#bindGroups.stats };
+  }
+
+  /** Whether a cached bind group binds `t`'s buffer (for tests). @internal */
+  _bindGroupCached(t: Tensor): boolean {
+    return this.#bindGroups.binds(t.buffer);
+  }
+
   /** Free every tensor and the device. */
   destroy(): void {
     if (this.#destroyed) return;
     for (const t of [...this.#live]) t.destroy();
     for (const b of this.#pendingDestroy) b.destroy();
     this.#pendingDestroy = [];
+    this.#bindGroups.clear();
     this.#destroyed = true;
     this.#uniforms.destroy();
     this.#querySet?.destroy();
@@ -795,6 +891,15 @@ function writeParams(
       view.setUint32(i * 4, p, true);
     }
   });
+}
+
+/** The typed array of a dtype over `bytes`. */
+function hostArray(dtype: DType, bytes: ArrayBuffer): HostArray {
+  return dtype === "f32"
+    ? new Float32Array(bytes)
+    : dtype === "i32"
+    ? new Int32Array(bytes)
+    : new Uint32Array(bytes);
 }
 
 /** Yield one macrotask: Deno delivers `uncapturederror` events as tasks. */
