@@ -10,6 +10,10 @@
 //   p    −= (lr / bc1) · m / (sqrt(v) / sqrt(bc2) + eps)
 //   grad  = 0
 //
+// Nothing but the gradient's reset happens once the halt word (word 0 of the
+// training stats, see train_stats.wgsl) names a step whose loss or gradient
+// norm was not finite: the parameters and moments keep their last good values.
+//
 // bc1 = 1 − β1^t and bc2 = 1 − β2^t are computed on the host in float64.
 
 {{include grid}}
@@ -33,6 +37,7 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> m: array<f32>;
 @group(0) @binding(4) var<storage, read_write> v: array<f32>;
 @group(0) @binding(5) var<storage, read> norm_sq: array<f32>;
+@group(0) @binding(6) var<storage, read> halt: array<u32>;
 
 @compute @workgroup_size({{workgroupSize}})
 fn main(
@@ -42,6 +47,10 @@ fn main(
 ) {
   let i = flat_workgroup(wid, nwg) * {{workgroupSize}}u + lid;
   if (i >= p.n) {
+    return;
+  }
+  if (halt[0] != 0u) {
+    grad[i] = 0.0;
     return;
   }
   var scale = p.grad_scale;

@@ -1,13 +1,17 @@
 /**
  * `tost bench --train`: steady-state training throughput of a preset's (or a
  * config's) model through the training code itself — a fresh
- * {@linkcode TrainTask} (`createLanguageTask` / `createVisionTask`) and
- * {@linkcode optimizerStep}, as the training loop runs them — giving the
- * `op: "train"` records the PyTorch peer (`bench/peer/peer.py --train`)
- * writes for the same model and batch.
+ * {@linkcode TrainTask} (`createLanguageTask` / `createVisionTask`) and a
+ * {@linkcode StepPipeline}, as the training loop runs them (steps recorded
+ * back to back, their statistics read once per `log_interval` steps) —
+ * giving the `op: "train"` records the PyTorch peer
+ * (`bench/peer/peer.py --train`) writes for the same model and batch.
  *
- * The learning rate stays at the peak `learning_rate` (the schedule does not
- * change the cost of a step); no evaluation, checkpoint or log is written.
+ * The timed region starts on an idle GPU and ends with the read of the last
+ * step's statistics, which returns only once every step's work is done, so
+ * no work is left outside it. The learning rate stays at the peak
+ * `learning_rate` (the schedule does not change the cost of a step); no
+ * evaluation, checkpoint or log is written.
  *
  * @module
  */
@@ -20,7 +24,8 @@ import { createLanguageTask } from "../train/language_task.ts";
 import { isVision } from "../train/loop.ts";
 import { modelConfig, visionModelConfig } from "../train/presets.ts";
 import type { TrainSettings } from "../train/presets.ts";
-import { optimizerStep } from "../train/step.ts";
+import { NonFiniteError, StepPipeline } from "../train/step.ts";
+import type { StepStats } from "../train/step.ts";
 import type { TrainTask } from "../train/task.ts";
 import { createVisionTask } from "../train/vision_task.ts";
 
@@ -55,6 +60,16 @@ export interface TrainRecord {
   images_per_s?: number | null;
   /** Loss of the last step (a sanity check: about ln(vocabulary) at the start). */
   loss: number | null;
+  /** Blocking host waits per timed step (reads of the step statistics: 1 / log_interval). */
+  waits_per_step: number | null;
+  /**
+   * Host time to record one step (its dispatches and uploads), not counting
+   * the time blocked in `queue.submit` behind the previous step's work; mean
+   * over the timed steps.
+   */
+  record_ms: number | null;
+  /** Share of the timed steps' dispatches whose bind group came from the cache. */
+  bind_group_hit_rate: number | null;
   optimizer: {
     learning_rate: number;
     weight_decay: number;
@@ -95,8 +110,10 @@ async function freshTask(gpu: Gpu, s: TrainSettings, dataset?: TextDataset): Pro
 
 /**
  * Build a fresh model for the settings, run `warmup` optimizer steps, then
- * time `steps` more between two full device syncs. A failure (non-finite
- * loss, out of memory) gives a record with `status: "failed"`.
+ * time `steps` more, pipelined as the training loop runs them, from an idle
+ * GPU to the read of the last step's statistics (so all their work is
+ * inside). A failure (non-finite loss, out of memory) gives a record with
+ * `status: "failed"`.
  */
 export async function runTrainBench(
   gpu: Gpu,
@@ -126,6 +143,9 @@ export async function runTrainBench(
     gpu_ms: null,
     [vision ? "images_per_s" : "tokens_per_s"]: null,
     loss: null,
+    waits_per_step: null,
+    record_ms: null,
+    bind_group_hit_rate: null,
     optimizer: {
       learning_rate: s.learning_rate,
       weight_decay: s.weight_decay,
@@ -141,36 +161,68 @@ export async function runTrainBench(
   };
   const task = await freshTask(gpu, s, options.dataset);
   if (task.config.family === "language") record.vocab_size = task.config.vocab_size;
-  const normSq = gpu.empty([1], "f32", "bench.train.normSq");
+  const interval = Math.max(1, s.log_interval);
+  const steps = new StepPipeline(gpu, {
+    optimized: task.optimized,
+    settings: s,
+    capacity: interval,
+  });
   try {
     let step = 0;
-    const once = async () => {
-      const stats = await optimizerStep(gpu, {
-        optimized: task.optimized,
-        normSq,
-        settings: s,
-        lr: s.learning_rate,
-        step: ++step,
-        arena: task.arena,
-        micro: () => task.micro(),
-      });
-      record.loss = stats.loss;
+    let recordMs = 0;
+    let inFlight: Promise<StepStats[]> | null = null;
+    const take = async (pending: Promise<StepStats[]>) => {
+      for (const st of await pending) {
+        if (!st.finite) throw new NonFiniteError(st);
+        record.loss = st.loss;
+      }
     };
-    for (let i = 0; i < options.warmup; i++) await once();
+    // As the training loop runs: record a step, then take the read in flight
+    // (issued after the step before), and issue a read every `interval` steps.
+    const run = async (n: number) => {
+      for (let i = 0; i < n; i++) {
+        const t = performance.now();
+        const blocked = gpu.counters().submitMs;
+        await steps.record({
+          lr: s.learning_rate,
+          step: ++step,
+          arena: task.arena,
+          micro: () => task.micro(),
+        });
+        recordMs += performance.now() - t - (gpu.counters().submitMs - blocked);
+        if (inFlight) {
+          await take(inFlight);
+          inFlight = null;
+        }
+        if ((i + 1) % interval === 0) inFlight = steps.read();
+      }
+      if (inFlight) await take(inFlight);
+      inFlight = null;
+      // The last step's statistics: done only once all of its work is.
+      await take(steps.read());
+    };
+    await run(options.warmup);
     await gpu.sync();
+    const before = gpu.counters();
+    recordMs = 0;
     const t0 = performance.now();
-    for (let i = 0; i < options.steps; i++) await once();
-    await gpu.sync();
+    await run(options.steps);
     const ms = (performance.now() - t0) / options.steps;
+    const after = gpu.counters();
     const items = task.itemsPerMicro * s.gradient_accumulation_steps;
     record.step_ms = ms;
     record.wall_ms = ms;
     record[vision ? "images_per_s" : "tokens_per_s"] = (items * 1000) / ms;
+    record.waits_per_step = (after.waits - before.waits) / options.steps;
+    record.record_ms = recordMs / options.steps;
+    const hits = after.bindGroups.hits - before.bindGroups.hits;
+    const made = after.bindGroups.misses - before.bindGroups.misses;
+    record.bind_group_hit_rate = hits + made > 0 ? hits / (hits + made) : null;
   } catch (err) {
     record.status = "failed";
     record.error = err instanceof Error ? err.message : String(err);
   } finally {
-    normSq.destroy();
+    steps.destroy();
     task.destroy();
   }
   return record;

@@ -181,7 +181,8 @@ function describeTrain(r: TrainRecord): string {
     `batch ${r.batch_size}): ` +
     (r.status === "ok"
       ? `${r.step_ms!.toFixed(1)} ms/step, ${rate!.toFixed(0)} ${r.unit}/s over ${r.steps} ` +
-        `steps (loss ${r.loss?.toFixed(3)})`
+        `steps (loss ${r.loss?.toFixed(3)}; ${r.waits_per_step?.toFixed(2)} host waits/step, ` +
+        `${r.record_ms?.toFixed(1)} ms to record a step)`
       : `failed: ${r.error}`);
 }
 

@@ -349,9 +349,16 @@ refused, and the lock of a run that died is taken over with a note.
 run's own settings: the same flags may be given again (the same command plus --resume
 works), a different value is refused; only --max-iters may change.
 
+Steps run back to back on the GPU: the host never waits for a step before recording the
+next. Their losses and gradient norms are read back once per log_interval steps, so the
+progress bar and the log show them up to log_interval steps late (evaluations and
+checkpoints wait for every step before them).
+
 Ctrl-C stops after the current step, saves last.safetensors, reports the last training
 loss and exits 130; a second Ctrl-C quits at once (the last checkpoint stays valid). A NaN
-loss or a GPU failure stops the run with the last good checkpoint kept (exit 1). The data
+loss is caught on the GPU, which updates nothing from that step on; the run stops when it
+reads the step back, naming it, with the last good checkpoint kept (exit 1), as it does
+on a GPU failure. The data
 is checked before anything starts: a missing, empty, binary or too short --data file, or
 text given to a vision preset, is refused (exit 2) and nothing is written.
 

@@ -111,6 +111,13 @@ export interface GpuCounters {
    * in Deno and drains the queue (see PERF.md, "Host round trips").
    */
   waits: number;
+  /**
+   * Milliseconds the host spent inside `queue.submit`. With Deno on
+   * lavapipe a submit blocks until the GPU is (nearly) through the work
+   * submitted before it, so one submission runs while the next is recorded;
+   * this is that blocked time, not recording.
+   */
+  submitMs: number;
   /** Bind groups reused, made, and held ({@linkcode BindGroupCache}). */
   bindGroups: BindGroupStats;
 }
@@ -267,6 +274,7 @@ export class Gpu implements TensorOwner {
   #pendingDestroy: GPUBuffer[] = [];
   #bindGroups: BindGroupCache;
   #waits = 0;
+  #submitMs = 0;
   /** Allocation scopes: the innermost non-null arena serves {@linkcode empty}. */
   #arenas: (Allocator | null)[] = [];
 
@@ -617,7 +625,10 @@ export class Gpu implements TensorOwner {
         this.#uniformsUsed * UNIFORM_SLOT,
       );
     }
-    this.device.queue.submit([this.#encoder.finish()]);
+    const commands = this.#encoder.finish();
+    const t0 = performance.now();
+    this.device.queue.submit([commands]);
+    this.#submitMs += performance.now() - t0;
     this.#encoder = null;
     this.#uniformsUsed = 0;
     for (const b of this.#pendingDestroy) b.destroy();
@@ -704,47 +715,61 @@ export class Gpu implements TensorOwner {
 
   /**
    * Read several tensors back under one host wait: their bytes are copied
-   * into one staging buffer, mapped once. The map starts when this is called
-   * (Deno blocks there until the queued work is done), so a caller may record
-   * and submit more work before awaiting the result: the GPU then runs it
-   * during the ≥ 10 ms the map takes to resolve.
+   * into one staging buffer (more when they exceed the device's buffer
+   * size), mapped once. The map starts when this is called (Deno blocks
+   * there until the queued work is done), so a caller may record and submit
+   * more work before awaiting the result: the GPU then runs it during the
+   * ≥ 10 ms the map takes to resolve.
    */
   readMany(tensors: readonly Tensor[]): Promise<HostArray[]> {
     for (const t of tensors) if (t.destroyed) throw new Error("read of a destroyed tensor");
-    const offsets: number[] = [];
-    let size = 0;
-    for (const t of tensors) {
-      offsets.push(size);
-      size += Math.max(4, Math.ceil(t.byteSize / 4) * 4);
-    }
     if (tensors.length === 0) return Promise.resolve([]);
-    const staging = this.device.createBuffer({
-      label: "tost.readback",
-      size,
-      usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
-    });
+    // Group the tensors into staging buffers of at most maxBufferSize bytes.
+    const groups: { tensors: Tensor[]; offsets: number[]; size: number }[] = [];
+    for (const t of tensors) {
+      const bytes = Math.max(4, Math.ceil(t.byteSize / 4) * 4);
+      let g = groups.at(-1);
+      if (!g || g.size + bytes > this.limits.maxBufferSize) {
+        groups.push(g = { tensors: [], offsets: [], size: 0 });
+      }
+      g.tensors.push(t);
+      g.offsets.push(g.size);
+      g.size += bytes;
+    }
     this.#endPass();
     const encoder = this.#currentEncoder();
-    tensors.forEach((t, i) => {
-      const bytes = Math.max(4, Math.ceil(t.byteSize / 4) * 4);
-      encoder.copyBufferToBuffer(t.buffer, 0, staging, offsets[i], Math.min(bytes, t.buffer.size));
+    const staged = groups.map((g) => {
+      const staging = this.device.createBuffer({
+        label: "tost.readback",
+        size: g.size,
+        usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+      });
+      g.tensors.forEach((t, i) => {
+        const bytes = Math.max(4, Math.ceil(t.byteSize / 4) * 4);
+        encoder.copyBufferToBuffer(t.buffer, 0, staging, g.offsets[i], bytes);
+      });
+      return staging;
     });
     this.flush();
-    this.#waits++;
-    const mapped = staging.mapAsync(GPUMapMode.READ);
+    const mapped = staged.map((staging) => {
+      this.#waits++;
+      return staging.mapAsync(GPUMapMode.READ);
+    });
     return (async () => {
       try {
-        await mapped;
+        await Promise.all(mapped);
         await nextTask();
         this.checkError();
-        const all = staging.getMappedRange();
-        const out = tensors.map((t, i) =>
-          hostArray(t.dtype, all.slice(offsets[i], offsets[i] + t.byteSize))
-        );
-        staging.unmap();
-        return out;
+        return groups.flatMap((g, j) => {
+          const all = staged[j].getMappedRange();
+          const out = g.tensors.map((t, i) =>
+            hostArray(t.dtype, all.slice(g.offsets[i], g.offsets[i] + t.byteSize))
+          );
+          staged[j].unmap();
+          return out;
+        });
       } finally {
-        staging.destroy();
+        for (const staging of staged) staging.destroy();
       }
     })();
   }
@@ -840,7 +865,7 @@ export class Gpu implements TensorOwner {
 
   /** Host waits and bind-group reuse so far (for tests and benchmarks). */
   counters(): GpuCounters {
-    return { waits: this.#waits, bindGroups: this.#bindGroups.stats };
+    return { waits: this.#waits, submitMs: this.#submitMs, bindGroups: this.#bindGroups.stats };
   }
 
   /** Whether a cached bind group binds `t`'s buffer (for tests). @internal */

@@ -8,7 +8,9 @@
  * global-norm clipping (reading the squared norm `clip.ts` left on the GPU)
  * and the 1/micro-steps scale of gradient accumulation, and zeroes the
  * gradient for the next step, so the training loop never zeroes gradients
- * itself.
+ * itself. It updates nothing once the halt word on the GPU names a
+ * non-finite step (`step.ts`), so a diverging run keeps its last good
+ * parameters without the host looking at any loss.
  *
  * @module
  */
@@ -53,6 +55,11 @@ export interface AdamWStep extends AdamWOptions {
   maxNorm: number;
   /** f32 `[1]` holding Σ grad² of the accumulated (unscaled) gradients. */
   normSq: Tensor;
+  /**
+   * u32 tensor whose first word, when not 0, skips the update (gradients
+   * are still zeroed): the training stats' halt word (`step.ts`).
+   */
+  halt: Tensor;
 }
 
 /**
@@ -99,7 +106,7 @@ export function checkAdamW(o: AdamWOptions): void {
  * ```ts ignore
  * await gradNormSquared(gpu, params.map((p) => p.grad), normSq);
  * await adamwStep(gpu, params, { lr, step, beta1: 0.9, beta2: 0.95, eps: 1e-8,
- *   weightDecay: 0.1, gradScale: 1, maxNorm: 1, normSq });
+ *   weightDecay: 0.1, gradScale: 1, maxNorm: 1, normSq, halt });
  * ```
  */
 export async function adamwStep(
@@ -110,6 +117,9 @@ export async function adamwStep(
   checkAdamW(s);
   if (!Number.isInteger(s.step) || s.step < 1) {
     throw new RangeError(`AdamW step count must be an integer ≥ 1, got ${s.step}`);
+  }
+  if (s.halt.dtype !== "u32" || s.halt.numel < 1) {
+    throw new TypeError(`AdamW: halt must be a non-empty u32 tensor, got ${s.halt.dtype}`);
   }
   const kernel = await gpu.kernel("adamw", adamwWgsl, { workgroupSize: WORKGROUP_SIZE });
   const bc1 = 1 - s.beta1 ** s.step;
@@ -123,7 +133,7 @@ export async function adamwStep(
     gpu.assertBindable(`AdamW "${p.name}"`, p.param.byteSize);
     const n = p.param.numel;
     gpu.dispatch(kernel, {
-      bindings: [p.param, p.grad, p.m, p.v, s.normSq],
+      bindings: [p.param, p.grad, p.m, p.v, s.normSq, s.halt],
       params: [
         n,
         f32(s.lr),
@@ -167,7 +177,7 @@ export interface AdamWStateReference {
  */
 export function adamwStepReference(
   states: readonly AdamWStateReference[],
-  s: Omit<AdamWStep, "normSq">,
+  s: Omit<AdamWStep, "normSq" | "halt">,
 ): void {
   let sq = 0;
   for (const st of states) for (let i = 0; i < st.grad.length; i++) sq += st.grad[i] ** 2;

@@ -93,11 +93,13 @@ export async function saveTrainingCheckpoint<S>(
   info: CheckpointInfo<S>,
   extra: ExtraTensors = {},
 ): Promise<void> {
-  // Start every read before awaiting any: one wait for all of them.
-  const reads = params.flatMap((p) => [gpu.read(p.param), gpu.read(p.m), gpu.read(p.v)]);
-  const extraReads = (extra.gpu ?? []).map(([, t]) => gpu.read(t));
-  const values = (await Promise.all(reads)) as Float32Array[];
-  const extraValues = (await Promise.all(extraReads)) as Float32Array[];
+  // One wait for all of them.
+  const all = (await gpu.readMany([
+    ...params.flatMap((p) => [p.param, p.m, p.v]),
+    ...(extra.gpu ?? []).map(([, t]) => t),
+  ])) as Float32Array[];
+  const values = all.slice(0, 3 * params.length);
+  const extraValues = all.slice(3 * params.length);
   const model: [string, StTensor][] = [];
   (extra.gpu ?? []).forEach(([name, t], i) => model.push([name, st(t.shape, extraValues[i])]));
   model.push(...(extra.host ?? []));

@@ -5,6 +5,15 @@
  * checkpoints, a metrics log, and clean stops (NaN, GPU failures, Ctrl-C)
  * that always leave the last good checkpoint and say how to resume.
  *
+ * Steps are recorded back to back (`step.ts`): the host waits for the GPU
+ * once per `log_interval` steps, to read that interval's losses and gradient
+ * norms, issued right after the interval's last step and awaited after the
+ * next step is submitted, so the GPU works through the wait. Events, the log
+ * and the curve get each step's values when they arrive (up to an interval
+ * late). Evaluations, checkpoints and the end of the run take every step's
+ * values first; a non-finite step (caught and skipped on the GPU) stops the
+ * run there.
+ *
  * Determinism: every kernel sums in a fixed order and the batch sampler's
  * state is saved, so a resumed run reproduces an uninterrupted one bit for bit.
  *
@@ -23,7 +32,8 @@ import { trimLog } from "./run_dir.ts";
 import { initialParameters } from "../model/init.ts";
 import { modelConfig, visionModelConfig } from "./presets.ts";
 import type { TrainSettings } from "./presets.ts";
-import { optimizerStep } from "./step.ts";
+import { NonFiniteError, StepPipeline } from "./step.ts";
+import type { StepStats } from "./step.ts";
 import { createLanguageTask } from "./language_task.ts";
 import { createVisionTask } from "./vision_task.ts";
 import type { TrainTask } from "./task.ts";
@@ -255,10 +265,80 @@ export async function train(
   let finalValStep: number | null = null;
   let trainLoss: number | null = null;
   let finalAccuracy: number | null = null;
-  const normSq = gpu.empty([1], "f32", "train.normSq");
+  let steps: StepPipeline;
+  try {
+    steps = new StepPipeline(gpu, {
+      optimized: task.optimized,
+      settings: s,
+      capacity: s.log_interval,
+    });
+  } catch (err) {
+    task.destroy();
+    throw err;
+  }
   const startedAt = performance.now();
   const startStep = progress.step;
-  let stepSeconds = 0;
+  /** Wall seconds spent on evaluations and checkpoints (not training). */
+  let asideSeconds = 0;
+  const trainSeconds = () => (performance.now() - startedAt) / 1000 - asideSeconds;
+  const itemsPerStep = task.itemsPerMicro * s.gradient_accumulation_steps;
+  const stopped = (step: number, err: unknown) => {
+    // The message carries the cause's; --verbose shows this stack.
+    const why = err instanceof Error ? err.message : String(err);
+    return new TrainingError(
+      `Training stopped at step ${step}: ${why}; ${resumeHint(options.out, savedStep)}`,
+    );
+  };
+  /** The read of step statistics in flight (at most one: one wait per log interval). */
+  let inFlight: Promise<StepStats[]> | null = null;
+  /** Report the steps of the read in flight, or stop at a non-finite one. */
+  const take = async () => {
+    const pending = inFlight!;
+    inFlight = null;
+    let stats: StepStats[];
+    try {
+      stats = await pending;
+    } catch (err) {
+      throw stopped(progress.step, err);
+    }
+    if (stats.length === 0) return;
+    const seconds = trainSeconds();
+    const done = stats[stats.length - 1].step - startStep;
+    const rate = (done * itemsPerStep) / seconds;
+    for (const st of stats) {
+      if (!st.finite) throw stopped(st.step, new NonFiniteError(st));
+      trainLoss = st.loss;
+      curve.push({ step: st.step, loss: st.loss, split: "train" });
+      emit({
+        kind: "step",
+        step: st.step,
+        loss: st.loss,
+        lr: st.lr,
+        gradNorm: st.gradNorm,
+        itemsPerSecond: rate,
+        elapsed: (performance.now() - startedAt) / 1000,
+        etaSeconds: ((s.max_iters - st.step) * seconds) / done,
+      });
+      if (st.step % s.log_interval === 0 || st.step === s.max_iters) {
+        await appendLog(paths.log, {
+          step: st.step,
+          loss: st.loss,
+          lr: st.lr,
+          grad_norm: st.gradNorm,
+          [`${task.unit}_per_second`]: rate,
+          [`${task.unit}_seen`]: progress.tokensSeen - (progress.step - st.step) * itemsPerStep,
+        });
+      }
+    }
+  };
+  /** Every recorded step's statistics on the host: before evaluations, checkpoints and the end. */
+  const settle = async () => {
+    if (inFlight) await take();
+    if (steps.unread > 0) {
+      inFlight = steps.read();
+      await take();
+    }
+  };
   const save = async (best: boolean) => {
     await saveTrainingCheckpoint(gpu, paths.last, task.optimized, info(), task.extraTensors());
     savedStep = progress.step;
@@ -271,6 +351,7 @@ export async function train(
   };
   const evalAndSave = async () => {
     const t0 = performance.now();
+    await settle();
     const { loss: valLoss, accuracy } = await task.evaluate();
     // The untrained model (step 0) is a baseline, never the best result.
     const best = progress.step > 0 &&
@@ -295,6 +376,7 @@ export async function train(
       best,
     });
     await save(best);
+    asideSeconds += (performance.now() - t0) / 1000;
   };
   try {
     emit({
@@ -309,7 +391,6 @@ export async function train(
       resumed,
     });
     let status: TrainResult["status"] = "finished";
-    const itemsPerStep = task.itemsPerMicro * s.gradient_accumulation_steps;
     while (true) {
       // A stop request first: Ctrl-C does not wait for an evaluation.
       if (
@@ -323,63 +404,33 @@ export async function train(
       // A resumed run does not evaluate again where its log already has the evaluation.
       if (evalDue && !(loggedAtStart && progress.step === startStep)) await evalAndSave();
       if (progress.step >= s.max_iters) break;
-      const t0 = performance.now();
       const lr = learningRate(progress.step, sched);
-      let loss: number;
-      let gradNorm: number;
       try {
-        ({ loss, gradNorm } = await optimizerStep(gpu, {
-          optimized: task.optimized,
-          normSq,
-          settings: s,
+        await steps.record({
           lr,
           step: progress.step + 1,
           arena: task.arena,
           micro: () => task.micro(),
-        }));
+        });
       } catch (err) {
-        // The message carries the cause's; --verbose shows this stack.
-        const why = err instanceof Error ? err.message : String(err);
-        throw new TrainingError(
-          `Training stopped at step ${progress.step + 1}: ${why}; ${
-            resumeHint(options.out, savedStep)
-          }`,
-        );
+        throw stopped(progress.step + 1, err);
       }
       progress.step++;
       progress.tokensSeen += itemsPerStep;
-      trainLoss = loss;
-      stepSeconds += (performance.now() - t0) / 1000;
-      curve.push({ step: progress.step, loss, split: "train" });
-      const done = progress.step - startStep;
-      const rate = (done * itemsPerStep) / stepSeconds;
-      emit({
-        kind: "step",
-        step: progress.step,
-        loss,
-        lr,
-        gradNorm,
-        itemsPerSecond: rate,
-        elapsed: (performance.now() - startedAt) / 1000,
-        etaSeconds: ((s.max_iters - progress.step) * stepSeconds) / done,
-      });
+      // The statistics of the interval before: read while this step runs.
+      if (inFlight) await take();
       if (progress.step % s.log_interval === 0 || progress.step === s.max_iters) {
-        await appendLog(paths.log, {
-          step: progress.step,
-          loss,
-          lr,
-          grad_norm: gradNorm,
-          [`${task.unit}_per_second`]: rate,
-          [`${task.unit}_seen`]: progress.tokensSeen,
-        });
+        inFlight = steps.read(); // the one wait of this interval starts here
       }
     }
+    await settle();
+    const trainedSeconds = trainSeconds();
     if (status === "interrupted" && savedStep !== progress.step) await save(false);
     await gpu.sync();
     const sample = status === "finished" && s.sample_tokens > 0
       ? await task.sample(s.sample_tokens, s.seed)
       : null;
-    const steps = progress.step - startStep;
+    const done = progress.step - startStep;
     return {
       settings: s,
       config: task.config,
@@ -391,7 +442,7 @@ export async function train(
       trainLoss,
       finalAccuracy,
       unit: task.unit,
-      itemsPerSecond: steps > 0 ? (steps * itemsPerStep) / stepSeconds : 0,
+      itemsPerSecond: done > 0 ? (done * itemsPerStep) / trainedSeconds : 0,
       seconds: (performance.now() - startedAt) / 1000,
       sample,
       curve,
@@ -399,7 +450,7 @@ export async function train(
       bestCheckpoint: progress.bestValLoss === null ? null : paths.best,
     };
   } finally {
-    normSq.destroy();
+    steps.destroy();
     task.destroy();
   }
 }

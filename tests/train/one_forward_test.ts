@@ -29,7 +29,7 @@ import { tokenizeText } from "../../src/train/data.ts";
 import { applySettings, presetSettings, visionModelConfig } from "../../src/train/presets.ts";
 import { createLanguageTask } from "../../src/train/language_task.ts";
 import { createVisionTask } from "../../src/train/vision_task.ts";
-import { optimizerStep } from "../../src/train/step.ts";
+import { StepPipeline } from "../../src/train/step.ts";
 import type { TrainTask } from "../../src/train/task.ts";
 
 /** The pipeline keys of the dispatches `fn` records, in order. */
@@ -165,23 +165,20 @@ function modelBuffers(task: TrainTask, extra: readonly Tensor[] = []): Set<GPUBu
 
 /** Two optimizer steps; the arena's buffer count after the first and the second. */
 async function twoSteps(gpu: Gpu, task: TrainTask, settings: { lr: number }) {
-  const normSq = gpu.empty([1]);
+  const steps = new StepPipeline(gpu, {
+    optimized: task.optimized,
+    settings: presetSettings("tiny"),
+    capacity: 2,
+  });
   const counts: number[] = [];
   try {
     for (const step of [1, 2]) {
-      await optimizerStep(gpu, {
-        optimized: task.optimized,
-        normSq,
-        settings: presetSettings("tiny"),
-        lr: settings.lr,
-        step,
-        arena: task.arena,
-        micro: () => task.micro(),
-      });
+      await steps.record({ lr: settings.lr, step, arena: task.arena, micro: () => task.micro() });
       counts.push(task.arena.stats.created);
     }
+    assert.ok((await steps.read()).every((st) => st.finite));
   } finally {
-    normSq.destroy();
+    steps.destroy();
   }
   return counts;
 }

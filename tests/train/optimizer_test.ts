@@ -53,6 +53,7 @@ Deno.test("AdamW with clipping and accumulation scale: 4 steps match the float64
       });
     });
     const normSq = gpu.empty([1]);
+    const halt = gpu.empty([1], "u32");
     // maxNorm 3 clips the large-gradient steps (scale 2) but not the small ones.
     const steps = [
       { scale: 2, gradScale: 0.5, lr: 1e-2 },
@@ -81,7 +82,7 @@ Deno.test("AdamW with clipping and accumulation scale: 4 steps match the float64
         gradScale: st.gradScale,
         maxNorm: 3,
       };
-      await adamwStep(gpu, params, { ...opts, normSq });
+      await adamwStep(gpu, params, { ...opts, normSq, halt });
       adamwStepReference(host, opts);
       for (const [i, p] of params.entries()) {
         assertClose(await gpu.read(p.param), host[i].param, { atol: 1e-6, rtol: 1e-5 }, p.name);
@@ -91,6 +92,26 @@ Deno.test("AdamW with clipping and accumulation scale: 4 steps match the float64
       }
     }
     assert.ok(clipped >= 1 && clipped < steps.length, `clipping was exercised (${clipped})`);
+    // A halt word (a non-finite step) leaves parameters and moments alone, zeroes gradients.
+    const before = await gpu.readMany(params.flatMap((p) => [p.param, p.m, p.v]));
+    gpu.write(halt, new Uint32Array([5]));
+    for (const p of params) gpu.write(p.grad, randomArray(p.param.numel, 7));
+    await gradNormSquared(gpu, params.map((p) => p.grad), normSq);
+    await adamwStep(gpu, params, {
+      lr: 1,
+      step: 5,
+      beta1: 0.9,
+      beta2: 0.95,
+      eps: 1e-8,
+      weightDecay: 0.1,
+      gradScale: 1,
+      maxNorm: 0,
+      normSq,
+      halt,
+    });
+    const after = await gpu.readMany(params.flatMap((p) => [p.param, p.m, p.v]));
+    for (const [i, a] of after.entries()) assert.deepEqual(a, before[i], `state ${i} untouched`);
+    for (const p of params) assert.ok((await gpu.read(p.grad)).every((g) => g === 0));
   });
 });
 
