@@ -10,7 +10,8 @@
  *
  * `<model>` is a tost safetensors file or a PyTorch checkpoint converted on
  * the fly. Each batch is one GPU submission; only logits (vision) or
- * per-token losses (language) are read back.
+ * per-token losses (language) are read back, collected on the GPU over many
+ * batches and read about 20 times in all (for the progress), not per batch.
  *
  * @module
  */
@@ -21,8 +22,10 @@ import { readSafetensors, writeSafetensors } from "../io/safetensors.ts";
 import type { SafetensorsFile, StTensor } from "../io/safetensors.ts";
 import { destroyModel, readModelFile, uploadModel } from "../model/load.ts";
 import type { GpuModel, ModelFile } from "../model/load.ts";
-import { visionForward } from "../model/vision/model.ts";
-import { languageForward, languageLoss } from "../model/language/model.ts";
+import { encodeVision, visionForward } from "../model/vision/model.ts";
+import { languageForward, recordLanguageLosses } from "../model/language/model.ts";
+import { Arena } from "../gpu/arena.ts";
+import { collectBatches } from "../gpu/collect.ts";
 import { loadMnistTest, mnistBatch } from "../data/mnist.ts";
 import { evalBatches, loadSotu, readTextData, splitTrainVal } from "../data/text.ts";
 import type { TextCodec } from "../data/codec.ts";
@@ -40,6 +43,15 @@ function positiveInt(name: string) {
     }
     return n;
   };
+}
+
+/**
+ * How often a `--data` evaluation reads its results back: about 20 times in
+ * all (each read is one host wait; between reads the batches run back to
+ * back), so the progress moves without a wait per batch.
+ */
+function progressReads(batches: number): { readEvery: number } {
+  return { readEvery: Math.max(1, Math.ceil(batches / 20)) };
 }
 
 /** Progress on stderr: a bar on a terminal, a plain line per ~10 % otherwise. */
@@ -182,27 +194,38 @@ async function evaluateMnist(
   const total = Math.min(set.count, opts.limit ?? set.count);
   const progress = new Progress(total, "images", opts.json);
   let correct = 0;
+  let done = 0;
+  const batches: { at: number; B: number }[] = [];
+  for (let at = 0; at < total; at += opts.batchSize) {
+    batches.push({ at, B: Math.min(opts.batchSize, total - at) });
+  }
   const start = performance.now();
+  const arena = new Arena(gpu, "evaluate");
   try {
-    for (let at = 0; at < total; at += opts.batchSize) {
-      const B = Math.min(opts.batchSize, total - at);
-      const images = mnistBatch(set, at, B, cfg.in_chans);
-      const { logits } = await visionForward(gpu, model.params, images, [
-        B,
-        cfg.in_chans,
-        set.rows,
-        set.cols,
-      ]);
-      const K = cfg.num_classes;
-      for (let b = 0; b < B; b++) {
-        let best = 0;
-        for (let k = 1; k < K; k++) if (logits[b * K + k] > logits[b * K + best]) best = k;
-        if (best === set.labels[at + b]) correct++;
-      }
-      const s = (performance.now() - start) / 1000;
-      progress.update(at + B, `${((at + B) / s).toFixed(1)} images/s`);
-    }
+    await collectBatches(gpu, batches, {
+      arena,
+      ...progressReads(batches.length),
+      record: ({ at, B }) => {
+        const shape = [B, cfg.in_chans, set.rows, set.cols];
+        const images = gpu.upload(mnistBatch(set, at, B, cfg.in_chans), shape, "images");
+        return encodeVision(gpu, model.params, images);
+      },
+      consume: ({ at, B }, logits) => {
+        const K = cfg.num_classes;
+        for (let b = 0; b < B; b++) {
+          let best = 0;
+          for (let k = 1; k < K; k++) if (logits[b * K + k] > logits[b * K + best]) best = k;
+          if (best === set.labels[at + b]) correct++;
+        }
+        done = at + B;
+      },
+      onRead: () => {
+        const s = (performance.now() - start) / 1000;
+        progress.update(done, `${(done / s).toFixed(1)} images/s`);
+      },
+    });
   } finally {
+    arena.destroy();
     progress.stop();
   }
   const seconds = (performance.now() - start) / 1000;
@@ -256,16 +279,25 @@ async function evaluateText(
   const progress = new Progress(total, "tokens", opts.json);
   let sum = 0;
   let count = 0;
+  const windows = Math.ceil(total / cfg.block_size);
   const start = performance.now();
+  const arena = new Arena(gpu, "evaluate");
   try {
-    for (const batch of evalBatches(val, cfg.block_size, opts.batchSize, total)) {
-      const losses = await languageLoss(gpu, model.params, batch);
-      for (const l of losses) sum += l;
-      count += losses.length;
-      const s = (performance.now() - start) / 1000;
-      progress.update(count, `${(count / s).toFixed(0)} tokens/s`);
-    }
+    await collectBatches(gpu, evalBatches(val, cfg.block_size, opts.batchSize, total), {
+      arena,
+      ...progressReads(Math.ceil(windows / opts.batchSize)),
+      record: (batch) => recordLanguageLosses(gpu, model.params, batch),
+      consume: (_, losses) => {
+        for (const l of losses) sum += l;
+        count += losses.length;
+      },
+      onRead: () => {
+        const s = (performance.now() - start) / 1000;
+        progress.update(count, `${(count / s).toFixed(0)} tokens/s`);
+      },
+    });
   } finally {
+    arena.destroy();
     progress.stop();
   }
   const seconds = (performance.now() - start) / 1000;

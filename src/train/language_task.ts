@@ -2,7 +2,8 @@
  * The language side of a training run ({@linkcode TrainTask}): random
  * windows of the training split, the training pass of
  * `model/language/model.ts`, validation loss on the first `eval_tokens`
- * tokens of the validation split (on the trained parameters where they are),
+ * tokens of the validation split (on the trained parameters where they are,
+ * every batch's losses collected on the GPU and read back once),
  * and a text sample.
  *
  * @module
@@ -11,7 +12,8 @@
 import type { Gpu } from "../gpu/runtime.ts";
 import type { LanguageConfig } from "../model/config.ts";
 import type { NamedTensors } from "../model/params.ts";
-import { languageForwardBackward, languageLoss } from "../model/language/model.ts";
+import { languageForwardBackward, recordLanguageLosses } from "../model/language/model.ts";
+import { collectBatches } from "../gpu/collect.ts";
 import { evalBatches } from "../data/text.ts";
 import { generate } from "../model/generate.ts";
 import { BatchSampler } from "./data.ts";
@@ -45,14 +47,21 @@ export function createLanguageTask(
       micro: () => languageForwardBackward(gpu, store, grads, sampler.next()),
       sampler: () => sampler.state,
       async evaluate() {
+        // Every batch's losses collected on the GPU, read back once.
         let sum = 0;
         let count = 0;
-        for (const b of evalBatches(data.val, s.block_size, s.batch_size, s.eval_tokens)) {
-          evalArena.reset();
-          const losses = await languageLoss(gpu, store, b, { arena: evalArena });
-          for (const l of losses) sum += l;
-          count += losses.length;
-        }
+        await collectBatches(
+          gpu,
+          evalBatches(data.val, s.block_size, s.batch_size, s.eval_tokens),
+          {
+            arena: evalArena,
+            record: (b) => recordLanguageLosses(gpu, store, b),
+            consume: (_, losses) => {
+              for (const l of losses) sum += l;
+              count += losses.length;
+            },
+          },
+        );
         return { loss: sum / count, accuracy: null };
       },
       extraTensors: () => ({}),

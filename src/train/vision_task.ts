@@ -5,7 +5,8 @@
  * `model/vision/model.ts` (BatchNorm in training mode, running statistics
  * updated with PyTorch's momentum), and evaluation in eval mode on the first
  * `eval_tokens` test digits (loss and top-1 accuracy), run on the training
- * parameters where they are: nothing is read back but the logits.
+ * parameters where they are: nothing is read back but the logits, every
+ * batch's collected on the GPU and read once.
  *
  * @module
  */
@@ -16,7 +17,8 @@ import { trainedNames } from "../model/params.ts";
 import type { NamedTensors } from "../model/params.ts";
 import type { StTensor } from "../io/safetensors.ts";
 import { paramSpecs } from "../model/names.ts";
-import { visionForward, visionForwardBackward } from "../model/vision/model.ts";
+import { encodeVision, visionForwardBackward } from "../model/vision/model.ts";
+import { collectBatches } from "../gpu/collect.ts";
 import { loadMnistTest, mnistBatch } from "../data/mnist.ts";
 import { ImageSampler, loadMnistTrain } from "./mnist.ts";
 import type { SamplerState } from "./data.ts";
@@ -87,23 +89,27 @@ export async function createVisionTask(
       },
       sampler: () => sampler.state,
       async evaluate() {
+        // Every batch's logits collected on the GPU, read back once.
         const total = Math.min(test.count, s.eval_tokens);
+        const batches: { at: number; B: number }[] = [];
+        for (let at = 0; at < total; at += s.batch_size) {
+          batches.push({ at, B: Math.min(s.batch_size, total - at) });
+        }
         let loss = 0;
         let correct = 0;
-        for (let at = 0; at < total; at += s.batch_size) {
-          const B = Math.min(s.batch_size, total - at);
-          evalArena.reset();
-          const { logits } = await visionForward(
-            gpu,
-            store,
-            mnistBatch(test, at, B, cfg.in_chans),
-            [B, cfg.in_chans, test.rows, test.cols],
-            { arena: evalArena },
-          );
-          const r = scoreLogits(logits, test.labels.subarray(at, at + B), cfg.num_classes);
-          loss += r.loss;
-          correct += r.correct;
-        }
+        await collectBatches(gpu, batches, {
+          arena: evalArena,
+          record: ({ at, B }) => {
+            const shape = [B, cfg.in_chans, test.rows, test.cols];
+            const images = gpu.upload(mnistBatch(test, at, B, cfg.in_chans), shape, "eval.images");
+            return encodeVision(gpu, store, images);
+          },
+          consume: ({ at, B }, logits) => {
+            const r = scoreLogits(logits, test.labels.subarray(at, at + B), cfg.num_classes);
+            loss += r.loss;
+            correct += r.correct;
+          },
+        });
         return { loss: loss / total, accuracy: correct / total };
       },
       extraTensors: () => ({

@@ -12,7 +12,9 @@
  * (`decode.ts` feeds them one token at a time); {@linkcode encodeLanguage}
  * records them on a batch, {@linkcode languageForward} and
  * {@linkcode languageLoss} read back only the logits or the per-token
- * losses, and {@linkcode languageForwardBackward} is the training pass:
+ * losses ({@linkcode recordLanguageLosses} only records the losses, for
+ * evaluations that read many batches at once), and
+ * {@linkcode languageForwardBackward} is the training pass:
  * the same forward keeping its saves, the fused cross-entropy, then the
  * backward walking the layers in reverse, as llm.c does (no tape).
  *
@@ -188,6 +190,29 @@ export async function languageForward(
 }
 
 /**
+ * Record a forward on ids `[B, T]` and the per-token cross-entropy against
+ * `targets` (−1 = ignore) inside the active arena; returns the f32 `[B·T]`
+ * losses tensor (nothing read; `collectBatches` gathers many of them).
+ *
+ * @throws {Error} outside `Arena.use`
+ */
+export async function recordLanguageLosses(
+  gpu: Gpu,
+  store: ParamStore,
+  batch: { x: ArrayLike<number | bigint>; y: ArrayLike<number | bigint>; B: number; T: number },
+): Promise<Tensor> {
+  if (!gpu.inArena) {
+    throw new Error("recordLanguageLosses records into an arena: call it inside arena.use()");
+  }
+  const cfg = languageConfig(store);
+  const { B, T } = batch;
+  const idx = uploadTokenIds(gpu, cfg, batch.x, B, T);
+  const targets = gpu.upload(checkTargets(batch.y, cfg.vocab_size), [B * T], "language.targets");
+  const logits = await encodeLanguage(gpu, store, idx);
+  return await crossEntropy(gpu, logits, targets);
+}
+
+/**
  * Per-token cross-entropy of a forward on ids `[B, T]` against `targets`
  * (−1 = ignore), reading back only the `B·T` losses, not the logits.
  * Temporaries come from `arena` (reset by the caller) or a fresh one.
@@ -198,13 +223,8 @@ export async function languageLoss(
   batch: { x: ArrayLike<number | bigint>; y: ArrayLike<number | bigint>; B: number; T: number },
   options: { arena?: Arena } = {},
 ): Promise<Float32Array> {
-  const cfg = languageConfig(store);
-  const { B, T } = batch;
   return await withArena(gpu, options.arena, async () => {
-    const idx = uploadTokenIds(gpu, cfg, batch.x, B, T);
-    const targets = gpu.upload(checkTargets(batch.y, cfg.vocab_size), [B * T], "language.targets");
-    const logits = await encodeLanguage(gpu, store, idx);
-    const losses = await crossEntropy(gpu, logits, targets);
+    const losses = await recordLanguageLosses(gpu, store, batch);
     return (await gpu.read(losses)) as Float32Array;
   });
 }
