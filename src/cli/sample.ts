@@ -5,7 +5,9 @@
  * Causal ToST decodes incrementally by default: each layer carries the
  * running statistics of causal TSSA, so every new token costs the same work
  * whatever the context length; GPT models carry a key/value cache. Each new
- * token is one GPU submission that reads back only its logits.
+ * token is one GPU submission that also draws the token on the GPU, where
+ * the next submission reads it: tokens are read back 32 at a time (the
+ * first at once), so the host waits once per 32 tokens.
  *
  * @module
  */
@@ -76,7 +78,7 @@ export function sampleCommand() {
     )
     .option(
       "-s, --seed <seed>",
-      "seed of the sampler: equal seeds give equal text",
+      "seed of the draws: equal seeds give equal text",
       integer("seed", 0, 2 ** 32 - 1),
       1337,
     )
@@ -103,6 +105,11 @@ further token is predicted from the last block_size tokens, recomputed from scra
 time, because sliding the window changes every token's position and ToST's running
 statistics cannot forget their oldest token. A prompt longer than block_size is an error,
 or cropped to its end with --slide.
+
+Sampling runs on the GPU: token i is drawn with the i-th number of a seeded counter-based
+generator (SplitMix32 of seed and i, 24 bits), from softmax(logits / temperature) over the
+top-k logits (ties with the k-th kept), so no step waits for the one before. The text
+streams 32 tokens at a time after the first (one host wait per 32 tokens).
 
 Tokenizer: the one saved with the model (tost train saves its character vocabulary, or GPT-2
 BPE for --tokenizer gpt2; tost convert --vocab attaches one to a PyTorch checkpoint). A

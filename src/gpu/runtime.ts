@@ -714,25 +714,36 @@ export class Gpu implements TensorOwner {
   }
 
   /**
-   * Read several tensors back under one host wait: their bytes are copied
-   * into one staging buffer (more when they exceed the device's buffer
-   * size), mapped once. The map starts when this is called (Deno blocks
+   * Read several tensors (or byte ranges of them) back under one host wait:
+   * their bytes are copied into one staging buffer (more when they exceed
+   * the device's buffer size), mapped once. The map starts when this is called (Deno blocks
    * there until the queued work is done), so a caller may record and submit
    * more work before awaiting the result: the GPU then runs it during the
    * ≥ 10 ms the map takes to resolve.
    */
-  readMany(tensors: readonly Tensor[]): Promise<HostArray[]> {
-    for (const t of tensors) if (t.destroyed) throw new Error("read of a destroyed tensor");
-    if (tensors.length === 0) return Promise.resolve([]);
-    // Group the tensors into staging buffers of at most maxBufferSize bytes.
-    const groups: { tensors: Tensor[]; offsets: number[]; size: number }[] = [];
-    for (const t of tensors) {
-      const bytes = Math.max(4, Math.ceil(t.byteSize / 4) * 4);
+  readMany(items: readonly (Tensor | BufferRange)[]): Promise<HostArray[]> {
+    const ranges = items.map((b) =>
+      b instanceof Tensor ? { tensor: b, offset: 0, size: b.byteSize } : b
+    );
+    for (const r of ranges) {
+      if (r.tensor.destroyed) throw new Error("read of a destroyed tensor");
+      if (r.offset % 4 !== 0 || r.size % 4 !== 0 || r.offset + r.size > r.tensor.buffer.size) {
+        throw new RangeError(
+          `read of bytes [${r.offset}, ${r.offset + r.size}) of a ${r.tensor.buffer.size}-byte ` +
+            `buffer: offsets and sizes must be multiples of 4 within it`,
+        );
+      }
+    }
+    if (ranges.length === 0) return Promise.resolve([]);
+    // Group the ranges into staging buffers of at most maxBufferSize bytes.
+    const groups: { ranges: BufferRange[]; offsets: number[]; size: number }[] = [];
+    for (const r of ranges) {
+      const bytes = Math.max(4, r.size);
       let g = groups.at(-1);
       if (!g || g.size + bytes > this.limits.maxBufferSize) {
-        groups.push(g = { tensors: [], offsets: [], size: 0 });
+        groups.push(g = { ranges: [], offsets: [], size: 0 });
       }
-      g.tensors.push(t);
+      g.ranges.push(r);
       g.offsets.push(g.size);
       g.size += bytes;
     }
@@ -744,9 +755,10 @@ export class Gpu implements TensorOwner {
         size: g.size,
         usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
       });
-      g.tensors.forEach((t, i) => {
-        const bytes = Math.max(4, Math.ceil(t.byteSize / 4) * 4);
-        encoder.copyBufferToBuffer(t.buffer, 0, staging, g.offsets[i], bytes);
+      g.ranges.forEach((r, i) => {
+        if (r.size > 0) {
+          encoder.copyBufferToBuffer(r.tensor.buffer, r.offset, staging, g.offsets[i], r.size);
+        }
       });
       return staging;
     });
@@ -762,8 +774,8 @@ export class Gpu implements TensorOwner {
         this.checkError();
         return groups.flatMap((g, j) => {
           const all = staged[j].getMappedRange();
-          const out = g.tensors.map((t, i) =>
-            hostArray(t.dtype, all.slice(g.offsets[i], g.offsets[i] + t.byteSize))
+          const out = g.ranges.map((r, i) =>
+            hostArray(r.tensor.dtype, all.slice(g.offsets[i], g.offsets[i] + r.size))
           );
           staged[j].unmap();
           return out;

@@ -1,115 +1,35 @@
 /**
- * Text generation with the language models: sampling (temperature, top-k,
- * a seeded generator) and the generation loop over a decoder
- * (`language/decode.ts`).
+ * Text generation with the language models: the generation loop over a
+ * decoder (`language/decode.ts`), drawing every token on the GPU
+ * (`ops/sample_token.ts`: temperature, top-k, seeded) into the context the
+ * next step reads, so tokens are recorded one after another without a host
+ * wait. The new tokens are read back every `readEvery` tokens (and the
+ * first one at once); each read is issued after its last token is recorded
+ * and awaited after the next one is, so the GPU keeps working through it.
+ *
+ * Draws: token `i` uses `randomAt(seed, i)`, the `i`-th number of the
+ * seeded SplitMix32 sequence kept to 24 bits, computed on the GPU; the host
+ * sampler `sampleToken` is the float64 reference of the GPU draw.
  *
  * @module
  */
 
 import type { Gpu } from "../gpu/runtime.ts";
+import { checkTokenIds } from "../ops/embedding.ts";
 import type { ParamStore } from "./params.ts";
 import { IncrementalDecoder, RecomputeDecoder } from "./language/decode.ts";
 import type { Decoder } from "./language/decode.ts";
+import { recordSampleToken, samplingError } from "../ops/sample_token.ts";
+import { checkSampling } from "../ops/sample_token_reference.ts";
+import type { SamplingOptions } from "../ops/sample_token_reference.ts";
 
-/** A seeded pseudo-random generator of uniform numbers in [0, 1). */
-export type Random = () => number;
-
-/**
- * A deterministic generator for a 32-bit seed (SplitMix32 steps: a Weyl
- * sequence through an integer hash), uniform in [0, 1).
- *
- * @throws {RangeError} unless the seed is an integer in [0, 2³²)
- * @example
- * ```ts
- * import { seededRandom } from "./generate.ts";
- * const a = seededRandom(7), b = seededRandom(7);
- * if (a() !== b() || a() === a()) throw new Error("seeded");
- * ```
- */
-export function seededRandom(seed: number): Random {
-  if (!Number.isInteger(seed) || seed < 0 || seed > 0xffffffff) {
-    throw new RangeError(`The seed must be an integer in [0, 2^32), got ${seed}`);
-  }
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x9e3779b9) >>> 0;
-    let z = state;
-    z = Math.imul(z ^ (z >>> 16), 0x85ebca6b);
-    z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35);
-    z ^= z >>> 16;
-    return (z >>> 0) / 4294967296;
-  };
-}
-
-/** How {@linkcode sampleToken} picks a token. */
-export interface SamplingOptions {
-  /** Divides the logits; 0 picks the most likely token (greedy). Default 1. */
-  temperature?: number;
-  /** Keep only the k most likely tokens (ties with the k-th kept); null or ≥ V keeps all. */
-  topK?: number | null;
-}
-
-/** Check sampling options; throws RangeError for a negative temperature or a top-k < 1. */
-export function checkSampling(options: SamplingOptions): void {
-  const t = options.temperature ?? 1;
-  if (!(Number.isFinite(t) && t >= 0)) {
-    throw new RangeError(`The temperature must be a finite number ≥ 0, got ${t}`);
-  }
-  const k = options.topK;
-  if (k !== undefined && k !== null && !(Number.isInteger(k) && k >= 1)) {
-    throw new RangeError(`top-k must be a positive integer, got ${k}`);
-  }
-}
-
-/**
- * Pick the next token from one row of logits: greedy at temperature 0,
- * otherwise a draw from softmax(logits / temperature) restricted to the top
- * k (nanoGPT's rule: logits below the k-th largest are dropped).
- *
- * @throws {RangeError} for logits that are not finite
- * @example
- * ```ts
- * import { sampleToken, seededRandom } from "./generate.ts";
- * if (sampleToken([0, 3, 1], { temperature: 0 }, seededRandom(1)) !== 1) throw new Error("greedy");
- * if (sampleToken([0, 3, 1], { topK: 1 }, seededRandom(1)) !== 1) throw new Error("top-1");
- * ```
- */
-export function sampleToken(
-  logits: ArrayLike<number>,
-  options: SamplingOptions,
-  random: Random,
-): number {
-  checkSampling(options);
-  const V = logits.length;
-  if (V === 0) throw new RangeError("sampleToken: no logits");
-  let best = 0;
-  for (let i = 0; i < V; i++) {
-    if (!Number.isFinite(logits[i])) {
-      throw new RangeError(`The model produced a non-finite logit (${logits[i]}) for token ${i}`);
-    }
-    if (logits[i] > logits[best]) best = i;
-  }
-  const temperature = options.temperature ?? 1;
-  if (temperature === 0) return best;
-  const k = options.topK ?? V;
-  let threshold = -Infinity;
-  if (k < V) threshold = Array.from(logits).sort((a, b) => b - a)[k - 1];
-  const p = new Float64Array(V);
-  let total = 0;
-  for (let i = 0; i < V; i++) {
-    if (logits[i] >= threshold) {
-      p[i] = Math.exp((logits[i] - logits[best]) / temperature);
-      total += p[i];
-    }
-  }
-  let u = random() * total;
-  for (let i = 0; i < V; i++) {
-    if (p[i] === 0) continue;
-    u -= p[i];
-    if (u < 0) return i;
-  }
-  return best; // u landed on the rounding error at the very end
-}
+export {
+  checkSampling,
+  randomAt,
+  sampleToken,
+  seededRandom,
+} from "../ops/sample_token_reference.ts";
+export type { Random, SamplingOptions } from "../ops/sample_token_reference.ts";
 
 /** What happens when the context reaches `block_size`. */
 export type AtBlockSize = "stop" | "slide";
@@ -133,9 +53,17 @@ export interface GenerateOptions extends SamplingOptions {
    * when nanoGPT pads it): the logits of the other ids are ignored.
    */
   vocabLimit?: number;
-  /** Called with every new token as soon as it is sampled (for streaming). */
+  /**
+   * Called with every new token as soon as it is read back (for streaming):
+   * the first at once, then `readEvery` at a time.
+   */
   onToken?: (id: number, index: number) => void | Promise<void>;
+  /** Tokens per read back after the first (default 32: one host wait per 32 tokens). */
+  readEvery?: number;
 }
+
+/** Default of {@linkcode GenerateOptions.readEvery}. */
+export const READ_EVERY = 32;
 
 /** What {@linkcode generate} produced. */
 export interface GenerateResult {
@@ -147,10 +75,12 @@ export interface GenerateResult {
   promptTokens: number;
   /** New tokens sampled with the incremental decoder (the rest recomputed the window). */
   incrementalTokens: number;
-  /** Seconds spent on the prompt (first logits). */
+  /** Seconds until the first new token was on the host (the prompt and one draw). */
   promptSeconds: number;
-  /** Seconds spent after the first logits, for the remaining tokens. */
+  /** Seconds after that, for the remaining tokens. */
   decodeSeconds: number;
+  /** Reads of new tokens (each one blocking host wait). */
+  reads: number;
 }
 
 /**
@@ -198,6 +128,10 @@ export async function generate(
     }
     context = context.slice(context.length - bs);
   }
+  const readEvery = options.readEvery ?? READ_EVERY;
+  if (!Number.isInteger(readEvery) || readEvery < 1) {
+    throw new RangeError(`readEvery must be a positive integer, got ${readEvery}`);
+  }
   const result: GenerateResult = {
     ids: [],
     stopped: "tokens",
@@ -205,41 +139,99 @@ export async function generate(
     incrementalTokens: 0,
     promptSeconds: 0,
     decodeSeconds: 0,
+    reads: 0,
   };
   if (N === 0) return result;
-  const random = seededRandom(options.seed ?? 1337);
+  const seed = options.seed ?? 1337;
+  const P = context.length;
+  const ids = checkTokenIds(context, V);
+  // The whole context on the GPU: the prompt, then every token as it is drawn.
+  const [tokens, status] = gpu.outsideArena(() => [
+    gpu.empty([P + N], "u32", "generate.tokens"),
+    gpu.empty([4], "u32", "generate.status"),
+  ]);
   let decoder: Decoder = options.mode === "recompute"
     ? new RecomputeDecoder(gpu, store)
     : new IncrementalDecoder(gpu, store);
+  /** Tokens drawn on the GPU so far; the first `read` of them are on the host. */
+  let drawn = 0;
+  let read = 0;
+  let inFlight: Promise<void> | null = null;
+  const t0 = performance.now();
+  let t1 = t0;
+  const issueRead = () => {
+    const from = read;
+    const count = drawn - from;
+    read = drawn;
+    result.reads++;
+    // The wait starts here; the tokens and the status come back together.
+    const pending = gpu.readMany([
+      { tensor: tokens, offset: (P + from) * 4, size: count * 4 },
+      status,
+    ]);
+    return (async () => {
+      const [got, st] = await pending;
+      const failure = samplingError(st);
+      const good = failure ? Math.max(0, Math.min(count, failure.draw - from)) : count;
+      if (from === 0) {
+        t1 = performance.now();
+        result.promptSeconds = (t1 - t0) / 1000;
+      }
+      for (let i = 0; i < good; i++) {
+        result.ids.push(got[i]);
+        await options.onToken?.(got[i], from + i);
+      }
+      if (failure) throw failure.error;
+    })();
+  };
   try {
-    const t0 = performance.now();
-    let logits = await decoder.feed(context);
-    const t1 = performance.now();
-    result.promptSeconds = (t1 - t0) / 1000;
+    gpu.write(tokens, ids);
+    let length = P; // the context on the GPU: tokens[0, length)
     for (let i = 0; i < N; i++) {
-      const id = sampleToken(limit < V ? logits.subarray(0, limit) : logits, options, random);
-      result.ids.push(id);
-      context.push(id);
+      const logits = await decoder.encodeContext(tokens, length); // [1, V]
+      await recordSampleToken(gpu, logits, {
+        temperature: options.temperature,
+        topK: options.topK,
+        limit,
+        seed,
+        draw: i,
+        tokens,
+        at: length,
+        status,
+      });
       if (decoder instanceof IncrementalDecoder) result.incrementalTokens++;
-      await options.onToken?.(id, i);
+      length++;
+      drawn++;
+      gpu.flush();
+      // The read issued after the token before: awaited while this one runs.
+      if (inFlight) {
+        const p = inFlight;
+        inFlight = null;
+        await p;
+      }
       if (i === N - 1) break;
-      if (context.length > bs) {
+      if (length > bs) {
         if (!slide) {
           result.stopped = "block_size";
           break;
         }
-        context = context.slice(context.length - bs);
         if (decoder instanceof IncrementalDecoder) {
           // A faithful slide recomputes the window: statistics cannot forget a token.
           decoder.destroy();
-          decoder = new RecomputeDecoder(gpu, store, 1, [context.slice(0, -1)]);
+          decoder = new RecomputeDecoder(gpu, store);
         }
       }
-      logits = await decoder.feed([id]);
+      if (i === 0 || (i % readEvery === 0)) inFlight = issueRead();
     }
+    if (inFlight) await inFlight;
+    inFlight = null;
+    if (drawn > read) await issueRead();
     result.decodeSeconds = (performance.now() - t1) / 1000;
     return result;
   } finally {
+    await inFlight?.catch(() => {});
     decoder.destroy();
+    status.destroy();
+    tokens.destroy();
   }
 }

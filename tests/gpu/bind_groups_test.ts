@@ -137,7 +137,7 @@ Deno.test("the cache holds at most its capacity, dropping the oldest", async () 
   });
 });
 
-Deno.test("readMany reads several tensors under one wait; waits are counted", async () => {
+Deno.test("readMany reads several tensors (or byte ranges) under one wait; waits are counted", async () => {
   await withGpu(async (gpu) => {
     const a = gpu.upload(new Float32Array([1.5, -2]), [2]);
     const b = gpu.upload(new Int32Array([-7, 8, 9]), [3]);
@@ -153,6 +153,12 @@ Deno.test("readMany reads several tensors under one wait; waits are counted", as
     await a.read();
     assert.equal(gpu.counters().waits - w0, 3);
     assert.deepEqual(await gpu.readMany([]), []);
+    // Byte ranges, alone or with whole tensors.
+    const [part, whole] = await gpu.readMany([{ tensor: b, offset: 4, size: 8 }, c]);
+    assert.deepEqual([...part], [8, 9]);
+    assert.deepEqual([...whole], [42]);
+    assert.throws(() => gpu.readMany([{ tensor: b, offset: 2, size: 4 }]), /multiples of 4/);
+    assert.throws(() => gpu.readMany([{ tensor: b, offset: 0, size: 64 }]), /multiples of 4/);
     a.destroy();
     assert.throws(() => gpu.readMany([a]), /destroyed/);
   });

@@ -14,7 +14,8 @@
 
 import assert from "node:assert/strict";
 import { withGpu } from "../_util.ts";
-import type { Gpu, Tensor } from "../../src/gpu/runtime.ts";
+import { Tensor } from "../../src/gpu/runtime.ts";
+import type { Gpu } from "../../src/gpu/runtime.ts";
 import { Arena } from "../../src/gpu/arena.ts";
 import type { LanguageConfig, VisionConfig } from "../../src/model/config.ts";
 import { ParamStore } from "../../src/model/params.ts";
@@ -148,7 +149,7 @@ async function evaluateReads(gpu: Gpu, task: TrainTask): Promise<Tensor[][]> {
     return read(t, ...rest);
   };
   gpu.readMany = (ts) => {
-    seen.push([...ts]);
+    seen.push(ts.map((t) => t instanceof Tensor ? t : t.tensor));
     return readMany(ts);
   };
   try {

@@ -20,14 +20,17 @@
  *
  * Every `feed` records the whole step in one submission, on the decoder's
  * arena (the same buffers every step), and reads back only the logits of
- * the last token of each sequence.
+ * the last token of each sequence. `encodeContext` records the same step on
+ * ids already on the GPU and reads nothing: generation (`generate.ts`)
+ * draws each token on the GPU into the context the next step reads, so
+ * token after token is recorded without a wait.
  *
  * Shapes: B sequences, T new tokens, C = n_embd, V = vocab_size.
  *
  * @module
  */
 
-import type { Gpu } from "../../gpu/runtime.ts";
+import type { Gpu, Tensor } from "../../gpu/runtime.ts";
 import { Arena } from "../../gpu/arena.ts";
 import { copyRows } from "../../ops/copy_rows.ts";
 import {
@@ -60,6 +63,15 @@ export interface Decoder {
    * logits after the last one, `[B, V]` (or after each, with `all`).
    */
   feed(ids: ArrayLike<number>, options?: FeedOptions): Promise<Float32Array>;
+  /**
+   * Record, without reading anything, the consumption of a context whose ids
+   * are on the GPU: `history` (u32, one sequence, B = 1) holds it in
+   * `[0, length)`, and the decoder takes what it has not consumed yet. Returns
+   * the logits after position `length − 1`, `[1, V]`, a tensor of the
+   * decoder's that stays valid until its next call (generation draws the
+   * next token from it on the GPU, `ops/sample_token.ts`).
+   */
+  encodeContext(history: Tensor, length: number): Promise<Tensor>;
   /** Forget every token. */
   reset(): void;
   /** Free the decoder's GPU state (not the model). */
@@ -74,6 +86,20 @@ function tokensPerSequence(ids: ArrayLike<number>, B: number): number {
     );
   }
   return T;
+}
+
+function checkHistory(history: Tensor, length: number, batches: number): void {
+  if (batches !== 1) {
+    throw new RangeError(`encodeContext decodes one sequence; this decoder has ${batches}`);
+  }
+  if (
+    history.dtype !== "u32" || !Number.isInteger(length) || length < 1 || length > history.numel
+  ) {
+    throw new RangeError(
+      `encodeContext: a context of ${length} tokens in u32 history [${history.shape}] ` +
+        `(${history.dtype})`,
+    );
+  }
 }
 
 /**
@@ -134,45 +160,75 @@ export class IncrementalDecoder implements Decoder {
 
   async feed(ids: ArrayLike<number>, options: FeedOptions = {}): Promise<Float32Array> {
     const gpu = this.#gpu;
-    const p = this.#params;
-    const cfg = p.config;
     const B = this.batches;
     const T = tokensPerSequence(ids, B);
-    if (this.#position + T > cfg.block_size) {
+    return await this.#step(T, async () => {
+      const idx = uploadTokenIds(gpu, this.#params.config, ids, B, T);
+      const logits = await this.#record(idx, options.all ?? false);
+      return (await gpu.read(logits)) as Float32Array;
+    });
+  }
+
+  async encodeContext(history: Tensor, length: number): Promise<Tensor> {
+    const gpu = this.#gpu;
+    checkHistory(history, length, this.batches);
+    const T = length - this.#position;
+    if (T < 1) {
+      throw new RangeError(
+        `encodeContext: the context of ${length} tokens has nothing new after ${this.#position}`,
+      );
+    }
+    return await this.#step(T, async () => {
+      const idx = gpu.empty([1, T], "u32", "decode.idx"); // [1, T]
+      gpu.copy(history, idx, T * 4, this.#position * 4, 0);
+      return (await this.#record(idx, false)).view([1, this.#params.config.vocab_size]);
+    });
+  }
+
+  /** Run one step of T new tokens in the arena; the state starts over if it fails. */
+  async #step<R>(T: number, fn: () => Promise<R>): Promise<R> {
+    if (this.#position + T > this.#params.config.block_size) {
       throw new RangeError(
         `Cannot feed ${T} more token(s) after ${this.#position}: the model's block_size is ` +
-          `${cfg.block_size} (its learned positions end there)`,
+          `${this.#params.config.block_size} (its learned positions end there)`,
       );
     }
     this.#arena.reset();
     try {
-      return await this.#arena.use(async () => {
-        const idx = uploadTokenIds(gpu, cfg, ids, B, T);
-        const { x } = await languageTrunk(gpu, p, idx, {
-          states: this.#states,
-          pos0: this.#position,
-        }); // [B, T, C]
-        let last = x;
-        if (T > 1 && !options.all) {
-          last = gpu.empty([B, 1, cfg.n_embd], "f32", "decode.last"); // [B, 1, C]
-          await copyRows(gpu, x, last, {
-            batches: B,
-            rows: 1,
-            cols: cfg.n_embd,
-            srcBatchRows: T,
-            srcRow0: T - 1,
-            dstBatchRows: 1,
-          });
-        }
-        const { logits } = await languageHead(gpu, p, last); // [B, 1 or T, V]
-        this.#position += T;
-        return (await gpu.read(logits)) as Float32Array;
-      });
+      const r = await this.#arena.use(fn);
+      this.#position += T;
+      return r;
     } catch (err) {
       // The layers' states may have taken part of the tokens: start over.
       this.reset();
       throw err;
     }
+  }
+
+  /** Record the trunk on ids `[B, T]` and the head: logits `[B, 1 or T, V]`. */
+  async #record(idx: Tensor, all: boolean): Promise<Tensor> {
+    const gpu = this.#gpu;
+    const p = this.#params;
+    const cfg = p.config;
+    const [B, T] = idx.shape;
+    const { x } = await languageTrunk(gpu, p, idx, {
+      states: this.#states,
+      pos0: this.#position,
+    }); // [B, T, C]
+    let last = x;
+    if (T > 1 && !all) {
+      last = gpu.empty([B, 1, cfg.n_embd], "f32", "decode.last"); // [B, 1, C]
+      await copyRows(gpu, x, last, {
+        batches: B,
+        rows: 1,
+        cols: cfg.n_embd,
+        srcBatchRows: T,
+        srcRow0: T - 1,
+        dstBatchRows: 1,
+      });
+    }
+    const { logits } = await languageHead(gpu, p, last); // [B, 1 or T, V]
+    return logits;
   }
 
   reset(): void {
@@ -204,6 +260,8 @@ export class RecomputeDecoder implements Decoder {
   readonly #store: ParamStore;
   readonly #arena: Arena;
   #history: number[][];
+  /** Context length of the last {@linkcode encodeContext}. */
+  #contextLength = 0;
   readonly batches: number;
   readonly capacity = Infinity;
 
@@ -227,7 +285,7 @@ export class RecomputeDecoder implements Decoder {
   }
 
   get position(): number {
-    return this.#history[0].length;
+    return this.#history[0].length || this.#contextLength;
   }
 
   async feed(ids: ArrayLike<number>, options: FeedOptions = {}): Promise<Float32Array> {
@@ -235,6 +293,9 @@ export class RecomputeDecoder implements Decoder {
     const cfg = languageParams(this.#store).config;
     const B = this.batches;
     const T = tokensPerSequence(ids, B);
+    if (this.#contextLength > 0) {
+      throw new Error("RecomputeDecoder: feed on a decoder that encodes a GPU context");
+    }
     const added = this.#history.map((
       h,
       b,
@@ -250,22 +311,50 @@ export class RecomputeDecoder implements Decoder {
     this.#arena.reset();
     const result = await this.#arena.use(async () => {
       const idx = uploadTokenIds(gpu, cfg, windowIds, B, W);
-      const logits = await encodeLanguage(gpu, this.#store, idx); // [B, W, V]
-      const R = options.all ? T : 1;
-      const V = cfg.vocab_size;
-      const out = gpu.empty([B, R, V], "f32", "decode.logits");
-      await copyRows(gpu, logits, out, {
-        batches: B,
-        rows: R,
-        cols: V,
-        srcBatchRows: W,
-        srcRow0: W - R,
-        dstBatchRows: R,
-      });
+      const out = await this.#record(idx, options.all ? T : 1); // [B, R, V]
       return (await gpu.read(out)) as Float32Array;
     });
     this.#history = added;
     return result;
+  }
+
+  /**
+   * The window is the last `block_size` ids of `history[0, length)`; the
+   * decoder's own host history is not used (and must be empty).
+   */
+  async encodeContext(history: Tensor, length: number): Promise<Tensor> {
+    const gpu = this.#gpu;
+    checkHistory(history, length, this.batches);
+    if (this.#history[0].length > 0) {
+      throw new Error("RecomputeDecoder: encodeContext on a decoder that was fed host ids");
+    }
+    const W = Math.min(length, languageParams(this.#store).config.block_size); // the window
+    this.#arena.reset();
+    const logits = await this.#arena.use(async () => {
+      const idx = gpu.empty([1, W], "u32", "decode.idx"); // [1, W]
+      gpu.copy(history, idx, W * 4, (length - W) * 4, 0);
+      return await this.#record(idx, 1); // [1, 1, V]
+    });
+    this.#contextLength = length;
+    return logits.view([1, logits.shape[2]]);
+  }
+
+  /** Record the forward on the window ids `[B, W]`: the logits of its last R positions `[B, R, V]`. */
+  async #record(idx: Tensor, R: number): Promise<Tensor> {
+    const gpu = this.#gpu;
+    const [B, W] = idx.shape;
+    const V = languageParams(this.#store).config.vocab_size;
+    const logits = await encodeLanguage(gpu, this.#store, idx); // [B, W, V]
+    const out = gpu.empty([B, R, V], "f32", "decode.logits");
+    await copyRows(gpu, logits, out, {
+      batches: B,
+      rows: R,
+      cols: V,
+      srcBatchRows: W,
+      srcRow0: W - R,
+      dstBatchRows: R,
+    });
+    return out;
   }
 
   /** The context so far, one array of ids per sequence. */
@@ -275,6 +364,7 @@ export class RecomputeDecoder implements Decoder {
 
   reset(): void {
     this.#history = this.#history.map(() => []);
+    this.#contextLength = 0;
   }
 
   destroy(): void {
