@@ -96,3 +96,30 @@ export function randomArray(
   for (let i = 0; i < n; i++) out[i] = r(lo, hi);
   return out;
 }
+
+/**
+ * Run `fn` counting every blocking host wait it makes (each
+ * `GPUBuffer.mapAsync` and `GPUQueue.onSubmittedWorkDone` call, wherever it
+ * comes from); `probe` gives the count so far at any moment.
+ */
+export async function countHostWaits<T>(
+  fn: (probe: () => number) => Promise<T>,
+): Promise<{ result: T; waits: number }> {
+  let waits = 0;
+  const map = GPUBuffer.prototype.mapAsync;
+  const done = GPUQueue.prototype.onSubmittedWorkDone;
+  GPUBuffer.prototype.mapAsync = function (...a: Parameters<typeof map>) {
+    waits++;
+    return map.apply(this, a);
+  };
+  GPUQueue.prototype.onSubmittedWorkDone = function () {
+    waits++;
+    return done.apply(this);
+  };
+  try {
+    return { result: await fn(() => waits), waits };
+  } finally {
+    GPUBuffer.prototype.mapAsync = map;
+    GPUQueue.prototype.onSubmittedWorkDone = done;
+  }
+}

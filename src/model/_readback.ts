@@ -20,7 +20,7 @@ export interface ForwardOutput {
 /**
  * Record a whole forward with `encode`, submit it once and read back the
  * logits and, with `activations`, a copy of every activation the forward
- * reports through its hook.
+ * reports through its hook (all under one host wait).
  */
 export async function readForward(
   gpu: Gpu,
@@ -38,16 +38,12 @@ export async function readForward(
       : undefined;
     const logits = await encode(onActivation);
     try {
-      const out: ForwardOutput = {
-        logits: (await gpu.read(logits)) as Float32Array,
-        activations: new Map(),
-      };
-      for (const [name, t] of saved) {
-        out.activations.set(name, {
-          shape: [...t.shape],
-          data: (await gpu.read(t)) as Float32Array,
-        });
-      }
+      // One wait for the logits and every activation.
+      const [values, ...acts] = await gpu.readMany([logits, ...saved.map(([, t]) => t)]);
+      const out: ForwardOutput = { logits: values as Float32Array, activations: new Map() };
+      saved.forEach(([name, t], i) => {
+        out.activations.set(name, { shape: [...t.shape], data: acts[i] as Float32Array });
+      });
       return out;
     } finally {
       logits.destroy();

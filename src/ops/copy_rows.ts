@@ -79,3 +79,37 @@ export async function copyRows(gpu: Gpu, src: Tensor, dst: Tensor, spec: RowCopy
     workgroups: Math.ceil(n / WORKGROUP_SIZE),
   });
 }
+
+/** `[B, count, D]`: rows `row0 …` of every batch of `src` `[B, S, D]`. */
+export async function takeRows(
+  gpu: Gpu,
+  src: Tensor,
+  row0: number,
+  count: number,
+): Promise<Tensor> {
+  const [B, S, D] = src.shape;
+  const out = gpu.empty([B, count, D], "f32", "rows");
+  await copyRows(gpu, src, out, {
+    batches: B,
+    rows: count,
+    cols: D,
+    srcBatchRows: S,
+    srcRow0: row0,
+    dstBatchRows: count,
+  });
+  return out;
+}
+
+/** Write `src` `[B, count, D]` into rows `row0 …` of every batch of `dst` `[B, S, D]`. */
+export async function putRows(gpu: Gpu, src: Tensor, dst: Tensor, row0: number): Promise<void> {
+  const [B, S, D] = dst.shape;
+  const count = src.shape[1];
+  await copyRows(gpu, src, dst, {
+    batches: B,
+    rows: count,
+    cols: D,
+    srcBatchRows: count,
+    dstBatchRows: S,
+    dstRow0: row0,
+  });
+}

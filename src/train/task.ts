@@ -39,7 +39,7 @@ export interface TrainTask {
   /** Character vocabulary (saved in checkpoints), tokenizer (language only). */
   vocab: string[] | null;
   tokenizer: Tokenizer | null;
-  /** The arena of a step's temporaries (`optimizerStep` resets it every step). */
+  /** The arena of a step's temporaries (`StepPipeline.record` resets it every step). */
   arena: Arena;
   /** Record one micro-batch's forward and backward in `arena`; returns its `[1]` loss. */
   micro(): Promise<Tensor>;
@@ -117,7 +117,7 @@ export interface TaskState {
   store: ParamStore;
   grads: ParamStore;
   optimized: OptimizedParam[];
-  /** A step's temporaries (reset by `optimizerStep`). */
+  /** A step's temporaries (reset by `StepPipeline.record`). */
   arena: Arena;
   /** An evaluation batch's temporaries. */
   evalArena: Arena;

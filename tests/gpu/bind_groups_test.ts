@@ -10,18 +10,7 @@ import { f32, Gpu } from "../../src/gpu/runtime.ts";
 import { Arena } from "../../src/gpu/arena.ts";
 import { BindGroupCache } from "../../src/gpu/bind_groups.ts";
 import { withGpu } from "../_util.ts";
-
-// y[i] = x[i] * scale + i
-const AXPI = `
-struct Params { n: u32, scale: f32 }
-@group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read_write> y: array<f32>;
-@compute @workgroup_size(64)
-fn main(@builtin(global_invocation_id) g: vec3u) {
-  if (g.x >= params.n) { return; }
-  y[g.x] = x[g.x] * params.scale + f32(g.x);
-}`;
+import { AXPI } from "./_axpi.ts";
 
 Deno.test("bind groups are reused across submits for the same buffers and uniform slots", async () => {
   await withGpu(async (gpu) => {

@@ -9,18 +9,7 @@ import { f32 } from "../../src/gpu/runtime.ts";
 import { Arena } from "../../src/gpu/arena.ts";
 import { collectBatches } from "../../src/gpu/collect.ts";
 import { withGpu } from "../_util.ts";
-
-// y[i] = x[i] * scale + i
-const AXPI = `
-struct Params { n: u32, scale: f32 }
-@group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read_write> y: array<f32>;
-@compute @workgroup_size(64)
-fn main(@builtin(global_invocation_id) g: vec3u) {
-  if (g.x >= params.n) { return; }
-  y[g.x] = x[g.x] * params.scale + f32(g.x);
-}`;
+import { AXPI } from "./_axpi.ts";
 
 /** Batches of awkward sizes (the last one short), each a ramp starting at its index. */
 const SIZES = [7, 63, 1, 700, 63, 7, 5];

@@ -7,7 +7,7 @@
  */
 
 import assert from "node:assert/strict";
-import { withGpu } from "../_util.ts";
+import { countHostWaits, withGpu } from "../_util.ts";
 import type { Gpu } from "../../src/gpu/runtime.ts";
 import { destroyModel, loadModel } from "../../src/model/load.ts";
 import { ParamStore } from "../../src/model/params.ts";
@@ -28,27 +28,6 @@ async function withFixtureModel(fn: (gpu: Gpu, params: ParamStore) => Promise<vo
       destroyModel(model);
     }
   });
-}
-
-/** Count blocking host waits while `fn` runs, and at each moment `probe` is called. */
-async function countWaits<T>(fn: (probe: () => number) => Promise<T>) {
-  let waits = 0;
-  const map = GPUBuffer.prototype.mapAsync;
-  const done = GPUQueue.prototype.onSubmittedWorkDone;
-  GPUBuffer.prototype.mapAsync = function (...a: Parameters<typeof map>) {
-    waits++;
-    return map.apply(this, a);
-  };
-  GPUQueue.prototype.onSubmittedWorkDone = function () {
-    waits++;
-    return done.apply(this);
-  };
-  try {
-    return { result: await fn(() => waits), waits };
-  } finally {
-    GPUBuffer.prototype.mapAsync = map;
-    GPUQueue.prototype.onSubmittedWorkDone = done;
-  }
 }
 
 Deno.test("generation draws on the GPU the tokens the host sampler draws from the same logits", async () => {
@@ -91,7 +70,7 @@ Deno.test("generation: one wait for the first token, then one per readEvery toke
       const [N, readEvery, slide] of [[50, 32, false], [100, 32, true], [9, 4, false]] as const
     ) {
       const seen: [number, number][] = [];
-      const { result, waits } = await countWaits((probe) =>
+      const { result, waits } = await countHostWaits((probe) =>
         generate(gpu, params, [0, 1, 2], {
           tokens: N,
           temperature: 1,

@@ -8,7 +8,7 @@
  */
 
 import assert from "node:assert/strict";
-import { withGpu } from "../_util.ts";
+import { countHostWaits, withGpu } from "../_util.ts";
 import type { Gpu } from "../../src/gpu/runtime.ts";
 import { f32 } from "../../src/gpu/runtime.ts";
 import { tokenizeText } from "../../src/train/data.ts";
@@ -51,27 +51,6 @@ function settings(overrides: Partial<TrainSettings> = {}): TrainSettings {
   });
 }
 
-/** Count every blocking host wait made while `fn` runs. */
-async function countWaits<T>(fn: () => Promise<T>): Promise<{ result: T; waits: number }> {
-  let waits = 0;
-  const map = GPUBuffer.prototype.mapAsync;
-  const done = GPUQueue.prototype.onSubmittedWorkDone;
-  GPUBuffer.prototype.mapAsync = function (...a: Parameters<typeof map>) {
-    waits++;
-    return map.apply(this, a);
-  };
-  GPUQueue.prototype.onSubmittedWorkDone = function () {
-    waits++;
-    return done.apply(this);
-  };
-  try {
-    return { result: await fn(), waits };
-  } finally {
-    GPUBuffer.prototype.mapAsync = map;
-    GPUQueue.prototype.onSubmittedWorkDone = done;
-  }
-}
-
 async function languageTask(gpu: Gpu, s: TrainSettings): Promise<TrainTask> {
   const d = await data();
   const cfg = modelConfig(s, d.vocabSize);
@@ -108,7 +87,7 @@ Deno.test("steps recorded back to back match steps read one by one, bit for bit"
   await withGpu(async (gpu) => {
     const s = settings();
     const one = await runSteps(gpu, s, 6, 1);
-    const piped = await countWaits(() => runSteps(gpu, s, 6, 3));
+    const piped = await countHostWaits(() => runSteps(gpu, s, 6, 3));
     assert.deepEqual(piped.result.stats, one.stats);
     assert.equal(one.stats.length, 6);
     assert.ok(one.stats.every((st) => st.finite && st.loss > 0 && st.gradNorm > 0));
@@ -125,10 +104,10 @@ Deno.test("tost train makes at most one blocking host wait per log interval", as
     await withGpu(async (gpu) => {
       const d = await data();
       // Same evaluations and checkpoints (steps 0 and the last); 10 more steps.
-      const short = await countWaits(() =>
+      const short = await countHostWaits(() =>
         train(gpu, settings({ max_iters: 5 }), { out: dirs[0], dataset: d })
       );
-      const long = await countWaits(() =>
+      const long = await countHostWaits(() =>
         train(gpu, settings({ max_iters: 15 }), { out: dirs[1], dataset: d })
       );
       assert.equal(long.result.step, 15);

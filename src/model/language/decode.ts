@@ -32,7 +32,7 @@
 
 import type { Gpu, Tensor } from "../../gpu/runtime.ts";
 import { Arena } from "../../gpu/arena.ts";
-import { copyRows } from "../../ops/copy_rows.ts";
+import { takeRows } from "../../ops/copy_rows.ts";
 import {
   createAttentionState,
   destroyAttentionState,
@@ -209,24 +209,12 @@ export class IncrementalDecoder implements Decoder {
   async #record(idx: Tensor, all: boolean): Promise<Tensor> {
     const gpu = this.#gpu;
     const p = this.#params;
-    const cfg = p.config;
-    const [B, T] = idx.shape;
+    const T = idx.shape[1];
     const { x } = await languageTrunk(gpu, p, idx, {
       states: this.#states,
       pos0: this.#position,
     }); // [B, T, C]
-    let last = x;
-    if (T > 1 && !all) {
-      last = gpu.empty([B, 1, cfg.n_embd], "f32", "decode.last"); // [B, 1, C]
-      await copyRows(gpu, x, last, {
-        batches: B,
-        rows: 1,
-        cols: cfg.n_embd,
-        srcBatchRows: T,
-        srcRow0: T - 1,
-        dstBatchRows: 1,
-      });
-    }
+    const last = T > 1 && !all ? await takeRows(gpu, x, T - 1, 1) : x; // [B, 1 or T, C]
     const { logits } = await languageHead(gpu, p, last); // [B, 1 or T, V]
     return logits;
   }
@@ -342,19 +330,9 @@ export class RecomputeDecoder implements Decoder {
   /** Record the forward on the window ids `[B, W]`: the logits of its last R positions `[B, R, V]`. */
   async #record(idx: Tensor, R: number): Promise<Tensor> {
     const gpu = this.#gpu;
-    const [B, W] = idx.shape;
-    const V = languageParams(this.#store).config.vocab_size;
+    const W = idx.shape[1];
     const logits = await encodeLanguage(gpu, this.#store, idx); // [B, W, V]
-    const out = gpu.empty([B, R, V], "f32", "decode.logits");
-    await copyRows(gpu, logits, out, {
-      batches: B,
-      rows: R,
-      cols: V,
-      srcBatchRows: W,
-      srcRow0: W - R,
-      dstBatchRows: R,
-    });
-    return out;
+    return await takeRows(gpu, logits, W - R, R); // [B, R, V]
   }
 
   /** The context so far, one array of ids per sequence. */

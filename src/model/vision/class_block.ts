@@ -21,7 +21,7 @@
 import type { Gpu, Tensor } from "../../gpu/runtime.ts";
 import { classAttention } from "../../ops/class_attention.ts";
 import { classAttentionBackward } from "../../ops/class_attention_backward.ts";
-import { copyRows } from "../../ops/copy_rows.ts";
+import { copyRows, putRows, takeRows } from "../../ops/copy_rows.ts";
 import { residual } from "../../ops/elementwise.ts";
 import { layerNorm } from "../../ops/layer_norm.ts";
 import { layerNormBackward } from "../../ops/layer_norm_backward.ts";
@@ -55,40 +55,6 @@ export interface ClassBlockSaves {
   mlp: MlpSaves;
   /** `[B, 1, D]` MLP output (before γ2). */
   m: Tensor;
-}
-
-/** `[B, count, D]`: rows `row0 …` of every batch of `src` `[B, S, D]`. */
-export async function takeRows(
-  gpu: Gpu,
-  src: Tensor,
-  row0: number,
-  count: number,
-): Promise<Tensor> {
-  const [B, S, D] = src.shape;
-  const out = gpu.empty([B, count, D], "f32", "rows");
-  await copyRows(gpu, src, out, {
-    batches: B,
-    rows: count,
-    cols: D,
-    srcBatchRows: S,
-    srcRow0: row0,
-    dstBatchRows: count,
-  });
-  return out;
-}
-
-/** Write `src` `[B, count, D]` into rows `row0 …` of every batch of `dst` `[B, S, D]`. */
-export async function putRows(gpu: Gpu, src: Tensor, dst: Tensor, row0: number): Promise<void> {
-  const [B, S, D] = dst.shape;
-  const count = src.shape[1];
-  await copyRows(gpu, src, dst, {
-    batches: B,
-    rows: count,
-    cols: D,
-    srcBatchRows: count,
-    dstBatchRows: S,
-    dstRow0: row0,
-  });
 }
 
 function copyOf(gpu: Gpu, t: Tensor): Tensor {

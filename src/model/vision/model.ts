@@ -28,7 +28,6 @@ import type { Gpu, Tensor } from "../../gpu/runtime.ts";
 import { withArena } from "../../gpu/arena.ts";
 import type { Arena } from "../../gpu/arena.ts";
 import { convOutSize } from "../../ops/conv2d.ts";
-import { copyRows } from "../../ops/copy_rows.ts";
 import { layerNorm } from "../../ops/layer_norm.ts";
 import { layerNormBackward } from "../../ops/layer_norm_backward.ts";
 import { linear } from "../../ops/linear.ts";
@@ -45,7 +44,8 @@ import { visionParams } from "./params.ts";
 import type { VisionParams } from "./params.ts";
 import { addPositions, addPositionsBackward, gridFeatures, stem, stemBackward } from "./stem.ts";
 import type { StemSaves } from "./stem.ts";
-import { classBlock, classBlockBackward, putRows, takeRows } from "./class_block.ts";
+import { classBlock, classBlockBackward } from "./class_block.ts";
+import { copyRows, putRows, takeRows } from "../../ops/copy_rows.ts";
 import type { ClassBlockSaves } from "./class_block.ts";
 
 /** Token grid `[Hp, Wp]` the stem makes of an `H × W` image. */
