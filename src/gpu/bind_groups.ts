@@ -10,10 +10,11 @@
  * next: this cache hands them out again.
  *
  * A bind group is found by its pipeline and every entry's binding, buffer,
- * offset and size. Buffers are named by an identity number that is never
- * reused, and {@linkcode BindGroupCache.forget} drops every group that binds
- * a buffer when the runtime destroys it, so a destroyed buffer is never bound
- * from the cache. The cache holds at most `capacity` groups (the oldest go
+ * offset and size (or texture view). Buffers and views are named by an
+ * identity number that is never reused, and {@linkcode BindGroupCache.forget}
+ * drops every group that binds a buffer (or a texture's view) when the
+ * runtime destroys it, so a destroyed resource is never bound from the
+ * cache. The cache holds at most `capacity` groups (the oldest go
  * first), so passes of ever-changing sizes cannot grow it without bound.
  *
  * @module
@@ -27,6 +28,15 @@ export interface BufferEntry {
   size: number;
 }
 
+/** A storage-texture binding (forget its view when the texture is destroyed). */
+export interface TextureEntry {
+  binding: number;
+  view: GPUTextureView;
+}
+
+/** One entry of a cached bind group. */
+export type CachedEntry = BufferEntry | TextureEntry;
+
 /** Hits, misses and size of a {@linkcode BindGroupCache}. */
 export interface BindGroupStats {
   /** Lookups served from the cache. */
@@ -39,14 +49,15 @@ export interface BindGroupStats {
 
 interface Cached {
   group: GPUBindGroup;
-  buffers: readonly GPUBuffer[];
+  /** The buffers and texture views it binds. */
+  resources: readonly object[];
 }
 
 /** Bind groups by pipeline and bound buffer ranges (see the module notes). */
 export class BindGroupCache {
   readonly #device: GPUDevice;
   readonly #groups = new Map<string, Cached>();
-  readonly #byBuffer = new Map<GPUBuffer, Set<string>>();
+  readonly #byResource = new Map<object, Set<string>>();
   readonly #ids = new WeakMap<object, number>();
   #nextId = 1;
   #hits = 0;
@@ -70,9 +81,13 @@ export class BindGroupCache {
   }
 
   /** The bind group of `entries` for group 0 of `pipeline`: cached, or made now and cached. */
-  get(pipeline: GPUComputePipeline, label: string, entries: readonly BufferEntry[]): GPUBindGroup {
+  get(pipeline: GPUComputePipeline, label: string, entries: readonly CachedEntry[]): GPUBindGroup {
     let key = `${this.#id(pipeline)}`;
-    for (const e of entries) key += `|${e.binding}:${this.#id(e.buffer)}:${e.offset}:${e.size}`;
+    for (const e of entries) {
+      key += "view" in e
+        ? `|${e.binding}:${this.#id(e.view)}`
+        : `|${e.binding}:${this.#id(e.buffer)}:${e.offset}:${e.size}`;
+    }
     const found = this.#groups.get(key);
     if (found) {
       this.#hits++;
@@ -84,15 +99,15 @@ export class BindGroupCache {
       layout: pipeline.getBindGroupLayout(0),
       entries: entries.map((e) => ({
         binding: e.binding,
-        resource: { buffer: e.buffer, offset: e.offset, size: e.size },
+        resource: "view" in e ? e.view : { buffer: e.buffer, offset: e.offset, size: e.size },
       })),
     });
     if (this.#groups.size >= this.capacity) this.#evict(this.#groups.keys().next().value!);
-    const buffers = [...new Set(entries.map((e) => e.buffer))];
-    this.#groups.set(key, { group, buffers });
-    for (const b of buffers) {
-      let keys = this.#byBuffer.get(b);
-      if (!keys) this.#byBuffer.set(b, keys = new Set());
+    const resources = [...new Set(entries.map((e) => "view" in e ? e.view : e.buffer))];
+    this.#groups.set(key, { group, resources });
+    for (const r of resources) {
+      let keys = this.#byResource.get(r);
+      if (!keys) this.#byResource.set(r, keys = new Set());
       keys.add(key);
     }
     return group;
@@ -102,30 +117,33 @@ export class BindGroupCache {
     const cached = this.#groups.get(key);
     if (!cached) return;
     this.#groups.delete(key);
-    for (const b of cached.buffers) {
-      const keys = this.#byBuffer.get(b);
+    for (const r of cached.resources) {
+      const keys = this.#byResource.get(r);
       keys?.delete(key);
-      if (keys?.size === 0) this.#byBuffer.delete(b);
+      if (keys?.size === 0) this.#byResource.delete(r);
     }
   }
 
-  /** Drop every bind group that binds `buffer` (call it when the buffer is destroyed). */
-  forget(buffer: GPUBuffer): void {
-    const keys = this.#byBuffer.get(buffer);
+  /**
+   * Drop every bind group that binds `resource`, a buffer or a texture view
+   * (call it when the buffer or texture is destroyed).
+   */
+  forget(resource: GPUBuffer | GPUTextureView): void {
+    const keys = this.#byResource.get(resource);
     if (!keys) return;
     for (const key of [...keys]) this.#evict(key);
-    this.#byBuffer.delete(buffer);
+    this.#byResource.delete(resource);
   }
 
-  /** Whether any cached bind group binds `buffer` (for tests). */
-  binds(buffer: GPUBuffer): boolean {
-    return this.#byBuffer.has(buffer);
+  /** Whether any cached bind group binds `resource` (for tests). */
+  binds(resource: GPUBuffer | GPUTextureView): boolean {
+    return this.#byResource.has(resource);
   }
 
   /** Drop everything. */
   clear(): void {
     this.#groups.clear();
-    this.#byBuffer.clear();
+    this.#byResource.clear();
   }
 
   /** Hits, misses and groups held. */

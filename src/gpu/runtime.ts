@@ -20,7 +20,7 @@ import type { AdapterDescription } from "./device.ts";
 import { renderKernel } from "./render.ts";
 import type { RenderedKernel, SlotValue } from "./render.ts";
 import { BindGroupCache } from "./bind_groups.ts";
-import type { BindGroupStats, BufferEntry } from "./bind_groups.ts";
+import type { BindGroupStats, CachedEntry } from "./bind_groups.ts";
 
 /** Element types a {@linkcode Tensor} can hold on the GPU. */
 export type DType = "f32" | "u32" | "i32";
@@ -564,7 +564,7 @@ export class Gpu implements TensorOwner {
    */
   dispatch(kernel: Kernel, options: DispatchOptions): void {
     if (this.#uniformsUsed >= UNIFORM_SLOTS) this.flush();
-    const entries: BufferEntry[] = [];
+    const entries: CachedEntry[] = [];
     if (options.params && options.params.length > 0) {
       const slot = this.#uniformsUsed++;
       writeParams(this.#uniformHost, slot * UNIFORM_SLOT, options.params, kernel.name);

@@ -121,6 +121,25 @@ Deno.test("the cache holds at most its capacity, dropping the oldest", async () 
     assert.ok(!cache.binds(bufs[1]));
     cache.forget(bufs[0]); // bound by both groups
     assert.equal(cache.stats.cached, 0);
+    // Storage textures: cached by view, dropped with it.
+    const tk = await gpu.kernel(
+      "test_texture",
+      `@group(0) @binding(1) var t: texture_storage_2d<rgba32float, write>;
+       @compute @workgroup_size(1) fn main() { textureStore(t, vec2u(0u, 0u), vec4f(1.0)); }`,
+    );
+    const texture = gpu.device.createTexture({
+      size: [4, 4],
+      format: "rgba32float",
+      usage: GPUTextureUsage.STORAGE_BINDING,
+    });
+    const view = texture.createView();
+    const a = cache.get(tk.pipeline, "t", [{ binding: 1, view }]);
+    assert.equal(cache.get(tk.pipeline, "t", [{ binding: 1, view }]), a);
+    assert.notEqual(cache.get(tk.pipeline, "t", [{ binding: 1, view: texture.createView() }]), a);
+    assert.ok(cache.binds(view));
+    cache.forget(view);
+    assert.ok(!cache.binds(view));
+    texture.destroy();
     for (const b of [...bufs, uniform]) b.destroy();
     assert.throws(() => new BindGroupCache(gpu.device, 0), /capacity/);
   });
