@@ -70,13 +70,18 @@ Deno.test("generation: one wait for the first token, then one per readEvery toke
       const [N, readEvery, slide] of [[50, 32, false], [100, 32, true], [9, 4, false]] as const
     ) {
       const seen: [number, number][] = [];
+      const options = {
+        tokens: N,
+        temperature: 1,
+        seed: 1,
+        readEvery,
+        atBlockSize: slide ? "slide" as const : "stop" as const,
+      };
+      // Once before counting: the first use of a kernel or a matrix shape may wait (compiles, tuning).
+      await generate(gpu, params, [0, 1, 2], options);
       const { result, waits } = await countHostWaits((probe) =>
         generate(gpu, params, [0, 1, 2], {
-          tokens: N,
-          temperature: 1,
-          seed: 1,
-          readEvery,
-          atBlockSize: slide ? "slide" : "stop",
+          ...options,
           onToken: (_, i) => void seen.push([i, probe()]),
         })
       );
