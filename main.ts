@@ -13,6 +13,9 @@ import { convertCommand } from "./src/cli/convert.ts";
 import { evaluateCommand } from "./src/cli/evaluate.ts";
 import { sampleCommand } from "./src/cli/sample.ts";
 import { trainCommand } from "./src/cli/train.ts";
+import { tuneCommand } from "./src/cli/tune.ts";
+import { fileTuneStore } from "./src/cli/_tune_file.ts";
+import { setTuneStore } from "./src/ops/gemm_tune.ts";
 import { VERSION } from "./src/version.ts";
 
 /** Build the root command with every working subcommand registered. */
@@ -29,6 +32,7 @@ export function buildCli() {
     .addCommand(evaluateCommand())
     .addCommand(sampleCommand())
     .addCommand(trainCommand())
+    .addCommand(tuneCommand())
     .showHelpAfterError("(run with --help for usage)")
     .exitOverride()
     .configureOutput({
@@ -41,6 +45,7 @@ export async function main(args: string[]): Promise<number> {
   const cli = buildCli();
   for (const c of cli.commands) c.exitOverride();
   const verbose = args.includes("--verbose") || args.includes("-v");
+  setTuneStore(fileTuneStore()); // GEMM variant choices persist on disk for the CLI
   try {
     await cli.parseAsync(args, { from: "user" });
     return 0;

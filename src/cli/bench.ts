@@ -15,6 +15,7 @@ import { logLogSlope } from "../bench/stats.ts";
 import { MODEL_NAMES, type ModelRecord, runModelBench } from "../bench/models.ts";
 import { UsageError } from "./_errors.ts";
 import { printJson, useColor } from "./_output.ts";
+import { benchLinear } from "./_bench_linear.ts";
 
 const DEFAULT_OPS: OperatorName[] = ["tssa", "causal-tssa", "softmax", "flash-softmax"];
 /** Lengths on a software renderer (a CPU): seconds, not hours. */
@@ -42,14 +43,14 @@ function intList(value: string): number[] {
   return parts.map(positiveInt("seq"));
 }
 
-function opList(value: string): OperatorName[] {
+function opList(value: string): (OperatorName | "linear")[] {
   const ops = value.split(",").map((s) => s.trim()).filter(Boolean);
   for (const op of ops) {
-    if (!(OPERATORS as readonly string[]).includes(op)) {
-      throw new UsageError(`unknown operator "${op}" (known: ${OPERATORS.join(", ")})`);
+    if (op !== "linear" && !(OPERATORS as readonly string[]).includes(op)) {
+      throw new UsageError(`unknown operator "${op}" (known: ${OPERATORS.join(", ")}, linear)`);
     }
   }
-  return ops as OperatorName[];
+  return ops as (OperatorName | "linear")[];
 }
 
 /** Build the `bench` subcommand. */
@@ -59,7 +60,7 @@ export function benchCommand() {
       "Profile attention time and memory against sequence length: TSSA against softmax.",
     )
     .option("--seq <list>", "sequence lengths, comma-separated (default: by device)", intList)
-    .option("--ops <list>", `operators (${OPERATORS.join(", ")})`, opList, DEFAULT_OPS)
+    .option("--ops <list>", `operators (${OPERATORS.join(", ")}), or linear`, opList, DEFAULT_OPS)
     .option("--dim <n>", "embedding width", positiveInt("dim"), 384)
     .option("--heads <n>", "attention heads", positiveInt("heads"), 8)
     .option("--batch <n>", "batch size", positiveInt("batch"), 1)
@@ -88,6 +89,8 @@ export function benchCommand() {
       "image sides in pixels for --model, comma-separated (default: by device)",
       intList,
     )
+    .option("--shapes <list>", "with --ops linear: layers m×k×n (default: the models' shapes)")
+    .option("--variants <list>", "with --ops linear: GEMM variants to time (chosen, all, names)")
     .option("--plot <file.svg>", "write a log-log plot of time and memory (and a PNG beside it)")
     .option("--json", "print the records as JSON on stdout")
     .addHelpText(
@@ -115,6 +118,11 @@ gradient to the input gradient and every parameter gradient (accumulated into bu
 allocated with the parameters and, like them, excluded from peak memory). It is checked
 first against a float64 composition of the CPU references (tolerance 1e-3).
 
+With --ops linear, the linear layer's GEMM is timed instead (GFLOP/s, records with op
+"linear", m, k, n, gflops, variant) at the models' shapes (--shapes 4096x384x1152,…):
+the forward product, and with --backward also ∂x and ∂W; --variants all times every
+kernel variant that can run here, not only the one tost chose (see \`tost tune\`).
+
 With --model, whole models are timed instead: ToST-S against ViT-S (width 384, 12 blocks,
 patch 16, random weights) at growing image sizes (--images), as in the paper's figure.
 
@@ -123,9 +131,26 @@ Examples:
   tost bench                                   # default lengths for this device
   tost bench --seq 1024,4096,16384 --ops tssa,flash-softmax --json
   tost bench --backward --seq 256,512,1024     # forward and forward+backward
-  tost bench --plot bench.svg                  # also writes bench.png`,
+  tost bench --plot bench.svg                  # also writes bench.png
+  tost bench --ops linear --backward --json    # GEMM GFLOP/s at the models' shapes`,
     )
-    .action(async (options) => {
+    .action(async (options, command) => {
+      if (options.ops.includes("linear")) {
+        const cli = (name: string) => command.getOptionValueSource(name) === "cli";
+        const foreign = ["seq", "dim", "heads", "batch", "checkTokens", "model", "images", "plot"]
+          .filter(cli);
+        if (options.ops.length > 1 || foreign.length > 0 || !options.projections) {
+          throw new UsageError(
+            "--ops linear runs alone and takes only --shapes, --variants, --backward, " +
+              "--repeats, --warmup and --json",
+          );
+        }
+        await benchLinear({ ...options, json: options.json ?? false });
+        return;
+      }
+      if (options.shapes || options.variants) {
+        throw new UsageError("--shapes and --variants apply to --ops linear");
+      }
       if (options.dim % options.heads !== 0) {
         throw new UsageError(`--dim ${options.dim} is not divisible by --heads ${options.heads}`);
       }
@@ -172,7 +197,7 @@ Examples:
           }
         };
         const { checks, records } = await runBench(gpu, {
-          ops: options.ops,
+          ops: options.ops as OperatorName[],
           seq,
           dim: options.dim,
           heads: options.heads,

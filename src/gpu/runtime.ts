@@ -69,19 +69,21 @@ export interface BufferRange {
 
 /** What one {@linkcode Gpu.dispatch} needs. */
 export interface DispatchOptions {
-  /** Storage bindings 1…n, in order. */
-  readonly bindings: readonly (Tensor | BufferRange)[];
+  /** Storage bindings 1…n, in order: buffers, buffer ranges or storage textures. */
+  readonly bindings: readonly (Tensor | BufferRange | Texture)[];
   /** Uniform values at binding 0 (omit when the kernel declares none). */
   readonly params?: readonly Param[];
   /** Workgroup count: a total (folded over 65535 by the runtime) or an explicit grid. */
   readonly workgroups: number | readonly [number, number, number];
 }
 
-/** Live and peak bytes of tensor storage this runtime has allocated. */
+/** Live and peak bytes of tensor (and texture) storage this runtime has allocated. */
 export interface MemoryStats {
+  /** Bytes of live tensors and textures. */
   liveBytes: number;
   peakBytes: number;
   liveBuffers: number;
+  liveTextures: number;
 }
 
 /** One timed region, measured with timestamp queries. */
@@ -129,6 +131,45 @@ export class Tensor {
     if (this.#destroyed) return;
     this.#destroyed = true;
     this.gpu._release(this);
+  }
+}
+
+/**
+ * A 2-D `rgba32float` storage texture: `width` texels of 4 f32 each per row,
+ * `height` rows. Counted in {@linkcode Gpu.memory} like tensors. Kernels
+ * bind it as `texture_storage_2d<rgba32float, read | write>`.
+ */
+export class Texture {
+  #destroyed = false;
+  #view: GPUTextureView | null = null;
+  constructor(
+    readonly gpu: Gpu,
+    readonly texture: GPUTexture,
+    readonly width: number,
+    readonly height: number,
+  ) {}
+
+  /** Bytes of texel storage (16 per texel). */
+  get byteSize(): number {
+    return this.width * this.height * 16;
+  }
+
+  /** The view bound in dispatches. */
+  get view(): GPUTextureView {
+    this.#view ??= this.texture.createView();
+    return this.#view;
+  }
+
+  /** Whether {@linkcode destroy} has been called. */
+  get destroyed(): boolean {
+    return this.#destroyed;
+  }
+
+  /** Free the texture (after pending work that uses it is submitted). Safe to call twice. */
+  destroy(): void {
+    if (this.#destroyed) return;
+    this.#destroyed = true;
+    this.gpu._releaseTexture(this);
   }
 }
 
@@ -188,6 +229,7 @@ export class Gpu {
   #uniformHost = new ArrayBuffer(UNIFORM_SLOT * UNIFORM_SLOTS);
   #uniformsUsed = 0;
   #live = new Set<Tensor>();
+  #liveTextures = new Set<Texture>();
   #liveBytes = 0;
   #peakBytes = 0;
   #error: Error | null = null;
@@ -196,7 +238,7 @@ export class Gpu {
   #queryResolve: GPUBuffer | null = null;
   #timedLabels: string[] = [];
   #pendingTimings: Promise<Timing[]>[] = [];
-  #pendingDestroy: GPUBuffer[] = [];
+  #pendingDestroy: (GPUBuffer | GPUTexture)[] = [];
 
   private constructor(adapter: GPUAdapter, device: GPUDevice) {
     this.adapter = adapter;
@@ -308,9 +350,51 @@ export class Gpu {
     else t.buffer.destroy();
   }
 
-  /** Live and peak tensor bytes allocated through this runtime. */
+  /**
+   * Allocate a 2-D `rgba32float` storage texture of `width × height` texels
+   * (contents undefined until written).
+   *
+   * @throws {RangeError} when a side exceeds the device's `maxTextureDimension2D`
+   */
+  texture(width: number, height: number, label = "texture"): Texture {
+    this.checkError();
+    const max = this.limits.maxTextureDimension2D;
+    for (const [side, v] of [["width", width], ["height", height]] as const) {
+      if (!Number.isInteger(v) || v < 1 || v > max) {
+        throw new RangeError(
+          `Texture "${label}" ${side} ${v} is out of range: the device allows 1 to ${max}`,
+        );
+      }
+    }
+    const texture = this.device.createTexture({
+      label,
+      size: [width, height],
+      format: "rgba32float",
+      usage: GPUTextureUsage.STORAGE_BINDING | GPUTextureUsage.COPY_DST,
+    });
+    const t = new Texture(this, texture, width, height);
+    this.#liveTextures.add(t);
+    this.#liveBytes += t.byteSize;
+    this.#peakBytes = Math.max(this.#peakBytes, this.#liveBytes);
+    return t;
+  }
+
+  /** @internal called by Texture.destroy. */
+  _releaseTexture(t: Texture): void {
+    if (!this.#liveTextures.delete(t)) return;
+    this.#liveBytes -= t.byteSize;
+    if (this.#encoder) this.#pendingDestroy.push(t.texture);
+    else t.texture.destroy();
+  }
+
+  /** Live and peak tensor and texture bytes allocated through this runtime. */
   memory(): MemoryStats {
-    return { liveBytes: this.#liveBytes, peakBytes: this.#peakBytes, liveBuffers: this.#live.size };
+    return {
+      liveBytes: this.#liveBytes,
+      peakBytes: this.#peakBytes,
+      liveBuffers: this.#live.size,
+      liveTextures: this.#liveTextures.size,
+    };
   }
 
   /** Restart peak counting from the current live bytes. */
@@ -421,6 +505,13 @@ export class Gpu {
     }
     const maxBinding = this.limits.maxStorageBufferBindingSize;
     options.bindings.forEach((b, i) => {
+      if (b instanceof Texture) {
+        if (b.destroyed) {
+          throw new Error(`Kernel "${kernel.name}": binding ${i + 1} uses a destroyed texture`);
+        }
+        entries.push({ binding: i + 1, resource: b.view });
+        return;
+      }
       const range = b instanceof Tensor ? { tensor: b, offset: 0, size: b.buffer.size } : b;
       if (range.tensor.destroyed) {
         throw new Error(`Kernel "${kernel.name}": binding ${i + 1} uses a destroyed tensor`);
@@ -571,6 +662,7 @@ export class Gpu {
 
   #marker(
     writes: { beginningOfPassWriteIndex: number } | { endOfPassWriteIndex: number },
+    querySet?: GPUQuerySet,
   ): void {
     this.#querySet ??= this.device.createQuerySet({
       type: "timestamp",
@@ -580,9 +672,81 @@ export class Gpu {
     this.#currentEncoder()
       .beginComputePass({
         label: "tost.timestamp",
-        timestampWrites: { querySet: this.#querySet, ...writes },
+        timestampWrites: { querySet: querySet ?? this.#querySet, ...writes },
       })
       .end();
+  }
+
+  /**
+   * Measure alternatives: record each of `runs` `repeats` times (interleaved:
+   * run 0, run 1, …, then again) and return each run's durations in ms.
+   * Timestamp queries of its own bracket every recording, so regions of
+   * {@linkcode timed} are left alone (work profiled inside an open region
+   * counts in it). Without `timestamp-query`, each recording is submitted
+   * and awaited and wall time is returned (it includes the wait's floor).
+   * Waits for the GPU: meant for tuning, not for the step path.
+   */
+  async profile(
+    runs: readonly (() => void | Promise<void>)[],
+    repeats = 1,
+  ): Promise<number[][]> {
+    const out = runs.map(() => [] as number[]);
+    if (!this.hasTimestamps) {
+      for (let r = 0; r < repeats; r++) {
+        for (let i = 0; i < runs.length; i++) {
+          await this.sync();
+          const t0 = performance.now();
+          await runs[i]();
+          await this.sync();
+          out[i].push(performance.now() - t0);
+        }
+      }
+      return out;
+    }
+    const count = 2 * runs.length * repeats;
+    const querySet = this.device.createQuerySet({ type: "timestamp", count });
+    const resolve = this.device.createBuffer({
+      label: "tost.profile",
+      size: count * 8,
+      usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
+    });
+    const staging = this.device.createBuffer({
+      label: "tost.profile.read",
+      size: count * 8,
+      usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+    });
+    try {
+      let q = 0;
+      for (let r = 0; r < repeats; r++) {
+        for (const run of runs) {
+          this.#marker({ beginningOfPassWriteIndex: q++ }, querySet);
+          await run();
+          this.#marker({ endOfPassWriteIndex: q++ }, querySet);
+        }
+      }
+      this.#endPass();
+      const encoder = this.#currentEncoder();
+      encoder.resolveQuerySet(querySet, 0, count, resolve, 0);
+      encoder.copyBufferToBuffer(resolve, 0, staging, 0, count * 8);
+      this.flush();
+      await staging.mapAsync(GPUMapMode.READ);
+      await nextTask();
+      this.checkError();
+      const ts = new BigUint64Array(staging.getMappedRange().slice(0));
+      staging.unmap();
+      q = 0;
+      for (let r = 0; r < repeats; r++) {
+        for (let i = 0; i < runs.length; i++, q += 2) {
+          out[i].push(Number(ts[q + 1] - ts[q]) / 1e6);
+        }
+      }
+      return out;
+    } finally {
+      this.flush();
+      querySet.destroy();
+      resolve.destroy();
+      staging.destroy();
+    }
   }
 
   #collectTimings(): void {
@@ -633,6 +797,7 @@ export class Gpu {
   destroy(): void {
     if (this.#destroyed) return;
     for (const t of [...this.#live]) t.destroy();
+    for (const t of [...this.#liveTextures]) t.destroy();
     for (const b of this.#pendingDestroy) b.destroy();
     this.#pendingDestroy = [];
     this.#destroyed = true;
