@@ -167,7 +167,7 @@ export function shapeClass(kind: GemmKind, m: number, n: number, k: number): str
 }
 
 /** Products this small are not worth measuring: the default serves them. */
-const TUNE_MIN_MACS = 1 << 18;
+const TUNE_MIN_MACS = 1 << 16;
 
 /**
  * The variant used without tuning: on a software adapter the texture kernel
@@ -389,7 +389,7 @@ async function validate(
  * @example
  * ```ts
  * import { tuningShape } from "./gemm_tune.ts";
- * if (tuningShape(4096, 1152, 384, 1 << 26).join() !== "128,1024,384") throw new Error();
+ * if (tuningShape(4096, 1152, 384, 1 << 26).join() !== "256,512,384") throw new Error();
  * ```
  */
 export function tuningShape(
@@ -440,10 +440,11 @@ async function timeAt(
 }
 
 /**
- * Validate and time every candidate for a `kind` product of about `[m, n, k]`
- * on `gpu` and return the measurement (nothing is saved): one screening
- * product at a small size drops the slow designs, the rest are timed
- * {@linkcode FINAL_REPEATS} times at a larger size, interleaved.
+ * Validate and time the candidates (by default {@linkcode candidates}) for a
+ * `kind` product of about `[m, n, k]` on `gpu` and return the measurement
+ * (nothing is saved): one screening product at a small size drops the slow
+ * designs, the rest are timed {@linkcode FINAL_REPEATS} times at a larger
+ * size, interleaved.
  *
  * @throws {Error} when no candidate passes validation
  */
@@ -453,9 +454,9 @@ export async function tuneShape(
   m: number,
   n: number,
   k: number,
+  all: GemmVariant[] = candidates(gpu, kind, m),
 ): Promise<TuneChoice> {
   const t0 = performance.now();
-  const all = candidates(gpu, kind, m);
   const rejected: Record<string, string> = {};
   for (const name of GEMM_VARIANTS.keys()) {
     const why = gemmVariant(name).unsupported(gpu, kind);
