@@ -1,4 +1,4 @@
-// Shared part of every GEMM kernel (gemm_texture, gemm_tile, gemm_simple):
+// Shared part of every GEMM kernel (gemm_block, gemm_tile):
 // the uniform parameters and the epilogue that turns one accumulated dot
 // product into stored outputs. A kernel's source is this file followed by its
 // own; the product is
@@ -34,8 +34,8 @@ struct Params {
   c_ld: u32,
   e_base: u32,    // bias and gamma index of column 0
   aux_base: u32,  // aux[i, j] = aux[aux_base + i * c_ld + j]
-  blocks_n: u32,  // blocks of the grid along n
-  blocks: u32,    // blocks in the grid
+  blocks_n: u32,  // blocks (tiles) along n
+  blocks: u32,    // gemm_tile: tiles in the grid; register-block kernels: workgroups per row block
 }
 
 @group(0) @binding(0) var<uniform> p: Params;

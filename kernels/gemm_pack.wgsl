@@ -1,13 +1,11 @@
 // Pack one GEMM operand into an rgba32float storage texture for
-// kernels/gemm_texture.wgsl: texel (t, r) holds reduction indices 4t … 4t+3
+// kernels/gemm_block.wgsl: texel (t, r) holds reduction indices 4t … 4t+3
 // of operand row r, zero past the reduction length `depth` and for rows past
 // `rows` up to the texture height, so the GEMM reads without bounds checks.
 //
 // The source is a bound piece of a row-major tensor, element (r, k) at
-// src[base + r·si + k·sk]:
-//   pack_depth: k is contiguous (sk = 1): x and W of the forward; lanes step along t
-//   pack_rows:  r is contiguous (si = 1): W of ∂x, dy and x of ∂W; lanes step along r
-// so neighbouring invocations read neighbouring addresses either way.
+// src[base + r·si + k·sk]: k contiguous (sk = 1) for x and W of the forward,
+// r contiguous (si = 1) for W of ∂x and for ∂y and x of ∂W.
 
 struct Params {
   rows: u32,    // valid operand rows
@@ -42,7 +40,7 @@ fn texel(t: u32, r: u32) -> vec4f {
 }
 
 @compute @workgroup_size(WG)
-fn pack_depth(
+fn main(
   @builtin(workgroup_id) wid: vec3u,
   @builtin(num_workgroups) nwg: vec3u,
   @builtin(local_invocation_index) lid: u32,
@@ -51,22 +49,10 @@ fn pack_depth(
   if (e >= p.texels * p.height) {
     return;
   }
-  let t = e % p.texels;
-  let r = e / p.texels;
-  textureStore(dst, vec2u(t, r), texel(t, r));
-}
-
-@compute @workgroup_size(WG)
-fn pack_rows(
-  @builtin(workgroup_id) wid: vec3u,
-  @builtin(num_workgroups) nwg: vec3u,
-  @builtin(local_invocation_index) lid: u32,
-) {
-  let e = (wid.x + wid.y * nwg.x + wid.z * nwg.x * nwg.y) * WG + lid;
-  if (e >= p.texels * p.height) {
-    return;
-  }
-  let r = e % p.height;
-  let t = e / p.height;
+  // Neighbouring invocations read neighbouring addresses: along t when k is
+  // contiguous, along r otherwise.
+  let along_t = p.sk == 1u;
+  let t = select(e / p.height, e % p.texels, along_t);
+  let r = select(e % p.height, e / p.texels, along_t);
   textureStore(dst, vec2u(t, r), texel(t, r));
 }

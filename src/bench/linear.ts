@@ -13,7 +13,7 @@
 
 import type { Gpu, Tensor } from "../gpu/runtime.ts";
 import { gemm, type GemmKind, gemmKind, type GemmProduct, type GemmVariant } from "../ops/gemm.ts";
-import { chooseVariant } from "../ops/gemm_tune.ts";
+import { chooseVariant, gemmTestValues as values } from "../ops/gemm_tune.ts";
 import { linearForwardReference } from "../ops/linear.ts";
 import { linearBackwardReference } from "../ops/linear_backward.ts";
 import { median } from "./stats.ts";
@@ -38,17 +38,6 @@ export interface LinearProduct {
   kind: GemmKind;
   prod: GemmProduct;
   destroy(): void;
-}
-
-/** Deterministic values in [-1, 1). */
-function values(n: number, seed: number): Float32Array<ArrayBuffer> {
-  const out = new Float32Array(n);
-  let s = seed >>> 0;
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    out[i] = s / 2 ** 31 - 1;
-  }
-  return out;
 }
 
 /** Host data of a layer of `[m, k, n]`: x, W, b, ∂y. */

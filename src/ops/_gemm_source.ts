@@ -8,14 +8,13 @@
  *   no placeholder bindings);
  * - the unrolled register block of the texture and simple kernels: on
  *   lavapipe an RM×RN block must live in plain variables (`c3_5`), never in a
- *   private array indexed by a loop variable (see `kernels/gemm_texture.wgsl`).
+ *   private array indexed by a loop variable (see `kernels/gemm_block.wgsl`).
  *
  * @module
  */
 
 import commonWgsl from "../../kernels/gemm_common.wgsl" with { type: "text" };
-import textureWgsl from "../../kernels/gemm_texture.wgsl" with { type: "text" };
-import simpleWgsl from "../../kernels/gemm_simple.wgsl" with { type: "text" };
+import blockWgsl from "../../kernels/gemm_block.wgsl" with { type: "text" };
 import tileWgsl from "../../kernels/gemm_tile.wgsl" with { type: "text" };
 import type { SlotValue } from "../gpu/render.ts";
 
@@ -99,7 +98,7 @@ export interface GemmSource {
   slots: Record<string, SlotValue>;
 }
 
-/** The texture kernel with an RM×RN block per invocation. */
+/** The register-block kernel reading packed textures, an RM×RN block per invocation. */
 export function textureSource(
   rm: number,
   rn: number,
@@ -110,22 +109,27 @@ export function textureSource(
     ["x", "y", "z", "w"].reduce((acc, q) => `fma(a${i}.${q}, b${j}.${q}, ${acc})`, `c${i}_${j}`);
   return {
     name: "gemm_texture",
-    template: commonWgsl + textureWgsl,
+    template: commonWgsl + blockWgsl,
     slots: {
       rm,
       rn,
       workgroupSize,
       ...epilogueSlots(spec),
       ...blockSlots(rm, rn, chain),
+      operands: [
+        "@group(0) @binding(1) var a_tex: texture_storage_2d<rgba32float, read>;",
+        "@group(0) @binding(2) var b_tex: texture_storage_2d<rgba32float, read>;",
+      ].join("\n"),
+      rows: "",
       load: [
-        ...range(rm).map((i) => `let a${i} = textureLoad(a_tex, vec2u(t, i0 + ${i}u));`),
-        ...range(rn).map((j) => `let b${j} = textureLoad(b_tex, vec2u(t, j0 + ${j}u));`),
+        ...range(rm).map((i) => `let a${i} = textureLoad(a_tex, vec2u(s, i0 + ${i}u));`),
+        ...range(rn).map((j) => `let b${j} = textureLoad(b_tex, vec2u(s, j0 + ${j}u));`),
       ].join("\n    "),
     },
   };
 }
 
-/** The simple (buffer, no packing) kernel with an RM×RN block per invocation. */
+/** The register-block kernel reading the buffers (no packing), an RM×RN block per invocation. */
 export function simpleSource(
   rm: number,
   rn: number,
@@ -134,20 +138,24 @@ export function simpleSource(
 ): GemmSource {
   return {
     name: "gemm_simple",
-    template: commonWgsl + simpleWgsl,
+    template: commonWgsl + blockWgsl,
     slots: {
       rm,
       rn,
       workgroupSize,
       ...epilogueSlots(spec),
       ...blockSlots(rm, rn, (i, j) => `fma(a${i}, b${j}, c${i}_${j})`),
+      operands: [
+        "@group(0) @binding(1) var<storage, read> a: array<f32>;",
+        "@group(0) @binding(2) var<storage, read> b: array<f32>;",
+      ].join("\n"),
       rows: [
         ...range(rm).map((i) => `let ra${i} = p.a_base + min(i0 + ${i}u, p.m - 1u) * p.a_si;`),
         ...range(rn).map((j) => `let rb${j} = p.b_base + min(j0 + ${j}u, p.n - 1u) * p.b_sj;`),
       ].join("\n  "),
       load: [
-        ...range(rm).map((i) => `let a${i} = a[ra${i} + r * p.a_sr];`),
-        ...range(rn).map((j) => `let b${j} = b[rb${j} + r * p.b_sr];`),
+        ...range(rm).map((i) => `let a${i} = a[ra${i} + s * p.a_sr];`),
+        ...range(rn).map((j) => `let b${j} = b[rb${j} + s * p.b_sr];`),
       ].join("\n    "),
     },
   };

@@ -159,6 +159,7 @@ export interface GemmVariant {
 
 const UNLIMITED: Caps = { i: Infinity, j: Infinity, r: Infinity };
 
+/** The Params of kernels/gemm_common.wgsl for one piece. */
 function uniforms(
   prod: GemmProduct,
   piece: Piece,
@@ -192,6 +193,23 @@ function epilogueBindings(prod: GemmProduct, piece: Piece) {
   );
 }
 
+/** Dispatch a kernel that reads A and B from their buffers. */
+function dispatchBuffers(
+  gpu: Gpu,
+  kernel: Kernel,
+  prod: GemmProduct,
+  piece: Piece,
+  blocksN: number,
+  blocks: number,
+  { workgroups }: { workgroups: number },
+): void {
+  gpu.dispatch(kernel, {
+    bindings: [piece.a.range, piece.b.range, piece.c.range, ...epilogueBindings(prod, piece)],
+    params: uniforms(prod, piece, piece.r.count, blocksN, blocks),
+    workgroups,
+  });
+}
+
 function compile(gpu: Gpu, src: GemmSource, spec: EpilogueSpec, entry = "main"): Promise<Kernel> {
   return gpu.kernel(`${src.name}[${epilogueName(spec)}]`, src.template, src.slots, entry);
 }
@@ -207,16 +225,9 @@ function simpleVariant(rm: number, rn: number): GemmVariant {
     async record(gpu, prod, piece) {
       const kernel = await compile(gpu, simpleSource(rm, rn, wg, piece.spec), piece.spec);
       const blocksN = Math.ceil(piece.j.count / rn);
-      const blocks = Math.ceil(piece.i.count / rm) * blocksN;
-      gpu.dispatch(kernel, {
-        bindings: [
-          piece.a.range,
-          piece.b.range,
-          piece.c.range,
-          ...epilogueBindings(prod, piece),
-        ],
-        params: uniforms(prod, piece, piece.r.count, blocksN, blocks),
-        workgroups: Math.ceil(blocks / wg),
+      const groupsPerRow = Math.ceil(blocksN / wg);
+      dispatchBuffers(gpu, kernel, prod, piece, blocksN, groupsPerRow, {
+        workgroups: Math.ceil(piece.i.count / rm) * groupsPerRow,
       });
     },
   };
@@ -244,16 +255,7 @@ function tileVariant(t: TileShape): GemmVariant {
       const kernel = await compile(gpu, src, piece.spec);
       const blocksN = Math.ceil(piece.j.count / t.bn);
       const blocks = Math.ceil(piece.i.count / t.bm) * blocksN;
-      gpu.dispatch(kernel, {
-        bindings: [
-          piece.a.range,
-          piece.b.range,
-          piece.c.range,
-          ...epilogueBindings(prod, piece),
-        ],
-        params: uniforms(prod, piece, piece.r.count, blocksN, blocks),
-        workgroups: blocks,
-      });
+      dispatchBuffers(gpu, kernel, prod, piece, blocksN, blocks, { workgroups: blocks });
     },
   };
 }
@@ -289,11 +291,8 @@ function textureVariant(rm: number, rn: number): GemmVariant {
       };
     },
     async record(gpu, prod, piece) {
-      const [pack, packRows, kernel] = await Promise.all([
-        gpu.kernel("gemm_pack", packWgsl, {}, "pack_depth"),
-        gpu.kernel("gemm_pack", packWgsl, {}, "pack_rows"),
-        compile(gpu, textureSource(rm, rn, wg, piece.spec), piece.spec),
-      ]);
+      const pack = await gpu.kernel("gemm_pack", packWgsl);
+      const kernel = await compile(gpu, textureSource(rm, rn, wg, piece.spec), piece.spec);
       const texels = Math.ceil(piece.r.count / 4);
       const packInto = (
         slot: number,
@@ -304,7 +303,7 @@ function textureVariant(rm: number, rn: number): GemmVariant {
       ) => {
         const height = Math.ceil(rows / block) * block;
         const tex = texturePool(gpu).get(texels + ROW_PAD_TEXELS, height, slot);
-        gpu.dispatch(at.sr === 1 ? pack : packRows, {
+        gpu.dispatch(pack, {
           bindings: [bound.range, tex],
           params: [rows, piece.r.count, texels, height, at.base, at.si, at.sr],
           workgroups: Math.ceil((texels * height) / PACK_WG),
@@ -316,11 +315,11 @@ function textureVariant(rm: number, rn: number): GemmVariant {
       const aTex = packInto(0, piece.i.count, rm, piece.a, piece.aAt);
       const bTex = packInto(1, piece.j.count, rn, piece.b, piece.bAt);
       const blocksN = Math.ceil(piece.j.count / rn);
-      const blocks = Math.ceil(piece.i.count / rm) * blocksN;
+      const groupsPerRow = Math.ceil(blocksN / wg);
       gpu.dispatch(kernel, {
         bindings: [aTex, bTex, piece.c.range, ...epilogueBindings(prod, piece)],
-        params: uniforms(prod, piece, texels, blocksN, blocks),
-        workgroups: Math.ceil(blocks / wg),
+        params: uniforms(prod, piece, texels, blocksN, groupsPerRow),
+        workgroups: Math.ceil(piece.i.count / rm) * groupsPerRow,
       });
     },
   };

@@ -278,8 +278,8 @@ export async function gemmAuto(
   return variant;
 }
 
-/** Deterministic values in [-1, 1). */
-function filled(n: number, seed: number): Float32Array<ArrayBuffer> {
+/** `n` deterministic values in [-1, 1) (a linear congruential sequence), for measuring. */
+export function gemmTestValues(n: number, seed: number): Float32Array<ArrayBuffer> {
   const out = new Float32Array(n);
   let s = seed >>> 0;
   for (let i = 0; i < n; i++) {
@@ -297,8 +297,8 @@ function operands(
   n: number,
   k: number,
 ): { a: GemmOperand; b: GemmOperand; ha: Float32Array; hb: Float32Array } {
-  const ha = filled(m * k, 1);
-  const hb = filled(n * k, 2);
+  const ha = gemmTestValues(m * k, 1);
+  const hb = gemmTestValues(n * k, 2);
   const aDepth = kind[0] === "n";
   const bDepth = kind[1] === "t";
   return {
