@@ -27,8 +27,13 @@ const THREADS: u32 = THREADS_M * THREADS_N;
 const GM: u32 = TM / 4u;
 const GN: u32 = TN / 4u;
 
-var<workgroup> a_tile: array<vec4f, BK * BM / 4u>; // [r][i / 4]
-var<workgroup> b_tile: array<vec4f, BK * BN / 4u>; // [r][j / 4]
+// Slab rows are padded by 4 floats: staging k-contiguous operands writes
+// down a column, and an unpadded row of 64 floats would put all 16 writes of
+// a column in one memory bank.
+const AP: u32 = BM + 4u;
+const BP: u32 = BN + 4u;
+var<workgroup> a_tile: array<vec4f, BK * AP / 4u>; // [r][i / 4]
+var<workgroup> b_tile: array<vec4f, BK * BP / 4u>; // [r][j / 4]
 
 fn load_a(i: u32, r: u32) -> f32 {
   if (i < p.m && r < p.k) {
@@ -67,7 +72,7 @@ fn main(
         ii = e % BM;
         rr = e / BM;
       }
-      a_tile[(rr * BM + ii) / 4u][ii % 4u] = load_a(i0 + ii, r0 + rr);
+      a_tile[(rr * AP + ii) / 4u][ii % 4u] = load_a(i0 + ii, r0 + rr);
     }
     for (var e = lid; e < BN * BK; e += THREADS) {
       var jj = e / BK;
@@ -76,17 +81,17 @@ fn main(
         jj = e % BN;
         rr = e / BN;
       }
-      b_tile[(rr * BN + jj) / 4u][jj % 4u] = load_b(j0 + jj, r0 + rr);
+      b_tile[(rr * BP + jj) / 4u][jj % 4u] = load_b(j0 + jj, r0 + rr);
     }
     workgroupBarrier();
     for (var rr = 0u; rr < BK; rr++) {
       var av: array<vec4f, GM>;
       var bv: array<vec4f, GN>;
       for (var g = 0u; g < GM; g++) {
-        av[g] = a_tile[rr * (BM / 4u) + g * THREADS_M + ty];
+        av[g] = a_tile[rr * (AP / 4u) + g * THREADS_M + ty];
       }
       for (var h = 0u; h < GN; h++) {
-        bv[h] = b_tile[rr * (BN / 4u) + h * THREADS_N + tx];
+        bv[h] = b_tile[rr * (BP / 4u) + h * THREADS_N + tx];
       }
       for (var g = 0u; g < GM; g++) {
         for (var q = 0u; q < 4u; q++) {

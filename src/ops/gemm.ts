@@ -236,7 +236,7 @@ function simpleVariant(rm: number, rn: number): GemmVariant {
 /** Workgroup-memory tile variants (for hardware GPUs). */
 function tileVariant(t: TileShape): GemmVariant {
   const threads = (t.bm / t.tm) * (t.bn / t.tn);
-  const shared = (t.bk * (t.bm + t.bn)) * 4;
+  const shared = t.bk * (t.bm + t.bn + 8) * 4; // slab rows padded by 4 floats
   return {
     name: `tile-${t.bm}x${t.bn}` + (t.tm === 8 && t.tn === 8 ? "" : `-${t.tm}x${t.tn}`),
     family: "tile",
