@@ -383,13 +383,14 @@ async function validate(
 
 /**
  * The size a product of `[m, n, k]` is timed at: its own, each side capped
- * (m 256, n 1024, k 2048), then the largest halved until it has at most
- * `macs` multiply-adds.
+ * (m 256, n 1024, k 2048), then halved until it has at most `macs`
+ * multiply-adds: k first (down to 64), then the longer of m and n (down to
+ * 16 and 64), so that the output keeps enough blocks to fill the device.
  *
  * @example
  * ```ts
  * import { tuningShape } from "./gemm_tune.ts";
- * if (tuningShape(4096, 1152, 384, 1 << 26).join() !== "256,512,384") throw new Error();
+ * if (tuningShape(4096, 1152, 384, 1 << 26).join() !== "256,1024,192") throw new Error();
  * ```
  */
 export function tuningShape(
@@ -401,9 +402,11 @@ export function tuningShape(
   const s: [number, number, number] = [Math.min(m, 256), Math.min(n, 1024), Math.min(k, 2048)];
   const floor = [Math.min(m, 16), Math.min(n, 64), Math.min(k, 64)];
   while (s[0] * s[1] * s[2] > macs) {
-    const i = [0, 1, 2].filter((d) => s[d] > floor[d]).sort((x, y) => s[y] - s[x])[0];
-    if (i === undefined) break;
-    s[i] = Math.max(floor[i], Math.ceil(s[i] / 2));
+    const d = s[2] > floor[2]
+      ? 2
+      : [0, 1].filter((x) => s[x] > floor[x]).sort((x, y) => s[y] - s[x])[0];
+    if (d === undefined) break;
+    s[d] = Math.max(floor[d], Math.ceil(s[d] / 2));
   }
   return s;
 }

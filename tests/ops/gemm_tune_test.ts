@@ -71,7 +71,7 @@ Deno.test("shape classes round each side up to a power of 4; one or two rows are
 });
 
 Deno.test("the timing size keeps the shape's character within a budget", () => {
-  assert.deepEqual(tuningShape(4096, 1152, 384, 1 << 26), [256, 512, 384]);
+  assert.deepEqual(tuningShape(4096, 1152, 384, 1 << 26), [256, 1024, 192]);
   assert.deepEqual(tuningShape(7, 5, 3, 1 << 26), [7, 5, 3]);
   for (const s of [[4096, 1152, 384], [1024, 1024, 1024], [384, 1152, 4096]]) {
     const [m, n, k] = tuningShape(s[0], s[1], s[2], 1 << 22);
@@ -79,6 +79,7 @@ Deno.test("the timing size keeps the shape's character within a budget", () => {
     assert.ok(m >= 16 && n >= 64 && k >= 64);
   }
   assert.deepEqual(tuningShape(1, 50257, 768, 1 << 22), [1, 1024, 768]);
+  assert.deepEqual(tuningShape(4096, 1152, 384, 1 << 22), [256, 256, 64]);
 });
 
 Deno.test("TOST_TUNE selects tuning; anything but on/off is refused", () => {
