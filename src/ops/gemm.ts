@@ -210,20 +210,49 @@ function dispatchBuffers(
   });
 }
 
-function compile(gpu: Gpu, src: GemmSource, spec: EpilogueSpec, entry = "main"): Promise<Kernel> {
-  return gpu.kernel(`${src.name}[${epilogueName(spec)}]`, src.template, src.slots, entry);
+const compiled = new WeakMap<Gpu, Map<string, Promise<Kernel>>>();
+
+/**
+ * The pipeline of a variant's kernel for one epilogue (and layout), compiled
+ * once per device. Memoised here by a short key: generating a big unrolled
+ * source and keying the runtime's cache by it would cost every product
+ * ~0.1 ms of host time.
+ */
+function compile(
+  gpu: Gpu,
+  key: string,
+  spec: EpilogueSpec,
+  source: () => GemmSource,
+): Promise<Kernel> {
+  let perGpu = compiled.get(gpu);
+  if (!perGpu) compiled.set(gpu, perGpu = new Map());
+  const full = `${key}[${epilogueName(spec)}]`;
+  let k = perGpu.get(full);
+  if (!k) {
+    const src = source();
+    k = gpu.kernel(`${src.name}[${epilogueName(spec)}]`, src.template, src.slots);
+    perGpu.set(full, k);
+    k.catch(() => perGpu.delete(full));
+  }
+  return k;
 }
 
 /** Register-block variants straight from the buffers. */
 function simpleVariant(rm: number, rn: number): GemmVariant {
   const wg = 64;
+  const name = `simple-${rm}x${rn}`;
   return {
-    name: `simple-${rm}x${rn}`,
+    name,
     family: "simple",
     unsupported: () => null,
     caps: () => UNLIMITED,
     async record(gpu, prod, piece) {
-      const kernel = await compile(gpu, simpleSource(rm, rn, wg, piece.spec), piece.spec);
+      const kernel = await compile(
+        gpu,
+        name,
+        piece.spec,
+        () => simpleSource(rm, rn, wg, piece.spec),
+      );
       const blocksN = Math.ceil(piece.j.count / rn);
       const groupsPerRow = Math.ceil(blocksN / wg);
       dispatchBuffers(gpu, kernel, prod, piece, blocksN, groupsPerRow, {
@@ -237,8 +266,9 @@ function simpleVariant(rm: number, rn: number): GemmVariant {
 function tileVariant(t: TileShape): GemmVariant {
   const threads = (t.bm / t.tm) * (t.bn / t.tn);
   const shared = t.bk * (t.bm + t.bn + 8) * 4; // slab rows padded by 4 floats
+  const name = `tile-${t.bm}x${t.bn}` + (t.tm === 8 && t.tn === 8 ? "" : `-${t.tm}x${t.tn}`);
   return {
-    name: `tile-${t.bm}x${t.bn}` + (t.tm === 8 && t.tn === 8 ? "" : `-${t.tm}x${t.tn}`),
+    name,
     family: "tile",
     unsupported(gpu) {
       if (threads > gpu.limits.maxComputeInvocationsPerWorkgroup) {
@@ -251,8 +281,14 @@ function tileVariant(t: TileShape): GemmVariant {
     },
     caps: () => UNLIMITED,
     async record(gpu, prod, piece) {
-      const src = tileSource(t, prod.a.layout === "depth", prod.b.layout === "depth", piece.spec);
-      const kernel = await compile(gpu, src, piece.spec);
+      const aDepth = prod.a.layout === "depth";
+      const bDepth = prod.b.layout === "depth";
+      const kernel = await compile(
+        gpu,
+        `${name}/${gemmKind(prod)}`,
+        piece.spec,
+        () => tileSource(t, aDepth, bDepth, piece.spec),
+      );
       const blocksN = Math.ceil(piece.j.count / t.bn);
       const blocks = Math.ceil(piece.i.count / t.bm) * blocksN;
       dispatchBuffers(gpu, kernel, prod, piece, blocksN, blocks, { workgroups: blocks });
@@ -269,8 +305,9 @@ function textureVariant(rm: number, rn: number): GemmVariant {
   const wg = 64;
   const side = (gpu: Gpu, options: GemmOptions) =>
     Math.min(gpu.limits.maxTextureDimension2D, options.maxTextureSide ?? Infinity);
+  const name = `texture-${rm}x${rn}`;
   return {
-    name: `texture-${rm}x${rn}`,
+    name,
     family: "texture",
     unsupported(gpu) {
       const need = Math.max(rm, rn, 1 + ROW_PAD_TEXELS);
@@ -292,7 +329,12 @@ function textureVariant(rm: number, rn: number): GemmVariant {
     },
     async record(gpu, prod, piece) {
       const pack = await gpu.kernel("gemm_pack", packWgsl);
-      const kernel = await compile(gpu, textureSource(rm, rn, wg, piece.spec), piece.spec);
+      const kernel = await compile(
+        gpu,
+        name,
+        piece.spec,
+        () => textureSource(rm, rn, wg, piece.spec),
+      );
       const texels = Math.ceil(piece.r.count / 4);
       const packInto = (
         slot: number,
