@@ -30,12 +30,16 @@ function variantList(gpu: Gpu, value: string | undefined): (GemmVariant | "chose
   if (!value) return ["chosen"];
   return value.split(",").map((s) => s.trim()).filter(Boolean).map((name) => {
     if (name === "chosen" || name === "all") return name;
+    let v: GemmVariant;
     try {
-      return gemmVariant(name);
+      v = gemmVariant(name);
     } catch (err) {
       throw new UsageError(`--variants: ${err instanceof Error ? err.message : String(err)}`);
     }
-  }).filter((v) => typeof v === "string" || !v.unsupported(gpu, "nt"));
+    const why = v.unsupported(gpu, "nt");
+    if (why) throw new UsageError(`--variants: ${name} cannot run on ${gpu.info.name}: it ${why}`);
+    return v;
+  });
 }
 
 /** Run the linear bench and print its records (a table, or JSON with `--json`). */

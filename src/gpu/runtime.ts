@@ -548,6 +548,26 @@ export class Gpu {
     this.#currentEncoder().copyBufferToBuffer(src.buffer, srcOffset, dst.buffer, dstOffset, bytes);
   }
 
+  /**
+   * Copy rows of a tensor into a texture, in program order with dispatches:
+   * `rows` rows of `width` texels from byte `byteOffset`, `bytesPerRow`
+   * apart (WebGPU wants a multiple of 256, and an offset that is a multiple
+   * of 16 for rgba32float), to the texture's top-left corner.
+   */
+  copyToTexture(
+    src: Tensor,
+    dst: Texture,
+    layout: { byteOffset: number; bytesPerRow: number; width: number; rows: number },
+  ): void {
+    if (src.destroyed || dst.destroyed) throw new Error("copyToTexture of a destroyed resource");
+    this.#endPass();
+    this.#currentEncoder().copyBufferToTexture(
+      { buffer: src.buffer, offset: layout.byteOffset, bytesPerRow: layout.bytesPerRow },
+      { texture: dst.texture },
+      [layout.width, layout.rows],
+    );
+  }
+
   /** Submit everything recorded so far (does not wait). */
   flush(): void {
     if (!this.#encoder) return;

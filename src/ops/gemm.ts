@@ -345,6 +345,21 @@ function textureVariant(rm: number, rn: number): GemmVariant {
       ) => {
         const height = Math.ceil(rows / block) * block;
         const tex = texturePool(gpu).get(texels + ROW_PAD_TEXELS, height, slot);
+        const byteOffset = bound.range.offset + at.base * 4;
+        if (
+          at.sr === 1 && piece.r.count % 4 === 0 && (at.si * 4) % 256 === 0 && byteOffset % 16 === 0
+        ) {
+          // Rows of whole texels, laid out as WebGPU copies them: a copy is
+          // ~15× faster than the packing kernel on lavapipe. The rows past
+          // `rows` keep old contents: they only reach outputs never stored.
+          gpu.copyToTexture(bound.range.tensor, tex, {
+            byteOffset,
+            bytesPerRow: at.si * 4,
+            width: texels,
+            rows,
+          });
+          return tex;
+        }
         gpu.dispatch(pack, {
           bindings: [bound.range, tex],
           params: [rows, piece.r.count, texels, height, at.base, at.si, at.sr],

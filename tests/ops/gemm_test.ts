@@ -317,3 +317,24 @@ Deno.test("GEMM operand textures are pooled, counted and released", async () => 
     assertClose(await c.read(), p.ref, TOL, "pooled product");
   });
 });
+
+Deno.test("GEMM texture operands whose rows are whole texels 256 bytes apart are copied, not packed", async () => {
+  await withGpu(async (gpu) => {
+    for (const kind of KINDS) {
+      for (const [m, n, k] of [[70, 33, 64], [65, 130, 256]] as [number, number, number][]) {
+        for (const options of [{}, { maxBindingBytes: 4096 }, { maxTextureSide: 40 }]) {
+          const p = problem(kind, m, n, k, m + n);
+          const { a, b } = upload(gpu, m, n, k, p);
+          const c = gpu.empty([m, n]);
+          await gemm(gpu, { a, b, c, m, n, k }, gemmVariant("texture-16x16"), options);
+          assertClose(
+            await c.read(),
+            p.ref,
+            TOL,
+            `${kind} ${m}×${n}×${k} ${JSON.stringify(options)}`,
+          );
+        }
+      }
+    }
+  });
+});
