@@ -128,6 +128,8 @@ export interface LinearRecord {
   /** GFLOP/s from the median GPU time (wall time without timestamps). */
   gflops: number | null;
   gpu_ms: number | null;
+  /** Fastest GPU time of the repeats (other work on the machine only slows a run down). */
+  gpu_ms_min: number | null;
   /** Median wall time of one product including submit and wait (~10 ms floor). */
   wall_ms: number | null;
   repeats: number;
@@ -193,6 +195,7 @@ export async function runLinearBench(
           chosen: variant === chosen,
           gflops: null,
           gpu_ms: null,
+          gpu_ms_min: null,
           wall_ms: null,
           repeats: options.repeats,
           status: "ok",
@@ -214,6 +217,7 @@ export async function runLinearBench(
           if (gpu.hasTimestamps) {
             const [times] = await gpu.profile([once], options.repeats);
             rec.gpu_ms = median(times);
+            rec.gpu_ms_min = Math.min(...times);
           }
           const ms = rec.gpu_ms ?? rec.wall_ms;
           rec.gflops = (2 * m * k * n) / (ms * 1e6);

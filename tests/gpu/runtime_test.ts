@@ -317,3 +317,21 @@ Deno.test("profile() times each alternative, interleaved, without touching timed
     assert.equal((await ty.read())[5], 7);
   });
 });
+
+Deno.test("copyToTexture copies rows of whole texels, in program order", async () => {
+  await withGpu(async (gpu) => {
+    // 3 rows of 64 floats (256 bytes apart); copy 2 rows of 16 texels from row 1.
+    const src = gpu.upload(Float32Array.from({ length: 192 }, (_, i) => i), [3, 64]);
+    const tex = gpu.texture(17, 2, "t");
+    gpu.copyToTexture(src, tex, { byteOffset: 256, bytesPerRow: 256, width: 16, rows: 2 });
+    const gather = await gpu.kernel("test_gather", GATHER);
+    const out = gpu.empty([16 * 2 * 4]);
+    gpu.dispatch(gather, { bindings: [tex, out], params: [16, 2], workgroups: [16, 2, 1] });
+    assert.deepEqual([...await out.read()], Array.from({ length: 128 }, (_, i) => 64 + i));
+    tex.destroy();
+    assert.throws(
+      () => gpu.copyToTexture(src, tex, { byteOffset: 0, bytesPerRow: 256, width: 1, rows: 1 }),
+      /destroyed/,
+    );
+  });
+});
