@@ -98,17 +98,47 @@ export interface GemmSource {
   slots: Record<string, SlotValue>;
 }
 
-/** The register-block kernel reading packed textures, an RM×RN block per invocation. */
+const XYZW = ["x", "y", "z", "w"];
+
+/**
+ * The register-block kernel reading packed textures, an RM×RN block per
+ * invocation; each operand in "k" form (texel = 4 terms of one row) or "row"
+ * form (texel = 4 rows at one term), see `gemm.ts`.
+ */
 export function textureSource(
   rm: number,
   rn: number,
   workgroupSize: number,
   spec: EpilogueSpec,
+  aForm: "k" | "row" = "k",
+  bForm: "k" | "row" = "k",
 ): GemmSource {
+  // The loads of one step (4 terms) and the expression of term q of row `at`.
+  const operand = (name: "a" | "b", rows: number, origin: string, form: "k" | "row") => {
+    const tex = `${name}_tex`;
+    if (form === "k") {
+      return {
+        loads: range(rows).map((i) =>
+          `let ${name}${i} = textureLoad(${tex}, vec2u(s, ${origin} + ${i}u));`
+        ),
+        term: (at: number, q: number) => `${name}${at}.${XYZW[q]}`,
+      };
+    }
+    return {
+      loads: range(4).flatMap((q) =>
+        range(rows / 4).map((g) =>
+          `let ${name}${q}_${g} = textureLoad(${tex}, vec2u(${origin} / 4u + ${g}u, 4u * s + ${q}u));`
+        )
+      ),
+      term: (at: number, q: number) => `${name}${q}_${at >> 2}.${XYZW[at & 3]}`,
+    };
+  };
+  const a = operand("a", rm, "i0", aForm);
+  const b = operand("b", rn, "j0", bForm);
   const chain = (i: number, j: number) =>
-    ["x", "y", "z", "w"].reduce((acc, q) => `fma(a${i}.${q}, b${j}.${q}, ${acc})`, `c${i}_${j}`);
+    range(4).reduce((acc, q) => `fma(${a.term(i, q)}, ${b.term(j, q)}, ${acc})`, `c${i}_${j}`);
   return {
-    name: "gemm_texture",
+    name: `gemm_texture_${aForm}${bForm}`,
     template: commonWgsl + blockWgsl,
     slots: {
       rm,
@@ -121,10 +151,7 @@ export function textureSource(
         "@group(0) @binding(2) var b_tex: texture_storage_2d<rgba32float, read>;",
       ].join("\n"),
       rows: "",
-      load: [
-        ...range(rm).map((i) => `let a${i} = textureLoad(a_tex, vec2u(s, i0 + ${i}u));`),
-        ...range(rn).map((j) => `let b${j} = textureLoad(b_tex, vec2u(s, j0 + ${j}u));`),
-      ].join("\n    "),
+      load: [...a.loads, ...b.loads].join("\n    "),
     },
   };
 }

@@ -152,7 +152,7 @@ export interface GemmVariant {
   /** Why this variant cannot run a product of these sizes here, or null. */
   unsupported(gpu: Gpu, kind: GemmKind): string | null;
   /** @internal largest piece sides */
-  caps(gpu: Gpu, options: GemmOptions): Caps;
+  caps(gpu: Gpu, options: GemmOptions, kind: GemmKind): Caps;
   /** @internal record one piece */
   record(gpu: Gpu, prod: GemmProduct, piece: Piece, options: GemmOptions): Promise<void>;
 }
@@ -319,67 +319,96 @@ function textureVariant(rm: number, rn: number): GemmVariant {
       }
       return null;
     },
-    caps(gpu, options) {
+    caps(gpu, options, kind) {
+      // A "k" texture holds a row per operand row and 4 terms per texel; a
+      // "row" texture a row per term and 4 operand rows per texel.
       const s = side(gpu, options);
-      return {
-        i: Math.floor(s / rm) * rm,
-        j: Math.floor(s / rn) * rn,
-        r: (s - ROW_PAD_TEXELS) * 4,
-      };
+      const along = (block: number, form: TexelForm) =>
+        Math.floor((form === "k" ? s : (s - ROW_PAD_TEXELS) * 4) / block) * block;
+      const [aForm, bForm] = forms(kind);
+      const rCap = (form: TexelForm) => (form === "k" ? (s - ROW_PAD_TEXELS) * 4 : s - (s % 4));
+      return { i: along(rm, aForm), j: along(rn, bForm), r: Math.min(rCap(aForm), rCap(bForm)) };
     },
     async record(gpu, prod, piece) {
+      const [aForm, bForm] = forms(gemmKind(prod));
       const pack = await gpu.kernel("gemm_pack", packWgsl);
       const kernel = await compile(
         gpu,
-        name,
+        `${name}/${aForm}${bForm}`,
         piece.spec,
-        () => textureSource(rm, rn, wg, piece.spec),
+        () => textureSource(rm, rn, wg, piece.spec, aForm, bForm),
       );
-      const texels = Math.ceil(piece.r.count / 4);
+      const depth = piece.r.count;
+      const steps = Math.ceil(depth / 4);
       const packInto = (
         slot: number,
         rows: number,
         block: number,
+        form: TexelForm,
         bound: BoundRows,
         at: Strides,
       ) => {
-        const height = Math.ceil(rows / block) * block;
-        const tex = texturePool(gpu).get(texels + ROW_PAD_TEXELS, height, slot);
+        // In texels: along the contiguous direction, and across.
+        const [along, across, contiguous, strided] = form === "k"
+          ? [depth, rows, at.sr, at.si]
+          : [rows, depth, at.si, at.sr];
+        const texels = Math.ceil(along / 4);
+        // k form: rows up to the block; row form: texels up to the block and
+        // terms up to whole steps of 4 (zeros, as they reach stored outputs).
+        const width = (form === "k" ? texels : Math.ceil(rows / block) * block / 4) +
+          ROW_PAD_TEXELS;
+        const height = form === "k" ? Math.ceil(rows / block) * block : 4 * steps;
+        const tex = texturePool(gpu).get(width, height, slot);
         const byteOffset = bound.range.offset + at.base * 4;
         if (
-          at.sr === 1 && piece.r.count % 4 === 0 && (at.si * 4) % 256 === 0 && byteOffset % 16 === 0
+          contiguous === 1 && depth % 4 === 0 && (strided * 4) % 256 === 0 && byteOffset % 16 === 0
         ) {
-          // Rows of whole texels, laid out as WebGPU copies them: a copy is
-          // ~15× faster than the packing kernel on lavapipe. The rows past
-          // `rows` keep old contents: they only reach outputs never stored.
+          // Whole texels laid out as WebGPU copies them: ~15× faster than the
+          // packing kernel on lavapipe. Terms must fill whole steps (they
+          // reach stored outputs); operand rows past the piece and texture
+          // rows past the copy keep old contents: they only reach outputs
+          // never stored. Row-form copies end within the tensor's rows:
+          // `strided` is a multiple of 64 and the piece starts on a texel.
           gpu.copyToTexture(bound.range.tensor, tex, {
             byteOffset,
-            bytesPerRow: at.si * 4,
+            bytesPerRow: strided * 4,
             width: texels,
-            rows,
+            rows: across,
           });
           return tex;
         }
         gpu.dispatch(pack, {
           bindings: [bound.range, tex],
-          params: [rows, piece.r.count, texels, height, at.base, at.si, at.sr],
+          params: [across, along, texels, height, at.base, strided, contiguous],
           workgroups: Math.ceil((texels * height) / PACK_WG),
         });
         return tex;
       };
       // A is packed again for every piece of B: pieces exist only past a
       // binding or texture limit, where the product dwarfs the packing.
-      const aTex = packInto(0, piece.i.count, rm, piece.a, piece.aAt);
-      const bTex = packInto(1, piece.j.count, rn, piece.b, piece.bAt);
+      const aTex = packInto(0, piece.i.count, rm, aForm, piece.a, piece.aAt);
+      const bTex = packInto(1, piece.j.count, rn, bForm, piece.b, piece.bAt);
       const blocksN = Math.ceil(piece.j.count / rn);
       const groupsPerRow = Math.ceil(blocksN / wg);
       gpu.dispatch(kernel, {
         bindings: [aTex, bTex, piece.c.range, ...epilogueBindings(prod, piece)],
-        params: uniforms(prod, piece, texels, blocksN, groupsPerRow),
+        params: uniforms(prod, piece, steps, blocksN, groupsPerRow),
         workgroups: Math.ceil(piece.i.count / rm) * groupsPerRow,
       });
     },
   };
+}
+
+/**
+ * How an operand sits in its texture: "k", texel (s, i) = A(i, 4s … 4s+3),
+ * for depth-layout operands; "row", texel (g, r) = A(4g … 4g+3, r), for
+ * rows-layout operands. Either way the operand's contiguous direction runs
+ * along the texture rows, so it can be copied rather than transposed.
+ */
+type TexelForm = "k" | "row";
+
+function forms(kind: GemmKind): [TexelForm, TexelForm] {
+  return [kind[0] === "n" ? "k" : "row", kind[1] === "t" ? "k" : "row"];
 }
 
 /**
@@ -559,7 +588,7 @@ export async function gemm(
   if (k === 0) return;
   const align = storageAlignment(gpu);
   const limit = bindingLimit(gpu, options);
-  const caps = variant.caps(gpu, options);
+  const caps = variant.caps(gpu, options, kind);
   const depthA = a.layout === "depth";
   const depthB = b.layout === "depth";
   const iRowBytes = Math.max(n, depthA ? a.ld : 0) * 4;

@@ -318,10 +318,17 @@ Deno.test("GEMM operand textures are pooled, counted and released", async () => 
   });
 });
 
-Deno.test("GEMM texture operands whose rows are whole texels 256 bytes apart are copied, not packed", async () => {
+Deno.test("GEMM texture operands whose rows are whole texels 256 bytes apart are copied, not packed (both texel forms)", async () => {
   await withGpu(async (gpu) => {
     for (const kind of KINDS) {
-      for (const [m, n, k] of [[70, 33, 64], [65, 130, 256]] as [number, number, number][]) {
+      // k 64 and 256: depth-layout rows 256 B apart; m, n 64 and 128: rows-layout rows too.
+      for (
+        const [m, n, k] of [[70, 33, 64], [65, 130, 256], [64, 128, 36], [128, 64, 100]] as [
+          number,
+          number,
+          number,
+        ][]
+      ) {
         for (const options of [{}, { maxBindingBytes: 4096 }, { maxTextureSide: 40 }]) {
           const p = problem(kind, m, n, k, m + n);
           const { a, b } = upload(gpu, m, n, k, p);
