@@ -12,9 +12,13 @@
  *
  * Several kernel designs ({@linkcode GEMM_VARIANTS}) compute the same thing:
  *
- * - `texture-RMxRN`: operands packed into rgba32float storage textures, an
- *   RM×RN register block per invocation, no workgroup memory; the design
- *   that is fast on lavapipe (../shared/PERF.md).
+ * - `texture-RMxRN`: operands in rgba32float storage textures, an RM×RN
+ *   register block per invocation, no workgroup memory; the design that is
+ *   fast on lavapipe (../shared/PERF.md). An operand's contiguous direction
+ *   runs along the texture's rows (4 terms per texel for depth layouts, 4
+ *   operand rows per texel for rows layouts), so it is copied in with
+ *   `copyBufferToTexture` when its rows are 256-byte multiples apart, and
+ *   packed by `kernels/gemm_pack.wgsl` (zero-padded) otherwise.
  * - `tile-BMxBN`: workgroup-memory tiles with an 8×8 (or 4×4) block per
  *   thread and vec4 reads of the tiles; the design hardware GPUs want.
  * - `simple-RMxRN`: straight from the buffers, no packing pass: for one or
@@ -444,7 +448,7 @@ class TexturePool {
   }
 }
 
-const POOL_SIZE = 12;
+const POOL_SIZE = 24;
 const pools = new WeakMap<Gpu, TexturePool>();
 
 function texturePool(gpu: Gpu): TexturePool {
