@@ -137,22 +137,30 @@ export function textureSource(
   const b = operand("b", rn, "j0", bForm);
   const chain = (i: number, j: number) =>
     range(4).reduce((acc, q) => `fma(${a.term(i, q)}, ${b.term(j, q)}, ${acc})`, `c${i}_${j}`);
+  return blockSource(`gemm_texture_${aForm}${bForm}`, rm, rn, workgroupSize, spec, {
+    ...blockSlots(rm, rn, chain),
+    operands: [
+      "@group(0) @binding(1) var a_tex: texture_storage_2d<rgba32float, read>;",
+      "@group(0) @binding(2) var b_tex: texture_storage_2d<rgba32float, read>;",
+    ].join("\n"),
+    rows: "",
+    load: [...a.loads, ...b.loads].join("\n    "),
+  });
+}
+
+/** kernels/gemm_block.wgsl with its generated slots. */
+function blockSource(
+  name: string,
+  rm: number,
+  rn: number,
+  workgroupSize: number,
+  spec: EpilogueSpec,
+  generated: Record<string, string>,
+): GemmSource {
   return {
-    name: `gemm_texture_${aForm}${bForm}`,
+    name,
     template: commonWgsl + blockWgsl,
-    slots: {
-      rm,
-      rn,
-      workgroupSize,
-      ...epilogueSlots(spec),
-      ...blockSlots(rm, rn, chain),
-      operands: [
-        "@group(0) @binding(1) var a_tex: texture_storage_2d<rgba32float, read>;",
-        "@group(0) @binding(2) var b_tex: texture_storage_2d<rgba32float, read>;",
-      ].join("\n"),
-      rows: "",
-      load: [...a.loads, ...b.loads].join("\n    "),
-    },
+    slots: { rm, rn, workgroupSize, ...epilogueSlots(spec), ...generated },
   };
 }
 
@@ -163,29 +171,21 @@ export function simpleSource(
   workgroupSize: number,
   spec: EpilogueSpec,
 ): GemmSource {
-  return {
-    name: "gemm_simple",
-    template: commonWgsl + blockWgsl,
-    slots: {
-      rm,
-      rn,
-      workgroupSize,
-      ...epilogueSlots(spec),
-      ...blockSlots(rm, rn, (i, j) => `fma(a${i}, b${j}, c${i}_${j})`),
-      operands: [
-        "@group(0) @binding(1) var<storage, read> a: array<f32>;",
-        "@group(0) @binding(2) var<storage, read> b: array<f32>;",
-      ].join("\n"),
-      rows: [
-        ...range(rm).map((i) => `let ra${i} = p.a_base + min(i0 + ${i}u, p.m - 1u) * p.a_si;`),
-        ...range(rn).map((j) => `let rb${j} = p.b_base + min(j0 + ${j}u, p.n - 1u) * p.b_sj;`),
-      ].join("\n  "),
-      load: [
-        ...range(rm).map((i) => `let a${i} = a[ra${i} + s * p.a_sr];`),
-        ...range(rn).map((j) => `let b${j} = b[rb${j} + s * p.b_sr];`),
-      ].join("\n    "),
-    },
-  };
+  return blockSource("gemm_simple", rm, rn, workgroupSize, spec, {
+    ...blockSlots(rm, rn, (i, j) => `fma(a${i}, b${j}, c${i}_${j})`),
+    operands: [
+      "@group(0) @binding(1) var<storage, read> a: array<f32>;",
+      "@group(0) @binding(2) var<storage, read> b: array<f32>;",
+    ].join("\n"),
+    rows: [
+      ...range(rm).map((i) => `let ra${i} = p.a_base + min(i0 + ${i}u, p.m - 1u) * p.a_si;`),
+      ...range(rn).map((j) => `let rb${j} = p.b_base + min(j0 + ${j}u, p.n - 1u) * p.b_sj;`),
+    ].join("\n  "),
+    load: [
+      ...range(rm).map((i) => `let a${i} = a[ra${i} + s * p.a_sr];`),
+      ...range(rn).map((j) => `let b${j} = b[rb${j} + s * p.b_sr];`),
+    ].join("\n    "),
+  });
 }
 
 /** Workgroup tiling of the tile kernel. */

@@ -617,21 +617,11 @@ export async function gemm(
     const c = bindRows(prod.c, i.start, i.count, n, align);
     const aux = e.aux ? bindRows(e.aux, i.start, i.count, n, align) : null;
     for (const [ri, r] of rs.entries()) {
-      const aBound = depthA
-        ? bindRows(a.tensor, i.start, i.count, a.ld, align)
-        : bindRows(a.tensor, r.start, r.count, a.ld, align);
-      const aAt = depthA
-        ? { base: aBound.base + r.start, si: a.ld, sr: 1 }
-        : { base: aBound.base + i.start, si: 1, sr: a.ld };
+      const [aBound, aAt] = bindOperand(a, i, r, align);
       // Later spans of r add to what the first one stored (bias included once).
       const pieceSpec = ri === 0 ? spec : { ...spec, bias: false, accumulate: true };
       for (const j of js) {
-        const bBound = depthB
-          ? bindRows(b.tensor, j.start, j.count, b.ld, align)
-          : bindRows(b.tensor, r.start, r.count, b.ld, align);
-        const bAt = depthB
-          ? { base: bBound.base + r.start, si: b.ld, sr: 1 }
-          : { base: bBound.base + j.start, si: 1, sr: b.ld };
+        const [bBound, bAt] = bindOperand(b, j, r, align);
         await variant.record(gpu, prod, {
           i,
           j,
@@ -647,6 +637,25 @@ export async function gemm(
       }
     }
   }
+}
+
+/**
+ * Bind the piece of an operand covering operand rows `rows` and terms `r`:
+ * a depth-layout operand is bound by its rows, a rows-layout one by its
+ * terms (each spans the whole other direction).
+ */
+function bindOperand(
+  o: GemmOperand,
+  rows: RowChunk,
+  r: RowChunk,
+  align: number,
+): [BoundRows, Strides] {
+  if (o.layout === "depth") {
+    const bound = bindRows(o.tensor, rows.start, rows.count, o.ld, align);
+    return [bound, { base: bound.base + r.start, si: o.ld, sr: 1 }];
+  }
+  const bound = bindRows(o.tensor, r.start, r.count, o.ld, align);
+  return [bound, { base: bound.base + rows.start, si: 1, sr: o.ld }];
 }
 
 /** Floating-point operations of a product (2 per multiply-add). */
