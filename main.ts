@@ -6,7 +6,9 @@
  */
 
 import { Command, CommanderError } from "commander";
-import { describeError, exitCodeOf } from "./src/cli/_errors.ts";
+import { describeError, EXIT, exitCodeOf } from "./src/cli/_errors.ts";
+import { watchInterrupts } from "./src/cli/_interrupt.ts";
+import { eraseActiveBar } from "./src/cli/_progress.ts";
 import { benchCommand } from "./src/cli/bench.ts";
 import { infoCommand } from "./src/cli/info.ts";
 import { convertCommand } from "./src/cli/convert.ts";
@@ -40,24 +42,43 @@ export function buildCli() {
     });
 }
 
-/** Run the CLI on `args`; returns the exit code. */
-export async function main(args: string[]): Promise<number> {
+/**
+ * Run the CLI on `args`; returns the exit code: 0 done, 1 the work failed,
+ * 2 a user mistake, 130 interrupted (see `src/cli/_errors.ts`). An interrupt
+ * that no command takes calls `exit(130)` at once.
+ */
+export async function main(
+  args: string[],
+  exit: (code: number) => void = (code) => Deno.exit(code),
+): Promise<number> {
   const cli = buildCli();
-  for (const c of cli.commands) c.exitOverride();
+  // Commander's "error: …" lines go through console.error like every other error line.
+  const writeErr = (str: string) => console.error(str.replace(/\n$/, ""));
+  for (const c of [cli, ...cli.commands]) c.exitOverride().configureOutput({ writeErr });
   const verbose = args.includes("--verbose") || args.includes("-v");
   setTuneStore(fileTuneStore()); // GEMM variant choices persist on disk for the CLI
+  const unwatch = watchInterrupts(exit);
   try {
     await cli.parseAsync(args, { from: "user" });
-    return 0;
+    return EXIT.ok;
   } catch (err) {
     if (err instanceof CommanderError) {
       // --help and --version arrive here with exit code 0.
-      if (err.exitCode === 0) return 0;
-      return 2; // commander already printed "error: …"
+      if (err.exitCode === 0) return EXIT.ok;
+      return EXIT.usage; // commander already printed "error: …"
     }
+    eraseActiveBar();
     console.error(`error: ${describeError(err)}`);
-    if (verbose && err instanceof Error && err.stack) console.error(err.stack);
+    if (verbose) {
+      // The stack, and each cause's (a file error wraps the reader's own error).
+      for (let e: unknown = err, depth = 0; e instanceof Error && depth < 8; depth++) {
+        console.error(depth === 0 ? e.stack : `caused by: ${e.stack}`);
+        e = e.cause;
+      }
+    }
     return exitCodeOf(err);
+  } finally {
+    unwatch();
   }
 }
 

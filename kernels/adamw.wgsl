@@ -12,6 +12,8 @@
 //
 // bc1 = 1 − β1^t and bc2 = 1 − β2^t are computed on the host in float64.
 
+{{include grid}}
+
 struct Params {
   n: u32,
   lr: f32,
@@ -38,7 +40,7 @@ fn main(
   @builtin(num_workgroups) nwg: vec3u,
   @builtin(local_invocation_index) lid: u32,
 ) {
-  let i = (wid.x + wid.y * nwg.x + wid.z * nwg.x * nwg.y) * {{workgroupSize}}u + lid;
+  let i = flat_workgroup(wid, nwg) * {{workgroupSize}}u + lid;
   if (i >= p.n) {
     return;
   }

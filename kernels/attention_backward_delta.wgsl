@@ -6,6 +6,8 @@
 // (starting at g_base / o_base), 3 = delta [B, H, N] (whole; this
 // dispatch's first row is delta_base).
 
+{{include grid}}
+
 struct Params {
   n_tokens: u32,  // N
   heads: u32,     // H
@@ -28,7 +30,7 @@ fn main(
   @builtin(num_workgroups) nwg: vec3u,
   @builtin(local_invocation_index) lid: u32,
 ) {
-  let r = (wid.x + wid.y * nwg.x + wid.z * nwg.x * nwg.y) * 64u + lid;
+  let r = flat_workgroup(wid, nwg) * 64u + lid;
   if (r >= params.rows) {
     return;
   }

@@ -10,6 +10,8 @@
 // 3 = probabilities and 5 = ds rows of the (batch, head) pairs in this
 // dispatch, 4 = delta [B, H, N] (whole).
 
+{{include grid}}
+
 struct Params {
   n_tokens: u32,    // N
   heads: u32,       // H
@@ -45,7 +47,7 @@ fn main(
   @builtin(num_workgroups) nwg: vec3u,
   @builtin(local_invocation_index) lid: u32,
 ) {
-  let group = wid.x + wid.y * nwg.x + wid.z * nwg.x * nwg.y;
+  let group = flat_workgroup(wid, nwg);
   let n = params.n_tokens;
   let tiles = (n + TILE - 1u) / TILE;
   if (group >= params.units * tiles * tiles) {

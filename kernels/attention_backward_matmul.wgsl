@@ -18,6 +18,8 @@
 // Bindings: 1 = M rows of the pairs in this dispatch, 2 = X rows and
 // 3 = dqkv rows of the batches in this dispatch.
 
+{{include grid}}
+
 struct Params {
   n_tokens: u32,    // N
   heads: u32,       // H
@@ -52,7 +54,7 @@ fn main(
   @builtin(num_workgroups) nwg: vec3u,
   @builtin(local_invocation_index) lid: u32,
 ) {
-  let group = wid.x + wid.y * nwg.x + wid.z * nwg.x * nwg.y;
+  let group = flat_workgroup(wid, nwg);
   let n = params.n_tokens;
   let d = params.head_dim;
   let row_tiles = (n + TILE - 1u) / TILE;

@@ -14,6 +14,8 @@
 // Bindings: 1 = qkv rows of the batches in this dispatch, 2 = scores rows of
 // the heads in this dispatch.
 
+{{include grid}}
+
 struct Params {
   n_tokens: u32,  // N
   heads: u32,     // H
@@ -43,7 +45,7 @@ fn main(
   @builtin(num_workgroups) nwg: vec3u,
   @builtin(local_invocation_index) lid: u32,
 ) {
-  let group = wid.x + wid.y * nwg.x + wid.z * nwg.x * nwg.y;
+  let group = flat_workgroup(wid, nwg);
   let n = params.n_tokens;
   let tiles = (n + TILE - 1u) / TILE;
   if (group >= params.units * tiles * tiles) {

@@ -9,6 +9,9 @@
 // Binding 1 = scores rows of the (batch, head) pairs in this dispatch; the
 // dispatch starts at a pair boundary, so row r is query r mod N.
 
+{{include grid}}
+{{include softmax_row}}
+
 struct Params {
   rows: u32,     // rows in this dispatch (pairs · N)
   n_tokens: u32, // N, the row length
@@ -21,37 +24,8 @@ struct Params {
 
 const WG: u32 = {{workgroupSize}}u; // a power of two
 
-// Lowest finite f32: implementations may assume no infinities occur.
-const LOWEST: f32 = -3.40282347e38;
-
-var<workgroup> partial: array<f32, WG>;
-
-fn reduce_max(lid: u32, v: f32) -> f32 {
-  partial[lid] = v;
-  workgroupBarrier();
-  for (var s = WG / 2u; s > 0u; s = s / 2u) {
-    if (lid < s) {
-      partial[lid] = max(partial[lid], partial[lid + s]);
-    }
-    workgroupBarrier();
-  }
-  let r = partial[0];
-  workgroupBarrier(); // everyone has read before the next reduction writes
-  return r;
-}
-
-fn reduce_sum(lid: u32, v: f32) -> f32 {
-  partial[lid] = v;
-  workgroupBarrier();
-  for (var s = WG / 2u; s > 0u; s = s / 2u) {
-    if (lid < s) {
-      partial[lid] = partial[lid] + partial[lid + s];
-    }
-    workgroupBarrier();
-  }
-  let r = partial[0];
-  workgroupBarrier();
-  return r;
+fn softmax_row_input(i: u32) -> f32 {
+  return scores[i];
 }
 
 @compute @workgroup_size(WG)
@@ -60,7 +34,7 @@ fn main(
   @builtin(num_workgroups) nwg: vec3u,
   @builtin(local_invocation_index) lid: u32,
 ) {
-  let row = wid.x + wid.y * nwg.x + wid.z * nwg.x * nwg.y;
+  let row = flat_workgroup(wid, nwg);
   if (row >= params.rows) {
     return; // uniform
   }
@@ -70,19 +44,9 @@ fn main(
   if (params.causal != 0u) {
     valid = row % n + 1u;
   }
-
-  var m = LOWEST;
-  for (var c = lid; c < valid; c += WG) {
-    m = max(m, scores[start + c]);
-  }
-  m = reduce_max(lid, m);
-
-  var s = 0.0;
-  for (var c = lid; c < valid; c += WG) {
-    s += exp(scores[start + c] - m);
-  }
-  let inv = 1.0 / reduce_sum(lid, s);
-
+  let stats = softmax_row_stats(lid, start, valid);
+  let m = stats.x;
+  let inv = 1.0 / stats.y;
   for (var c = lid; c < n; c += WG) {
     var p = 0.0;
     if (c < valid) {

@@ -6,6 +6,8 @@
 // Bindings: 1 = x, 2 = stats [C, 2] (mean, invstd), 3 = weight, 4 = bias,
 // 5 = y (read_write).
 
+{{include grid}}
+
 struct Params {
   n: u32,        // rows·C
   channels: u32,
@@ -26,7 +28,7 @@ fn main(
   @builtin(num_workgroups) nwg: vec3u,
   @builtin(local_invocation_index) lid: u32,
 ) {
-  let i = (wid.x + wid.y * nwg.x + wid.z * nwg.x * nwg.y) * WG + lid;
+  let i = flat_workgroup(wid, nwg) * WG + lid;
   if (i >= params.n) {
     return;
   }

@@ -7,6 +7,8 @@
 // Bindings: 1 = dy, 2 = x, 3 = stats [C, 2], 4 = weight, 5 = sums [C, 2],
 // 6 = dx (read_write).
 
+{{include grid}}
+
 struct Params {
   n: u32,        // rows·C
   channels: u32,
@@ -29,7 +31,7 @@ fn main(
   @builtin(num_workgroups) nwg: vec3u,
   @builtin(local_invocation_index) lid: u32,
 ) {
-  let i = (wid.x + wid.y * nwg.x + wid.z * nwg.x * nwg.y) * WG + lid;
+  let i = flat_workgroup(wid, nwg) * WG + lid;
   if (i >= params.n) {
     return;
   }

@@ -8,6 +8,9 @@
 // Bindings: 1 = dy, 2 = x, 3 = stats [C, 2] (mean, invstd), 4 = sums [C, 2],
 // 5 = dweight, 6 = dbias (read_write).
 
+{{include grid}}
+{{include reduce}}
+
 struct Params {
   rows: u32,
   channels: u32,
@@ -23,16 +26,13 @@ struct Params {
 
 const WG: u32 = 64u;
 
-var<workgroup> part_dy: array<f32, WG>;
-var<workgroup> part_dyx: array<f32, WG>;
-
 @compute @workgroup_size(WG)
 fn main(
   @builtin(workgroup_id) wid: vec3u,
   @builtin(num_workgroups) nwg: vec3u,
   @builtin(local_invocation_index) lid: u32,
 ) {
-  let c = wid.x + wid.y * nwg.x + wid.z * nwg.x * nwg.y;
+  let c = flat_workgroup(wid, nwg);
   if (c >= params.channels) {
     return; // uniform per workgroup
   }
@@ -46,20 +46,11 @@ fn main(
     a += g;
     b += g * (x[r * C + c] - mean) * invstd;
   }
-  part_dy[lid] = a;
-  part_dyx[lid] = b;
-  workgroupBarrier();
-  for (var s = WG / 2u; s > 0u; s = s / 2u) {
-    if (lid < s) {
-      part_dy[lid] += part_dy[lid + s];
-      part_dyx[lid] += part_dyx[lid + s];
-    }
-    workgroupBarrier();
-  }
+  let total = workgroup_sum2(lid, vec2f(a, b)); // (Σdy, Σdyx̂)
   if (lid == 0u) {
-    sums[2u * c] = part_dy[0];
-    sums[2u * c + 1u] = part_dyx[0];
-    dbias[c] += part_dy[0];
-    dweight[c] += part_dyx[0];
+    sums[2u * c] = total.x;
+    sums[2u * c + 1u] = total.y;
+    dbias[c] += total.x;
+    dweight[c] += total.y;
   }
 }

@@ -14,6 +14,9 @@
 // Bindings: 1 = x, 2 = stats [C, 2] (read_write), 3 = running_mean,
 // 4 = running_var (read_write).
 
+{{include grid}}
+{{include reduce}}
+
 struct Params {
   rows: u32,
   channels: u32,
@@ -30,29 +33,13 @@ struct Params {
 
 const WG: u32 = 64u;
 
-var<workgroup> partial: array<f32, WG>;
-
-fn workgroup_sum(lid: u32, v: f32) -> f32 {
-  partial[lid] = v;
-  workgroupBarrier();
-  for (var s = WG / 2u; s > 0u; s = s / 2u) {
-    if (lid < s) {
-      partial[lid] += partial[lid + s];
-    }
-    workgroupBarrier();
-  }
-  let total = partial[0];
-  workgroupBarrier();
-  return total;
-}
-
 @compute @workgroup_size(WG)
 fn main(
   @builtin(workgroup_id) wid: vec3u,
   @builtin(num_workgroups) nwg: vec3u,
   @builtin(local_invocation_index) lid: u32,
 ) {
-  let c = wid.x + wid.y * nwg.x + wid.z * nwg.x * nwg.y;
+  let c = flat_workgroup(wid, nwg);
   if (c >= params.channels) {
     return; // uniform per workgroup
   }

@@ -1,12 +1,14 @@
 // Causal TSSA backward, first pass: the terms of the forward's prefix sums,
 // one thread per element of w [B·N, DIM]:
 //   sq[i] = w²,   spi[i] = w²·Pi[n, h],   pis[n, h] = Pi[n, h] (a copy)
-// The caller then scans all three down the tokens (causal_tssa_backward_scan.wgsl)
+// The caller then scans all three down the tokens (scan_block.wgsl)
 // to recover C, A and Σ Pi without having kept them.
 //
 // The [B·N, DIM] token tensors may be one piece of larger tensors (whole
 // 64-row blocks): the piece's rows start at flat row row_base, at element
 // elem_base of their bindings. [B·N, HEADS] tensors are bound whole.
+
+{{include grid}}
 
 struct Params {
   count: u32,        // elements (rows · DIM) in this piece
@@ -33,7 +35,7 @@ fn main(
   @builtin(num_workgroups) nwg: vec3u,
   @builtin(local_invocation_index) lid: u32,
 ) {
-  let j = (wid.x + wid.y * nwg.x + wid.z * nwg.x * nwg.y) * 256u + lid;
+  let j = flat_workgroup(wid, nwg) * 256u + lid;
   if (j >= p.count) {
     return;
   }

@@ -3,7 +3,7 @@
 // [B·N, HEADS] and the exclusive prefix sums c_off = Σ_{m<n} w² (in place in
 // `dc`), each a block-local scan plus the carry of its 64-row block (the
 // suffix carries of block k are entry k + 1 of a_rcarry, q_rcarry; see
-// causal_tssa_backward_scan.wgsl):
+// scan_block.wgsl):
 //   ∂Pi[n, h] = dpi0 + rev(∂Q) + Σ_k rev(∂A)·w²
 //   ∂z        = Pi·(∂Pi − Σ_h' Pi·∂Pi),   ∂u = temp·∂z
 //   C = c_off + w²,  Cc = max(C, 1e-12),  u = Σ_k w²/Cc + d·denom_bias[h, n]
@@ -14,6 +14,9 @@
 // The [B·N, DIM] token tensors may be one piece of larger tensors (whole
 // 64-row blocks): the piece's rows start at flat row row_base, at element
 // elem_base of their bindings. [B·N, HEADS] tensors are bound whole.
+
+{{include grid}}
+{{include softmax_heads_backward}}
 
 struct Params {
   count: u32,        // rows (tokens) in this piece
@@ -50,7 +53,7 @@ fn main(
   @builtin(num_workgroups) nwg: vec3u,
   @builtin(local_invocation_index) lid: u32,
 ) {
-  let r = (wid.x + wid.y * nwg.x + wid.z * nwg.x * nwg.y) * 64u + lid;
+  let r = flat_workgroup(wid, nwg) * 64u + lid;
   if (r >= p.count) {
     return;
   }
@@ -59,7 +62,6 @@ fn main(
   let blk = (row / p.tokens) * p.scan_blocks + n / 64u;
   let has_next = n / 64u + 1u < p.scan_blocks;
   var dpi: array<f32, HEADS>;
-  var dot = 0.0;
   for (var h = 0u; h < HEADS; h++) {
     let q = row * HEADS + h;
     var s = dpi0[q] + sq_[q];
@@ -77,11 +79,11 @@ fn main(
       s += a * x * x;
     }
     dpi[h] = s;
-    dot += pi[q] * s;
   }
+  softmax_heads_backward(row, &dpi); // now ∂z
   for (var h = 0u; h < HEADS; h++) {
     let q = row * HEADS + h;
-    let z = pi[q] * (dpi[h] - dot);
+    let z = dpi[h];
     let g = temp[h] * z;
     var u = f32(HEAD_DIM) * denom_bias[h * p.bias_stride + n];
     for (var k = 0u; k < HEAD_DIM; k++) {

@@ -1,7 +1,7 @@
 // Causal TSSA backward, per (token, head), with the exclusive prefix sums
 // a_off = Σ_{m<n} Pi·w² (per column) and q_off = Σ_{m<n} Pi, each given as a
 // block-local scan (in place in `da`, `dq`) plus the carry of its 64-row
-// block (a_carry, q_carry; see causal_tssa_backward_scan.wgsl):
+// block (a_carry, q_carry; see scan_block.wgsl):
 //   Q = q_off + Pi + 1e-8,  A = a_off + Pi·w²,  a = 1 / (1 + A / Q)
 //   e = a²·∂y·w·Pi
 //   da[n, c]  ← ∂A = e / Q                 (then reverse-scanned)
@@ -14,6 +14,8 @@
 // The [B·N, DIM] token tensors may be one piece of larger tensors (whole
 // 64-row blocks): the piece's rows start at flat row row_base, at element
 // elem_base of their bindings. [B·N, HEADS] tensors are bound whole.
+
+{{include grid}}
 
 struct Params {
   count: u32,        // (token, head) pairs in this piece
@@ -44,7 +46,7 @@ fn main(
   @builtin(num_workgroups) nwg: vec3u,
   @builtin(local_invocation_index) lid: u32,
 ) {
-  let local = (wid.x + wid.y * nwg.x + wid.z * nwg.x * nwg.y) * 64u + lid;
+  let local = flat_workgroup(wid, nwg) * 64u + lid;
   if (local >= p.count) {
     return;
   }

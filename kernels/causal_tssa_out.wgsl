@@ -9,6 +9,9 @@
 // workgroup covers 64 consecutive columns, so loads and stores are coalesced.
 // No barriers, no workgroup memory.
 
+{{include grid}}
+{{include token_blocks}}
+
 struct Params {
   rows: u32,
   block_rows: u32,
@@ -36,26 +39,22 @@ fn main(
   @builtin(num_workgroups) nwg: vec3u,
   @builtin(local_invocation_index) lid: u32,
 ) {
-  let flat = wid.x + wid.y * nwg.x + wid.z * nwg.x * nwg.y;
+  let flat = flat_workgroup(wid, nwg);
   let local_block = flat / CHUNKS;
   let c = (flat % CHUNKS) * 64u + lid;
   if (local_block >= p.block_count || c >= DIM) {
     return;
   }
-  let g = p.first_block + local_block;
-  let b = g / p.blocks_per_batch;
-  let first = (g % p.blocks_per_batch) * p.block_rows;
-  let count = min(p.block_rows, p.rows - first);
-  let row0 = b * p.rows + first;
+  let blk = token_block(local_block);
+  let elem0 = piece_element(blk.row0, DIM) + c;
   let h = c / HEAD_DIM;
-  let elem0 = p.elem_base + (row0 - p.row_base) * DIM + c;
-  let o_num = off[g * 2u * DIM + c];
-  let o_den = off[g * 2u * DIM + DIM + c];
+  let o_num = off[blk.g * 2u * DIM + c];
+  let o_den = off[blk.g * 2u * DIM + DIM + c];
   var num = 0.0;
   var den = 0.0;
-  for (var t = 0u; t < count; t++) {
+  for (var t = 0u; t < blk.count; t++) {
     let x = w[elem0 + t * DIM];
-    let v = pi[(row0 + t) * HEADS + h];
+    let v = pi[(blk.row0 + t) * HEADS + h];
     num += v * x * x;
     den += v;
     let dots = (o_num + num) / (o_den + den + 1e-8);

@@ -1,4 +1,4 @@
-// Causal TSSA, second pass over the tokens. Before it, scan_reduce.wgsl
+// Causal TSSA, second pass over the tokens. Before it, block_sums.wgsl
 // (SQUARE) and the hierarchical scan give sq_off[g, c] = Σ w[·, c]² over the
 // tokens of the earlier blocks of the same batch element (an exclusive scan
 // over blocks). Per block:
@@ -18,6 +18,10 @@
 // (token, head) pair sums its head's d values and applies the softmax over
 // heads. The block's running sum is kept apart from the carried offset so
 // that each prefix sum is (tree-summed offset) + (≤ block_rows-term sum).
+
+{{include grid}}
+{{include token_blocks}}
+{{include tssa_pi_tile}}
 
 struct Params {
   rows: u32,             // N, tokens per batch element
@@ -49,37 +53,29 @@ const PAIRS: u32 = TILE * HEADS;
 @group(0) @binding(5) var<storage, read_write> pi: array<f32>;    // [B·N, HEADS]
 @group(0) @binding(6) var<storage, read_write> totals: array<f32>;  // [blocks, 2·DIM]
 
-var<workgroup> tile: array<f32, TILE * DIM>;
-var<workgroup> logits: array<f32, PAIRS>;  // pair (t, h) at t·HEADS + h
-var<workgroup> pis: array<f32, PAIRS>;
-
 @compute @workgroup_size(256)
 fn main(
   @builtin(workgroup_id) wid: vec3u,
   @builtin(num_workgroups) nwg: vec3u,
   @builtin(local_invocation_index) lid: u32,
 ) {
-  let flat = wid.x + wid.y * nwg.x + wid.z * nwg.x * nwg.y;
+  let flat = flat_workgroup(wid, nwg);
   if (flat >= p.block_count) {
     return;
   }
-  let g = p.first_block + flat;
-  let b = g / p.blocks_per_batch;
-  let first = (g % p.blocks_per_batch) * p.block_rows;
-  let count = min(p.block_rows, p.rows - first);
-  let row0 = b * p.rows + first;
-  let elem0 = p.elem_base + (row0 - p.row_base) * DIM;
+  let blk = token_block(flat);
+  let elem0 = piece_element(blk.row0, DIM);
 
   var off: array<f32, COLS>;
   for (var j = 0u; j < COLS; j++) {
-    off[j] = sq_off[g * DIM + min(j * WG + lid, DIM - 1u)];
+    off[j] = sq_off[blk.g * DIM + min(j * WG + lid, DIM - 1u)];
   }
   var run: array<f32, COLS>;  // in-block running Σ w²
   var sq: array<f32, COLS * TILE>;
   var num: array<f32, COLS>;
   var den: array<f32, COLS>;
-  for (var t0 = 0u; t0 < count; t0 += TILE) {
-    let tn = min(TILE, count - t0);
+  for (var t0 = 0u; t0 < blk.count; t0 += TILE) {
+    let tn = min(TILE, blk.count - t0);
     for (var j = 0u; j < COLS; j++) {
       let c = j * WG + lid;
       if (c < DIM) {
@@ -99,50 +95,20 @@ fn main(
     for (var q = lid; q < PAIRS; q += WG) {
       let t = q / HEADS;
       let h = q % HEADS;
-      var s = 0.0;
-      for (var k = 0u; k < HEAD_DIM; k++) {
-        s += tile[t * DIM + h * HEAD_DIM + k];
-      }
-      let n = min(first + t0 + t, p.bias_stride - 1u);
-      logits[q] = temp[h] * (s + f32(HEAD_DIM) * denom_bias[h * p.bias_stride + n]);
+      let n = min(blk.first + t0 + t, p.bias_stride - 1u);
+      let bias = f32(HEAD_DIM) * denom_bias[h * p.bias_stride + n];
+      logits[q] = temp[h] * (tile_head_sum(t, h) + bias);
     }
     workgroupBarrier();
-    for (var q = lid; q < PAIRS; q += WG) {
-      let t = q / HEADS;
-      var m = -3.4028235e38;
-      for (var h = 0u; h < HEADS; h++) {
-        m = max(m, logits[t * HEADS + h]);
-      }
-      var s = 0.0;
-      for (var h = 0u; h < HEADS; h++) {
-        s += exp(logits[t * HEADS + h] - m);
-      }
-      let v = exp(logits[q] - m) / s;
-      pis[q] = v;
-      if (t < tn) {
-        pi[(row0 + t0 + t) * HEADS + q % HEADS] = v;
-      }
-    }
+    tile_memberships(lid, blk.row0 + t0, tn);
     workgroupBarrier();
-    for (var j = 0u; j < COLS; j++) {
-      let c = j * WG + lid;
-      if (c < DIM) {
-        let h = c / HEAD_DIM;
-        for (var t = 0u; t < TILE; t++) {
-          if (t < tn) {
-            let v = pis[t * HEADS + h];
-            num[j] += v * sq[j * TILE + t];
-            den[j] += v;
-          }
-        }
-      }
-    }
+    tile_accumulate(lid, tn, &sq, &num, &den);
   }
   for (var j = 0u; j < COLS; j++) {
     let c = j * WG + lid;
     if (c < DIM) {
-      totals[g * 2u * DIM + c] = num[j];
-      totals[g * 2u * DIM + DIM + c] = den[j];
+      totals[blk.g * 2u * DIM + c] = num[j];
+      totals[blk.g * 2u * DIM + DIM + c] = den[j];
     }
   }
 }

@@ -16,6 +16,9 @@
 // sums go through workgroup memory, and one thread per head owns that head's
 // s3. The state is read at the start and written back at the end.
 
+{{include grid}}
+{{include softmax_heads}}
+
 struct Params {
   tokens: u32,       // T, new tokens per sequence
   pos0: u32,         // position of the first new token
@@ -51,7 +54,7 @@ fn main(
   @builtin(local_invocation_index) lid: u32,
 ) {
   // Uniform control flow: every thread of a workgroup takes the same branch.
-  let b = wid.x + wid.y * nwg.x + wid.z * nwg.x * nwg.y;
+  let b = flat_workgroup(wid, nwg);
   if (b >= p.batches) {
     return;
   }
@@ -92,15 +95,7 @@ fn main(
     for (var j = 0u; j < HEAD_SLOTS; j++) {
       let h = j * WG + lid;
       if (h < HEADS) {
-        var m = -3.4028235e38;
-        for (var g = 0u; g < HEADS; g++) {
-          m = max(m, logits[g]);
-        }
-        var s = 0.0;
-        for (var g = 0u; g < HEADS; g++) {
-          s += exp(logits[g] - m);
-        }
-        let v = exp(logits[h] - m) / s;
+        let v = softmax_heads_at(0u, h);
         den[j] += v;
         pis[h] = v;
         dens[h] = den[j];

@@ -17,6 +17,9 @@
 // the keys and values (may be the same range), 3 = out [B, 1, C],
 // 4 = state [B, H, 2] (a placeholder in single-pass dispatches).
 
+{{include grid}}
+{{include reduce}}
+
 struct Params {
   heads: u32,       // H
   head_dim: u32,    // d
@@ -46,23 +49,7 @@ const CH: u32 = {{mergeVec4s}}u; // vec4 columns merged at a time, divides D4
 // Lowest finite f32: implementations may assume no infinities occur.
 const LOWEST: f32 = -3.40282347e38;
 
-var<workgroup> partial: array<f32, WG>;
 var<workgroup> columns: array<vec4f, WG * CH>;
-
-fn reduce(lid: u32, v: f32, use_max: bool) -> f32 {
-  partial[lid] = v;
-  workgroupBarrier();
-  for (var s = WG / 2u; s > 0u; s = s / 2u) {
-    if (lid < s) {
-      let other = partial[lid + s];
-      partial[lid] = select(partial[lid] + other, max(partial[lid], other), use_max);
-    }
-    workgroupBarrier();
-  }
-  let r = partial[0];
-  workgroupBarrier();
-  return r;
-}
 
 fn load_head(src_is_q: bool, at: u32, c: u32, d: u32) -> f32 {
   if (c >= d) {
@@ -80,7 +67,7 @@ fn main(
   @builtin(num_workgroups) nwg: vec3u,
   @builtin(local_invocation_index) lid: u32,
 ) {
-  let pair = wid.x + wid.y * nwg.x + wid.z * nwg.x * nwg.y;
+  let pair = flat_workgroup(wid, nwg);
   if (pair >= params.pairs) {
     return; // uniform
   }
@@ -149,9 +136,9 @@ fn main(
   }
 
   // Merge the invocations' partial softmaxes.
-  let m_all = reduce(lid, m, true);
+  let m_all = workgroup_max(lid, m);
   let weight = exp2(m - m_all); // 0 for an invocation that saw no key
-  let l_all = reduce(lid, l * weight, false);
+  let l_all = workgroup_sum(lid, l * weight);
   let inv = select(1.0, 1.0 / l_all, params.last != 0u);
   for (var k0 = 0u; k0 < D4; k0 += CH) {
     for (var k = 0u; k < CH; k++) {

@@ -9,6 +9,9 @@
 //
 // Bindings: 1 = qkv [B, M, 3C], 2 = dout [B, C], 3 = coef [B, H, M, 2] (read_write).
 
+{{include grid}}
+{{include reduce}}
+
 struct Params {
   pairs: u32,   // B·H
   heads: u32,   // H
@@ -27,22 +30,6 @@ const WG: u32 = 64u;
 // Lowest finite f32: implementations may assume no infinities occur.
 const LOWEST: f32 = -3.40282347e38;
 
-var<workgroup> partial: array<f32, WG>;
-
-fn reduce(lid: u32, v: f32, use_max: bool) -> f32 {
-  partial[lid] = v;
-  workgroupBarrier();
-  for (var s = WG / 2u; s > 0u; s = s / 2u) {
-    if (lid < s) {
-      let other = partial[lid + s];
-      partial[lid] = select(partial[lid] + other, max(partial[lid], other), use_max);
-    }
-    workgroupBarrier();
-  }
-  let r = partial[0];
-  workgroupBarrier();
-  return r;
-}
 
 @compute @workgroup_size(WG)
 fn main(
@@ -50,7 +37,7 @@ fn main(
   @builtin(num_workgroups) nwg: vec3u,
   @builtin(local_invocation_index) lid: u32,
 ) {
-  let pair = wid.x + wid.y * nwg.x + wid.z * nwg.x * nwg.y;
+  let pair = flat_workgroup(wid, nwg);
   if (pair >= params.pairs) {
     return; // uniform per workgroup
   }
@@ -77,8 +64,8 @@ fn main(
     l = l * exp(m - m_new) + exp(s - m_new);
     m = m_new;
   }
-  let m_all = reduce(lid, m, true);
-  let l_all = reduce(lid, l * exp(m - m_all), false);
+  let m_all = workgroup_max(lid, m);
+  let l_all = workgroup_sum(lid, l * exp(m - m_all));
 
   // Pass 2: p_j and dp_j, and Σ p·dp.
   var dot = 0.0;
@@ -96,7 +83,7 @@ fn main(
     coef[c_at + 2u * j + 1u] = dp;
     dot += p * dp;
   }
-  let dot_all = reduce(lid, dot, false);
+  let dot_all = workgroup_sum(lid, dot);
 
   // Pass 3 (each invocation revisits its own keys): the score gradient.
   for (var j = lid; j < params.tokens; j += WG) {

@@ -8,6 +8,8 @@
 //
 // Bindings: 1 = qkv, 2 = dout [B, C], 3 = coef [B, H, M, 2], 4 = dqkv (read_write).
 
+{{include grid}}
+
 struct Params {
   n: u32,       // B·M·3C
   heads: u32,
@@ -30,7 +32,7 @@ fn main(
   @builtin(num_workgroups) nwg: vec3u,
   @builtin(local_invocation_index) lid: u32,
 ) {
-  let i = (wid.x + wid.y * nwg.x + wid.z * nwg.x * nwg.y) * WG + lid;
+  let i = flat_workgroup(wid, nwg) * WG + lid;
   if (i >= params.n) {
     return;
   }

@@ -17,6 +17,8 @@
 // piece's images start at element `in_base` of the input's binding and
 // `out_base` of y's.
 
+{{include grid}}
+
 struct Params {
   n: u32,     // threads of this piece: images · Ho · Wo · Cout4/4
   cin: u32,
@@ -44,7 +46,7 @@ fn main(
   @builtin(num_workgroups) nwg: vec3u,
   @builtin(local_invocation_index) lid: u32,
 ) {
-  let i = (wid.x + wid.y * nwg.x + wid.z * nwg.x * nwg.y) * WG + lid;
+  let i = flat_workgroup(wid, nwg) * WG + lid;
   if (i >= params.n) {
     return;
   }

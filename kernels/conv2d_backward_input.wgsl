@@ -12,6 +12,8 @@
 //
 // Bindings: 1 = dy, 2 = W, 3 = dx (read_write).
 
+{{include grid}}
+
 struct Params {
   n: u32,      // threads (pack_weight, input_grad) or workgroups (weight_grad) in total
   batches: u32,
@@ -31,17 +33,13 @@ struct Params {
 
 const WG: u32 = 64u;
 
-fn flat_group(wid: vec3u, nwg: vec3u) -> u32 {
-  return wid.x + wid.y * nwg.x + wid.z * nwg.x * nwg.y;
-}
-
 @compute @workgroup_size(WG)
 fn main(
   @builtin(workgroup_id) wid: vec3u,
   @builtin(num_workgroups) nwg: vec3u,
   @builtin(local_invocation_index) lid: u32,
 ) {
-  let i = flat_group(wid, nwg) * WG + lid;
+  let i = flat_workgroup(wid, nwg) * WG + lid;
   if (i >= params.n) {
     return;
   }

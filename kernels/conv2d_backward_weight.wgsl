@@ -13,6 +13,9 @@
 //
 // Bindings: 1 = x, 2 = dy, 3 = dw (read_write).
 
+{{include grid}}
+{{include reduce}}
+
 struct Params {
   n: u32,      // threads (pack_weight, input_grad) or workgroups (weight_grad) in total
   batches: u32,
@@ -32,12 +35,6 @@ struct Params {
 
 const WG: u32 = 64u;
 
-fn flat_group(wid: vec3u, nwg: vec3u) -> u32 {
-  return wid.x + wid.y * nwg.x + wid.z * nwg.x * nwg.y;
-}
-
-var<workgroup> partial: array<f32, WG>;
-
 // x(b, ci, iy, ix) in the input's layout; the caller checks bounds.
 fn input_at(b: u32, ci: u32, iy: u32, ix: u32) -> f32 {
   if (params.nchw == 1u) {
@@ -52,7 +49,7 @@ fn main(
   @builtin(num_workgroups) nwg: vec3u,
   @builtin(local_invocation_index) lid: u32,
 ) {
-  let e = flat_group(wid, nwg);
+  let e = flat_workgroup(wid, nwg);
   if (e >= params.n) {
     return; // uniform per workgroup
   }
@@ -72,15 +69,8 @@ fn main(
       acc += grad[p * params.cout + co] * input_at(b, ci, u32(iy), u32(ix));
     }
   }
-  partial[lid] = acc;
-  workgroupBarrier();
-  for (var s = WG / 2u; s > 0u; s = s / 2u) {
-    if (lid < s) {
-      partial[lid] += partial[lid + s];
-    }
-    workgroupBarrier();
-  }
+  let total = workgroup_sum(lid, acc);
   if (lid == 0u) {
-    out[e] += partial[0];
+    out[e] += total;
   }
 }

@@ -9,6 +9,8 @@
 //
 // Bindings: 1 = src, 2 = dst (read_write), both whole tensors.
 
+{{include grid}}
+
 struct Params {
   n: u32,              // batches · rows · cols
   rows: u32,           // rows copied per batch
@@ -31,7 +33,7 @@ fn main(
   @builtin(num_workgroups) nwg: vec3u,
   @builtin(local_invocation_index) lid: u32,
 ) {
-  let i = (wid.x + wid.y * nwg.x + wid.z * nwg.x * nwg.y) * WG + lid;
+  let i = flat_workgroup(wid, nwg) * WG + lid;
   if (i >= params.n) {
     return;
   }

@@ -10,6 +10,9 @@
 // Bindings: 1 = logits (a piece of rows starting at `base`), 2 = targets
 // (i32, whole), 3 = loss (read_write, whole); `row0` is the piece's first row.
 
+{{include grid}}
+{{include softmax_row}}
+
 struct Params {
   rows: u32, // rows in this piece
   cols: u32, // V
@@ -24,24 +27,8 @@ struct Params {
 
 const WG: u32 = {{workgroupSize}}u; // a power of two
 
-var<workgroup> partial: array<f32, WG>;
-
-fn reduce(lid: u32, v: f32, take_max: bool) -> f32 {
-  partial[lid] = v;
-  workgroupBarrier();
-  for (var s = WG / 2u; s > 0u; s = s / 2u) {
-    if (lid < s) {
-      if (take_max) {
-        partial[lid] = max(partial[lid], partial[lid + s]);
-      } else {
-        partial[lid] = partial[lid] + partial[lid + s];
-      }
-    }
-    workgroupBarrier();
-  }
-  let r = partial[0];
-  workgroupBarrier();
-  return r;
+fn softmax_row_input(i: u32) -> f32 {
+  return logits[i];
 }
 
 @compute @workgroup_size(WG)
@@ -50,21 +37,14 @@ fn main(
   @builtin(num_workgroups) nwg: vec3u,
   @builtin(local_invocation_index) lid: u32,
 ) {
-  let row = wid.x + wid.y * nwg.x + wid.z * nwg.x * nwg.y;
+  let row = flat_workgroup(wid, nwg);
   if (row >= params.rows) {
     return; // uniform: the whole workgroup leaves together
   }
   let start = params.base + row * params.cols;
-  var m = -3.0e38;
-  for (var c = lid; c < params.cols; c += WG) {
-    m = max(m, logits[start + c]);
-  }
-  m = reduce(lid, m, true);
-  var s = 0.0;
-  for (var c = lid; c < params.cols; c += WG) {
-    s += exp(logits[start + c] - m);
-  }
-  s = reduce(lid, s, false);
+  let stats = softmax_row_stats(lid, start, params.cols);
+  let m = stats.x;
+  let s = stats.y;
   if (lid == 0u) {
     let t = targets[params.row0 + row];
     var l = 0.0;

@@ -10,6 +10,8 @@
 // Bindings: 1 = x (read_write), 2 = y, 3 = gamma. A piece of rows of x (and of
 // y for the residuals) starts at element `x_base` (`y_base`) of its binding.
 
+{{include grid}}
+
 struct Params {
   n: u32,      // elements in this piece (a whole number of rows of C)
   cols: u32,   // C
@@ -27,7 +29,7 @@ struct Params {
 const WG: u32 = {{workgroupSize}}u;
 
 fn flat_index(wid: vec3u, nwg: vec3u, lid: u32) -> u32 {
-  return (wid.x + wid.y * nwg.x + wid.z * nwg.x * nwg.y) * WG + lid;
+  return flat_workgroup(wid, nwg) * WG + lid;
 }
 
 @compute @workgroup_size(WG)

@@ -9,6 +9,8 @@
 //
 // Bindings: 1 = idx (u32), 2 = wte, 3 = wpe, 4 = y (read_write).
 
+{{include grid}}
+
 struct Params {
   n: u32,     // rows · C
   cols: u32,  // C
@@ -31,7 +33,7 @@ fn main(
   @builtin(num_workgroups) nwg: vec3u,
   @builtin(local_invocation_index) lid: u32,
 ) {
-  let i = (wid.x + wid.y * nwg.x + wid.z * nwg.x * nwg.y) * WG + lid;
+  let i = flat_workgroup(wid, nwg) * WG + lid;
   if (i >= params.n) {
     return;
   }

@@ -10,6 +10,8 @@
 // One thread per (segment, channel) and per (token, channel); neighbouring
 // threads take neighbouring channels, so loads of one row are coalesced.
 
+{{include grid}}
+
 struct Params {
   count: u32, // segments (segment_sums) or V (token_sums)
   cols: u32,  // C
@@ -23,7 +25,7 @@ struct Params {
 @group(0) @binding(4) var<storage, read_write> partial_out: array<f32>;
 
 fn flat_index(wid: vec3u, nwg: vec3u, lid: u32) -> u32 {
-  return (wid.x + wid.y * nwg.x + wid.z * nwg.x * nwg.y) * 64u + lid;
+  return flat_workgroup(wid, nwg) * 64u + lid;
 }
 
 @compute @workgroup_size(64)

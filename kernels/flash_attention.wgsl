@@ -27,6 +27,8 @@
 // and values (may be the same range), 3 = out [B, N, C], 4 = state
 // [B, N, H, 2] (a 4-float placeholder in single-pass dispatches).
 
+{{include grid}}
+
 struct Params {
   n_tokens: u32,  // N
   heads: u32,     // H
@@ -73,7 +75,7 @@ fn main(
   @builtin(num_workgroups) nwg: vec3u,
   @builtin(local_invocation_index) lid: u32,
 ) {
-  let group = wid.x + wid.y * nwg.x + wid.z * nwg.x * nwg.y;
+  let group = flat_workgroup(wid, nwg);
   let q_blocks = (params.q_count + BQ - 1u) / BQ;
   if (group >= params.batches * params.heads * q_blocks) {
     return; // uniform: the whole workgroup leaves together

@@ -17,6 +17,8 @@
 // Bindings (whole tensors): 1 = qkv [B, N, 3C], 2 = dout [B, N, C],
 // 3 = lse [B, H, N], 4 = delta [B, H, N], 5 = dqkv [B, N, 3C].
 
+{{include grid}}
+
 struct Params {
   n_tokens: u32, // N
   heads: u32,    // H
@@ -117,7 +119,7 @@ fn dq(
   @builtin(num_workgroups) nwg: vec3u,
   @builtin(local_invocation_index) lid: u32,
 ) {
-  let blk = block_of(wid.x + wid.y * nwg.x + wid.z * nwg.x * nwg.y);
+  let blk = block_of(flat_workgroup(wid, nwg));
   if (!blk.valid) {
     return; // uniform
   }
@@ -184,7 +186,7 @@ fn dkdv(
   @builtin(num_workgroups) nwg: vec3u,
   @builtin(local_invocation_index) lid: u32,
 ) {
-  let blk = block_of(wid.x + wid.y * nwg.x + wid.z * nwg.x * nwg.y);
+  let blk = block_of(flat_workgroup(wid, nwg));
   if (!blk.valid) {
     return; // uniform
   }

@@ -13,6 +13,8 @@
 // Bindings (whole tensors): 1 = qkv [B, N, 3C], 2 = dout [B, N, C],
 // 3 = out [B, N, C], 4 = lse [B, H, N], 5 = delta [B, H, N].
 
+{{include grid}}
+
 struct Params {
   n_tokens: u32, // N
   heads: u32,    // H
@@ -45,7 +47,7 @@ fn main(
   @builtin(num_workgroups) nwg: vec3u,
   @builtin(local_invocation_index) lid: u32,
 ) {
-  let group = wid.x + wid.y * nwg.x + wid.z * nwg.x * nwg.y;
+  let group = flat_workgroup(wid, nwg);
   let n = params.n_tokens;
   let blocks = (n + ROWS - 1u) / ROWS;
   if (group >= params.batches * params.heads * blocks) {

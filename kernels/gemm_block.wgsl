@@ -39,7 +39,7 @@ fn main(
   @builtin(num_workgroups) nwg: vec3u,
   @builtin(local_invocation_index) lid: u32,
 ) {
-  let g = flat_group(wid, nwg);
+  let g = flat_workgroup(wid, nwg);
   let i0 = (g / p.blocks) * RM;
   let jb = (g % p.blocks) * WG + lid;
   if (i0 >= p.m || jb >= p.blocks_n) {

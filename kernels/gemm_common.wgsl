@@ -42,22 +42,12 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> c: array<f32>;
 {{epilogueBindings}}
 
-const FRAC_1_SQRT_2: f32 = 0.70710678118654752;
+{{include erf}}
 
-// erfc(z) for z ≥ 0, relative error < 1.2e-7: Numerical Recipes' Chebyshev
-// "erfcc", as kernels/gelu.wgsl (WGSL has no include, so it is repeated here;
-// the fused GELU therefore equals gelu(linear(…)) bit for bit).
-fn erfc_nonneg(z: f32) -> f32 {
-  let t = 1.0 / (1.0 + 0.5 * z);
-  let q = -1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 +
-    t * (-0.18628806 + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 +
-    t * (-0.82215223 + t * 0.17087277))))))));
-  return t * exp(q - z * z);
-}
-
+// Exact (erf) GELU, as kernels/gelu.wgsl: the fused epilogue equals
+// gelu(linear(…)) bit for bit.
 fn gelu(v: f32) -> f32 {
-  let half_tail = 0.5 * erfc_nonneg(abs(v) * FRAC_1_SQRT_2); // = Φ(−|v|)
-  return select(v * half_tail, v * (1.0 - half_tail), v >= 0.0);
+  return v * normal_cdf(v);
 }
 
 // Store the dot product `acc` of output (i, j) of this piece.
@@ -70,7 +60,4 @@ fn emit(i: u32, j: u32, acc: f32) {
   {{epilogue}}
 }
 
-// The flat index of this workgroup in a (possibly folded) grid.
-fn flat_group(wid: vec3u, nwg: vec3u) -> u32 {
-  return wid.x + wid.y * nwg.x + wid.z * nwg.x * nwg.y;
-}
+{{include grid}}

@@ -7,6 +7,8 @@
 // src[base + r·si + k·sk]: k contiguous (sk = 1) for x and W of the forward,
 // r contiguous (si = 1) for W of ∂x and for ∂y and x of ∂W.
 
+{{include grid}}
+
 struct Params {
   rows: u32,    // valid operand rows
   depth: u32,   // valid reduction length
@@ -45,7 +47,7 @@ fn main(
   @builtin(num_workgroups) nwg: vec3u,
   @builtin(local_invocation_index) lid: u32,
 ) {
-  let e = (wid.x + wid.y * nwg.x + wid.z * nwg.x * nwg.y) * WG + lid;
+  let e = flat_workgroup(wid, nwg) * WG + lid;
   if (e >= p.texels * p.height) {
     return;
   }

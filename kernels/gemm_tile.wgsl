@@ -55,7 +55,7 @@ fn main(
   @builtin(num_workgroups) nwg: vec3u,
   @builtin(local_invocation_index) lid: u32,
 ) {
-  let tile = flat_group(wid, nwg);
+  let tile = flat_workgroup(wid, nwg);
   if (tile >= p.blocks) {
     return; // uniform: the whole workgroup leaves together
   }

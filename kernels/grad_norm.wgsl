@@ -4,6 +4,9 @@
 //   partial: partials[offset + w] = Σ x[i]² over workgroup w's {{perWorkgroup}} elements
 //   total:   out[0] = Σ partials[0 .. count)        (one workgroup)
 
+{{include grid}}
+{{include reduce}}
+
 struct Params {
   n: u32,
   offset: u32,
@@ -13,49 +16,38 @@ struct Params {
 @group(0) @binding(1) var<storage, read> src: array<f32>;
 @group(0) @binding(2) var<storage, read_write> dst: array<f32>;
 
-var<workgroup> sums: array<f32, {{workgroupSize}}>;
+const WG: u32 = {{workgroupSize}}u; // a power of two
 
-fn reduce(lid: u32) {
-  for (var stride = {{workgroupSize}}u / 2u; stride > 0u; stride = stride / 2u) {
-    workgroupBarrier();
-    if (lid < stride) {
-      sums[lid] = sums[lid] + sums[lid + stride];
-    }
-  }
-}
-
-@compute @workgroup_size({{workgroupSize}})
+@compute @workgroup_size(WG)
 fn partial(
   @builtin(workgroup_id) wid: vec3u,
   @builtin(num_workgroups) nwg: vec3u,
   @builtin(local_invocation_index) lid: u32,
 ) {
-  let w = wid.x + wid.y * nwg.x + wid.z * nwg.x * nwg.y;
+  let w = flat_workgroup(wid, nwg);
   let begin = w * {{perWorkgroup}}u;
   var s = 0.0;
-  for (var k = 0u; k < {{perWorkgroup}}u; k = k + {{workgroupSize}}u) {
+  for (var k = 0u; k < {{perWorkgroup}}u; k = k + WG) {
     let i = begin + k + lid;
     if (i < p.n) {
       let x = src[i];
       s = s + x * x;
     }
   }
-  sums[lid] = s;
-  reduce(lid);
+  let sum = workgroup_sum(lid, s);
   if (lid == 0u) {
-    dst[p.offset + w] = sums[0];
+    dst[p.offset + w] = sum;
   }
 }
 
-@compute @workgroup_size({{workgroupSize}})
+@compute @workgroup_size(WG)
 fn total(@builtin(local_invocation_index) lid: u32) {
   var s = 0.0;
-  for (var i = lid; i < p.n; i = i + {{workgroupSize}}u) {
+  for (var i = lid; i < p.n; i = i + WG) {
     s = s + src[i];
   }
-  sums[lid] = s;
-  reduce(lid);
+  let sum = workgroup_sum(lid, s);
   if (lid == 0u) {
-    dst[0] = sums[0];
+    dst[0] = sum;
   }
 }

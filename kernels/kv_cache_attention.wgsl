@@ -11,6 +11,9 @@
 // One workgroup per (b, h, t): the scores live in workgroup memory, max and
 // sum are tree reductions, then thread k sums its output features.
 
+{{include grid}}
+{{include reduce}}
+
 struct Params {
   tokens: u32,   // T, new tokens per sequence
   pos0: u32,     // position of the first new token
@@ -31,12 +34,7 @@ const DIM: u32 = HEADS * HEAD_DIM;
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;    // [B, T, DIM] (attend only)
 
 var<workgroup> scores: array<f32, CAPACITY>;
-var<workgroup> red: array<f32, WG>;
 var<workgroup> q: array<f32, HEAD_DIM>;
-
-fn flat_index(wid: vec3u, nwg: vec3u) -> u32 {
-  return wid.x + wid.y * nwg.x + wid.z * nwg.x * nwg.y;
-}
 
 @compute @workgroup_size(WG)
 fn append(
@@ -44,7 +42,7 @@ fn append(
   @builtin(num_workgroups) nwg: vec3u,
   @builtin(local_invocation_index) lid: u32,
 ) {
-  let i = flat_index(wid, nwg) * WG + lid;
+  let i = flat_workgroup(wid, nwg) * WG + lid;
   if (i >= p.batches * p.tokens * DIM) {
     return;
   }
@@ -65,7 +63,7 @@ fn attend(
   @builtin(local_invocation_index) lid: u32,
 ) {
   // Uniform control flow: the whole workgroup returns or none of it.
-  let g = flat_index(wid, nwg);  // (b·HEADS + h)·T + t
+  let g = flat_workgroup(wid, nwg);  // (b·HEADS + h)·T + t
   if (g >= p.batches * HEADS * p.tokens) {
     return;
   }
@@ -90,31 +88,14 @@ fn attend(
     scores[j] = s;
     m = max(m, s);
   }
-  red[lid] = m;
-  workgroupBarrier();
-  for (var stride = WG / 2u; stride > 0u; stride /= 2u) {
-    if (lid < stride) {
-      red[lid] = max(red[lid], red[lid + stride]);
-    }
-    workgroupBarrier();
-  }
-  m = red[0];
-  workgroupBarrier();
+  m = workgroup_max(lid, m);
   var sum = 0.0;
   for (var j = lid; j < keys; j += WG) {
     let e = exp(scores[j] - m);
     scores[j] = e;
     sum += e;
   }
-  red[lid] = sum;
-  workgroupBarrier();
-  for (var stride = WG / 2u; stride > 0u; stride /= 2u) {
-    if (lid < stride) {
-      red[lid] += red[lid + stride];
-    }
-    workgroupBarrier();
-  }
-  let total = red[0];
+  let total = workgroup_sum(lid, sum);
   for (var k = lid; k < HEAD_DIM; k += WG) {
     var acc = 0.0;
     for (var j = 0u; j < keys; j++) {

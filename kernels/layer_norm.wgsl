@@ -7,6 +7,9 @@
 // Entry points: `main` (bindings 1 = x, 2 = weight, 3 = y, 4 = bias) and
 // `main_no_bias` (no binding 4). A piece of rows of x and y starts at `base`.
 
+{{include grid}}
+{{include reduce}}
+
 struct Params {
   rows: u32, // rows in this piece
   cols: u32, // C
@@ -22,26 +25,6 @@ struct Params {
 
 const WG: u32 = {{workgroupSize}}u; // a power of two
 
-var<workgroup> partial: array<f32, WG>;
-
-fn reduce_sum(lid: u32, v: f32) -> f32 {
-  partial[lid] = v;
-  workgroupBarrier();
-  for (var s = WG / 2u; s > 0u; s = s / 2u) {
-    if (lid < s) {
-      partial[lid] = partial[lid] + partial[lid + s];
-    }
-    workgroupBarrier();
-  }
-  let r = partial[0];
-  workgroupBarrier(); // everyone has read before the next reduction writes
-  return r;
-}
-
-fn flat_row(wid: vec3u, nwg: vec3u) -> u32 {
-  return wid.x + wid.y * nwg.x + wid.z * nwg.x * nwg.y;
-}
-
 // (mean, 1/sqrt(var + eps)) of the row starting at `start`.
 fn row_stats(lid: u32, start: u32) -> vec2f {
   let cols = params.cols;
@@ -49,13 +32,13 @@ fn row_stats(lid: u32, start: u32) -> vec2f {
   for (var c = lid; c < cols; c += WG) {
     s += x[start + c];
   }
-  let mean = reduce_sum(lid, s) / f32(cols);
+  let mean = workgroup_sum(lid, s) / f32(cols);
   var q = 0.0;
   for (var c = lid; c < cols; c += WG) {
     let d = x[start + c] - mean;
     q += d * d;
   }
-  let variance = reduce_sum(lid, q) / f32(cols);
+  let variance = workgroup_sum(lid, q) / f32(cols);
   return vec2f(mean, inverseSqrt(variance + params.eps));
 }
 
@@ -65,7 +48,7 @@ fn main(
   @builtin(num_workgroups) nwg: vec3u,
   @builtin(local_invocation_index) lid: u32,
 ) {
-  let row = flat_row(wid, nwg);
+  let row = flat_workgroup(wid, nwg);
   if (row >= params.rows) {
     return; // uniform: the whole workgroup leaves together
   }
@@ -82,7 +65,7 @@ fn main_no_bias(
   @builtin(num_workgroups) nwg: vec3u,
   @builtin(local_invocation_index) lid: u32,
 ) {
-  let row = flat_row(wid, nwg);
+  let row = flat_workgroup(wid, nwg);
   if (row >= params.rows) {
     return;
   }

@@ -8,6 +8,9 @@
 //
 // Bindings: 1 = dy, 2 = x, 3 = weight [C], 4 = dx, 5 = prod.
 
+{{include grid}}
+{{include reduce}}
+
 struct Params {
   rows: u32,
   cols: u32, // C
@@ -23,29 +26,13 @@ struct Params {
 
 const WG: u32 = {{workgroupSize}}u; // a power of two
 
-var<workgroup> partial: array<vec2f, WG>;
-
-fn reduce_sum(lid: u32, v: vec2f) -> vec2f {
-  partial[lid] = v;
-  workgroupBarrier();
-  for (var s = WG / 2u; s > 0u; s = s / 2u) {
-    if (lid < s) {
-      partial[lid] = partial[lid] + partial[lid + s];
-    }
-    workgroupBarrier();
-  }
-  let r = partial[0];
-  workgroupBarrier(); // everyone has read before the next reduction writes
-  return r;
-}
-
 @compute @workgroup_size(WG)
 fn main(
   @builtin(workgroup_id) wid: vec3u,
   @builtin(num_workgroups) nwg: vec3u,
   @builtin(local_invocation_index) lid: u32,
 ) {
-  let row = wid.x + wid.y * nwg.x + wid.z * nwg.x * nwg.y;
+  let row = flat_workgroup(wid, nwg);
   if (row >= params.rows) {
     return; // uniform: the whole workgroup leaves together
   }
@@ -56,20 +43,20 @@ fn main(
   for (var c = lid; c < cols; c += WG) {
     s += x[start + c];
   }
-  let mean = reduce_sum(lid, vec2f(s, 0.0)).x * inv_c;
+  let mean = workgroup_sum(lid, s) * inv_c;
   var q = 0.0;
   for (var c = lid; c < cols; c += WG) {
     let d = x[start + c] - mean;
     q += d * d;
   }
-  let rstd = inverseSqrt(reduce_sum(lid, vec2f(q, 0.0)).x * inv_c + params.eps);
+  let rstd = inverseSqrt(workgroup_sum(lid, q) * inv_c + params.eps);
   var sg = vec2f(0.0);
   for (var c = lid; c < cols; c += WG) {
     let xhat = (x[start + c] - mean) * rstd;
     let g = dy[start + c] * weight[c];
     sg += vec2f(g, g * xhat);
   }
-  let means = reduce_sum(lid, sg) * inv_c;
+  let means = workgroup_sum2(lid, sg) * inv_c;
   for (var c = lid; c < cols; c += WG) {
     let xhat = (x[start + c] - mean) * rstd;
     let d = dy[start + c];

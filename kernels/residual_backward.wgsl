@@ -5,6 +5,8 @@
 //
 // Bindings: 1 = dy, 2 = f, 3 = gamma [C], 4 = df, 5 = prod.
 
+{{include grid}}
+
 struct Params {
   n: u32,    // elements
   cols: u32, // C
@@ -23,7 +25,7 @@ fn main(
   @builtin(num_workgroups) nwg: vec3u,
   @builtin(local_invocation_index) lid: u32,
 ) {
-  let i = (wid.x + wid.y * nwg.x + wid.z * nwg.x * nwg.y) * {{workgroupSize}}u + lid;
+  let i = flat_workgroup(wid, nwg) * {{workgroupSize}}u + lid;
   if (i >= params.n) {
     return;
   }

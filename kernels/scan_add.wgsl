@@ -1,6 +1,12 @@
-// Second half of the hierarchical scan (see scan_block.wgsl): add each
-// 64-row block's exclusive offset to its rows, x[b, r, c] += offsets[b, r/64, c].
+// Scans down the rows of x viewed as [B, L, C], second half (see
+// scan_block.wgsl): add to every row the carry of its 64-row block, the
+// block totals already scanned in the same direction:
+//   forward: x[b, r, c] += carries[b, r/64, c]        (exclusive prefix of the totals)
+//   reverse: x[b, r, c] += carries[b, r/64 + 1, c]    (inclusive suffix; nothing for
+//                                                      the last block)
 // One thread per element; the grid is flat and may be folded over 65535.
+
+{{include grid}}
 
 struct Params {
   rows: u32,             // L
@@ -11,7 +17,9 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read_write> x: array<f32>;
-@group(0) @binding(2) var<storage, read> offsets: array<f32>;
+@group(0) @binding(2) var<storage, read> carries: array<f32>;
+
+const REVERSE: bool = {{reverse}};
 
 @compute @workgroup_size(256)
 fn main(
@@ -19,13 +27,15 @@ fn main(
   @builtin(num_workgroups) nwg: vec3u,
   @builtin(local_invocation_index) lid: u32,
 ) {
-  let i = (wid.x + wid.y * nwg.x + wid.z * nwg.x * nwg.y) * 256u + lid;
+  let i = flat_workgroup(wid, nwg) * 256u + lid;
   if (i >= p.total) {
     return;
   }
   let row = i / p.cols;
   let c = i - row * p.cols;
   let b = row / p.rows;
-  let r = row - b * p.rows;
-  x[i] += offsets[(b * p.blocks_per_batch + r / 64u) * p.cols + c];
+  let k = (row - b * p.rows) / 64u + select(0u, 1u, REVERSE);
+  if (k < p.blocks_per_batch) {
+    x[i] += carries[(b * p.blocks_per_batch + k) * p.cols + c];
+  }
 }

@@ -6,6 +6,8 @@
 // The token tensors may be one piece of larger tensors: the piece's rows
 // start at flat row row_base, at element elem_base of the binding.
 
+{{include grid}}
+
 struct Params {
   count: u32,      // elements (rows · DIM) in this piece
   tokens: u32,     // N
@@ -31,7 +33,7 @@ fn main(
   @builtin(num_workgroups) nwg: vec3u,
   @builtin(local_invocation_index) lid: u32,
 ) {
-  let j = (wid.x + wid.y * nwg.x + wid.z * nwg.x * nwg.y) * 256u + lid;
+  let j = flat_workgroup(wid, nwg) * 256u + lid;
   if (j >= p.count) {
     return;
   }

@@ -7,6 +7,8 @@
 // One thread per head, looping over the batch elements and the head's d
 // columns (B·d values; no loop over tokens).
 
+{{include grid}}
+
 struct Params {
   batches: u32,
 }
@@ -28,7 +30,7 @@ fn main(
   @builtin(num_workgroups) nwg: vec3u,
   @builtin(local_invocation_index) lid: u32,
 ) {
-  let h = (wid.x + wid.y * nwg.x + wid.z * nwg.x * nwg.y) * 64u + lid;
+  let h = flat_workgroup(wid, nwg) * 64u + lid;
   if (h >= HEADS) {
     return;
   }

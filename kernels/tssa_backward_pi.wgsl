@@ -7,6 +7,9 @@
 // The token tensors may be one piece of larger tensors: the piece's rows
 // start at flat row row_base, at element elem_base of the binding.
 
+{{include grid}}
+{{include softmax_heads_backward}}
+
 struct Params {
   count: u32,      // rows (tokens) in this piece
   tokens: u32,     // N
@@ -32,7 +35,7 @@ fn main(
   @builtin(num_workgroups) nwg: vec3u,
   @builtin(local_invocation_index) lid: u32,
 ) {
-  let r = (wid.x + wid.y * nwg.x + wid.z * nwg.x * nwg.y) * 64u + lid;
+  let r = flat_workgroup(wid, nwg) * 64u + lid;
   if (r >= p.count) {
     return;
   }
@@ -40,7 +43,6 @@ fn main(
   let e0 = p.elem_base + r * DIM;
   let b = row / p.tokens;
   var dpi: array<f32, HEADS>;
-  var dot = 0.0;
   for (var h = 0u; h < HEADS; h++) {
     var s = dp[b * HEADS + h];
     for (var k = 0u; k < HEAD_DIM; k++) {
@@ -49,9 +51,9 @@ fn main(
       s += x * (col[b * 4u * DIM + DIM + c] * x - dy[e0 + c] * col[b * 4u * DIM + c]);
     }
     dpi[h] = s;
-    dot += pi[row * HEADS + h] * s;
   }
+  softmax_heads_backward(row, &dpi); // now ∂z
   for (var h = 0u; h < HEADS; h++) {
-    dz[row * HEADS + h] = pi[row * HEADS + h] * (dpi[h] - dot);
+    dz[row * HEADS + h] = dpi[h];
   }
 }

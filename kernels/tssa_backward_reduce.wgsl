@@ -12,6 +12,9 @@
 // x and w may be one piece of larger tensors (whole blocks): row r (flat
 // over batches) is at element elem_base + (r - row_base)·DIM of the binding.
 
+{{include grid}}
+{{include token_blocks}}
+
 struct Params {
   rows: u32,             // N, tokens per batch element
   block_rows: u32,
@@ -43,31 +46,27 @@ fn main(
   @builtin(num_workgroups) nwg: vec3u,
   @builtin(local_invocation_index) lid: u32,
 ) {
-  let flat = wid.x + wid.y * nwg.x + wid.z * nwg.x * nwg.y;
+  let flat = flat_workgroup(wid, nwg);
   let local_block = flat / p.col_chunks;
   if (local_block >= p.block_count) {
     return;
   }
-  let g = p.first_block + local_block;
-  let b = g / p.blocks_per_batch;
-  let first = (g % p.blocks_per_batch) * p.block_rows;
-  let count = min(p.block_rows, p.rows - first);
+  let blk = token_block(local_block);
   let lane = lid / CC;
   let c = (flat % p.col_chunks) * CC + lid % CC;
   let h = c / HEAD_DIM;
   var acc = 0.0;
   if (c < DIM) {
-    let row0 = b * p.rows + first;
-    for (var t = lane; t < count; t += RL) {
-      let row = row0 + t;
-      let i = p.elem_base + (row - p.row_base) * DIM + c;
+    for (var t = lane; t < blk.count; t += RL) {
+      let row = blk.row0 + t;
+      let i = piece_element(row, DIM) + c;
       acc += x[i] * w[i] * s[row * HEADS + h];
     }
   }
   lane_sums[lid] = acc;
   workgroupBarrier();
   if (lane == 0u && c < DIM) {
-    partial[g * DIM + c] = (lane_sums[lid] + lane_sums[lid + CC]) +
+    partial[blk.g * DIM + c] = (lane_sums[lid] + lane_sums[lid + CC]) +
       (lane_sums[lid + 2u * CC] + lane_sums[lid + 3u * CC]);
   }
 }

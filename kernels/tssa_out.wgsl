@@ -6,6 +6,9 @@
 // covers 64 consecutive columns, so loads and stores are coalesced. y is
 // bound like w (same piece, same base).
 
+{{include grid}}
+{{include token_blocks}}
+
 struct Params {
   rows: u32,
   block_rows: u32,
@@ -33,22 +36,18 @@ fn main(
   @builtin(num_workgroups) nwg: vec3u,
   @builtin(local_invocation_index) lid: u32,
 ) {
-  let flat = wid.x + wid.y * nwg.x + wid.z * nwg.x * nwg.y;
+  let flat = flat_workgroup(wid, nwg);
   let local_block = flat / CHUNKS;
   let c = (flat % CHUNKS) * 64u + lid;
   if (local_block >= p.block_count || c >= DIM) {
     return;
   }
-  let g = p.first_block + local_block;
-  let b = g / p.blocks_per_batch;
-  let first = (g % p.blocks_per_batch) * p.block_rows;
-  let count = min(p.block_rows, p.rows - first);
-  let row0 = b * p.rows + first;
+  let blk = token_block(local_block);
+  let elem0 = piece_element(blk.row0, DIM) + c;
   let h = c / HEAD_DIM;
-  let attn = 1.0 / (1.0 + stats[b * 2u * DIM + c] / (stats[b * 2u * DIM + DIM + c] + 1e-8));
-  let elem0 = p.elem_base + (row0 - p.row_base) * DIM + c;
-  for (var t = 0u; t < count; t++) {
+  let attn = 1.0 / (1.0 + stats[blk.b * 2u * DIM + c] / (stats[blk.b * 2u * DIM + DIM + c] + 1e-8));
+  for (var t = 0u; t < blk.count; t++) {
     let i = elem0 + t * DIM;
-    y[i] = -(w[i] * pi[(row0 + t) * HEADS + h]) * attn;
+    y[i] = -(w[i] * pi[(blk.row0 + t) * HEADS + h]) * attn;
   }
 }

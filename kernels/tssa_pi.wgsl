@@ -1,11 +1,11 @@
-// Non-causal TSSA, second pass over the tokens (the first, scan_reduce.wgsl
+// Non-causal TSSA, second pass over the tokens (the first, block_sums.wgsl
 // with SQUARE, gives sq_sums[b, c] = Σ_n w[b, n, c]²). Per block of tokens:
 //   Pi[n, h] = softmax over h of temp[h] · Σ_k w[n, h·d+k]² / max(sq_sums[h·d+k], 1e-24)
 //              (written to pi[B·N, H] for the output pass), and
 //   partial[g, c]       = Σ_{n in block} Pi[n, h(c)] · w[n, c]²
 //   partial[g, DIM + c] = Σ_{n in block} Pi[n, h(c)]
 // (the second half repeats each head's Σ Pi for its d columns so that both
-// halves reduce with the same kernel). scan_reduce.wgsl then sums the
+// halves reduce with the same kernel). block_sums.wgsl then sums the
 // partials over blocks.
 //
 // One workgroup of 256 threads per block, walking it in tiles of TILE
@@ -15,6 +15,10 @@
 // (token, head) pair then sums its head's d values and applies the softmax
 // over heads; finally each thread adds Pi·w² and Pi for its own columns.
 // Three barriers per tile, no atomics.
+
+{{include grid}}
+{{include token_blocks}}
+{{include tssa_pi_tile}}
 
 struct Params {
   rows: u32,             // N, tokens per batch element
@@ -44,37 +48,29 @@ const PAIRS: u32 = TILE * HEADS;
 @group(0) @binding(4) var<storage, read_write> pi: array<f32>;  // [B·N, HEADS]
 @group(0) @binding(5) var<storage, read_write> partial: array<f32>;  // [blocks, 2·DIM]
 
-var<workgroup> tile: array<f32, TILE * DIM>;
-var<workgroup> logits: array<f32, PAIRS>;  // pair (t, h) at t·HEADS + h
-var<workgroup> pis: array<f32, PAIRS>;
-
 @compute @workgroup_size(256)
 fn main(
   @builtin(workgroup_id) wid: vec3u,
   @builtin(num_workgroups) nwg: vec3u,
   @builtin(local_invocation_index) lid: u32,
 ) {
-  let flat = wid.x + wid.y * nwg.x + wid.z * nwg.x * nwg.y;
+  let flat = flat_workgroup(wid, nwg);
   if (flat >= p.block_count) {
     return;
   }
-  let g = p.first_block + flat;
-  let b = g / p.blocks_per_batch;
-  let first = (g % p.blocks_per_batch) * p.block_rows;
-  let count = min(p.block_rows, p.rows - first);
-  let row0 = b * p.rows + first;  // flat row of the block's first token
-  let elem0 = p.elem_base + (row0 - p.row_base) * DIM;
+  let blk = token_block(flat);
+  let elem0 = piece_element(blk.row0, DIM);
 
   var norm: array<f32, COLS>;
   for (var j = 0u; j < COLS; j++) {
     // F.normalize's clamp, max(‖w[:, c]‖, 1e-12)²: an all-zero feature gives 0, not NaN.
-    norm[j] = max(sq_sums[b * DIM + min(j * WG + lid, DIM - 1u)], 1e-24);
+    norm[j] = max(sq_sums[blk.b * DIM + min(j * WG + lid, DIM - 1u)], 1e-24);
   }
   var sq: array<f32, COLS * TILE>;
   var num: array<f32, COLS>;
   var den: array<f32, COLS>;
-  for (var t0 = 0u; t0 < count; t0 += TILE) {
-    let tn = min(TILE, count - t0);
+  for (var t0 = 0u; t0 < blk.count; t0 += TILE) {
+    let tn = min(TILE, blk.count - t0);
     for (var j = 0u; j < COLS; j++) {
       let c = j * WG + lid;
       if (c < DIM) {
@@ -93,49 +89,18 @@ fn main(
     for (var q = lid; q < PAIRS; q += WG) {
       let t = q / HEADS;
       let h = q % HEADS;
-      var s = 0.0;
-      for (var k = 0u; k < HEAD_DIM; k++) {
-        s += tile[t * DIM + h * HEAD_DIM + k];
-      }
-      logits[q] = temp[h] * s;
+      logits[q] = temp[h] * tile_head_sum(t, h);
     }
     workgroupBarrier();
-    for (var q = lid; q < PAIRS; q += WG) {
-      let t = q / HEADS;
-      var m = -3.4028235e38;
-      for (var h = 0u; h < HEADS; h++) {
-        m = max(m, logits[t * HEADS + h]);
-      }
-      var s = 0.0;
-      for (var h = 0u; h < HEADS; h++) {
-        s += exp(logits[t * HEADS + h] - m);
-      }
-      let v = exp(logits[q] - m) / s;
-      pis[q] = v;
-      if (t < tn) {
-        pi[(row0 + t0 + t) * HEADS + q % HEADS] = v;
-      }
-    }
+    tile_memberships(lid, blk.row0 + t0, tn);
     workgroupBarrier();
-    for (var j = 0u; j < COLS; j++) {
-      let c = j * WG + lid;
-      if (c < DIM) {
-        let h = c / HEAD_DIM;
-        for (var t = 0u; t < TILE; t++) {
-          if (t < tn) {
-            let v = pis[t * HEADS + h];
-            num[j] += v * sq[j * TILE + t];
-            den[j] += v;
-          }
-        }
-      }
-    }
+    tile_accumulate(lid, tn, &sq, &num, &den);
   }
   for (var j = 0u; j < COLS; j++) {
     let c = j * WG + lid;
     if (c < DIM) {
-      partial[g * 2u * DIM + c] = num[j];
-      partial[g * 2u * DIM + DIM + c] = den[j];
+      partial[blk.g * 2u * DIM + c] = num[j];
+      partial[blk.g * 2u * DIM + DIM + c] = den[j];
     }
   }
 }

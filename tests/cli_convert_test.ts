@@ -7,6 +7,7 @@
 
 import assert from "node:assert/strict";
 import { readSafetensors } from "../src/io/safetensors.ts";
+import { assertSnapshot } from "./cli/_run.ts";
 
 const MAIN = new URL("../main.ts", import.meta.url).pathname;
 const FIX = new URL("./fixtures/", import.meta.url).pathname;
@@ -133,13 +134,13 @@ Deno.test("tost convert: user mistakes exit 2 with one error line", async () => 
   });
 });
 
-Deno.test("tost convert: a hostile pickle fails cleanly, exit 1, nothing written", async () => {
+Deno.test("tost convert: a hostile pickle fails cleanly, exit 2 (a bad input file), nothing written", async () => {
   await withTempDir(async (dir) => {
     const evil = `${dir}/evil.pt`;
     await Deno.writeFile(evil, HOSTILE);
     const out = `${dir}/out.safetensors`;
     const r = await tost("convert", evil, "-o", out);
-    assert.equal(r.code, 1);
+    assert.equal(r.code, 2);
     assert.match(
       r.stderr,
       /^error: Cannot read checkpoint ".*evil\.pt": refusing global os\.system/,
@@ -148,7 +149,7 @@ Deno.test("tost convert: a hostile pickle fails cleanly, exit 1, nothing written
     assert.equal(r.stdout, "");
     assert.deepEqual([...Deno.readDirSync(dir)].map((e) => e.name), ["evil.pt"]);
     const verbose = await tost("convert", evil, "-o", out, "--verbose");
-    assert.equal(verbose.code, 1);
+    assert.equal(verbose.code, 2);
     assert.match(verbose.stderr, /CheckpointError: Cannot read checkpoint[\s\S]*\n\s+at /);
   });
 });
@@ -163,4 +164,10 @@ Deno.test("tost convert --help lists every option", async () => {
     r.stdout.replace(/\s+/g, " "),
     /choices: "keep", "f32", "f16", "bf16", default: "keep"/,
   );
+});
+
+Deno.test("tost convert --help (snapshot)", async () => {
+  const r = await tost("convert", "--help");
+  assert.equal(r.code, 0);
+  await assertSnapshot("help_convert.txt", r.stdout);
 });

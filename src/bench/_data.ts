@@ -1,13 +1,41 @@
 /**
- * Deterministic weights, inputs and upstream gradients of the benchmarked
- * attention modules, shared by the forward (`operators.ts`) and the
- * forward+backward (`operators_backward.ts`) modules and their CPU checks.
+ * What the benchmarks share: the operator names of `tost bench`,
+ * deterministic weights, inputs and upstream gradients of the benchmarked
+ * attention modules (for the forward, `operators.ts`, and the
+ * forward+backward, `operators_backward.ts`, and their CPU checks), and the
+ * checks every variant passes before it is timed (also in the `deno bench`
+ * cases, `*_bench.ts`).
  *
  * @module
  */
 
 import type { Gpu, Tensor } from "../gpu/runtime.ts";
-import type { ModuleShape, OperatorName } from "./operators.ts";
+
+/** Operators `tost bench` knows, by their command-line names. */
+export const OPERATORS = [
+  "tssa",
+  "causal-tssa",
+  "softmax",
+  "causal-softmax",
+  "flash-softmax",
+  "causal-flash-softmax",
+] as const;
+
+/** One of {@linkcode OPERATORS}. */
+export type OperatorName = typeof OPERATORS[number];
+
+/** Sizes shared by every operator in a run. */
+export interface ModuleShape {
+  batch: number;
+  dim: number;
+  heads: number;
+  /**
+   * False to time the operator alone on already-projected tokens (`[B, N, D]`
+   * for TSSA, packed `[B, N, 3D]` for softmax), without the input and output
+   * projections whose linear cost hides the operator's scaling at small N.
+   */
+  projections?: boolean;
+}
 
 /** Host copies of a module's parameters (PyTorch layouts). */
 export interface Weights {
@@ -115,4 +143,31 @@ export function relativeError(got: ArrayLike<number>, ref: ArrayLike<number>): n
   let err = 0;
   for (let i = 0; i < ref.length; i++) err = Math.max(err, Math.abs(got[i] - ref[i]));
   return err / maxRef;
+}
+
+/**
+ * Throw unless every value is within `atol + rtol·|ref|` of the reference
+ * (NaN fails): the check a variant passes before it is timed.
+ *
+ * @example
+ * ```ts
+ * import { assertWithin } from "./_data.ts";
+ * assertWithin("sum", [1.00001], [1], 1e-4, 0);
+ * ```
+ */
+export function assertWithin(
+  what: string,
+  got: ArrayLike<number>,
+  ref: ArrayLike<number>,
+  atol: number,
+  rtol: number,
+): void {
+  if (got.length !== ref.length) {
+    throw new RangeError(`${what}: ${got.length} values against ${ref.length}`);
+  }
+  for (let i = 0; i < ref.length; i++) {
+    if (!(Math.abs(got[i] - ref[i]) <= atol + rtol * Math.abs(ref[i]))) {
+      throw new Error(`${what}: element ${i} is ${got[i]}, the reference says ${ref[i]}`);
+    }
+  }
 }

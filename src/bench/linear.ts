@@ -14,8 +14,7 @@
 import type { Gpu, Tensor } from "../gpu/runtime.ts";
 import { gemm, type GemmKind, gemmKind, type GemmProduct, type GemmVariant } from "../ops/gemm.ts";
 import { chooseVariant, gemmTestValues as values } from "../ops/gemm_tune.ts";
-import { linearForwardReference } from "../ops/linear.ts";
-import { linearBackwardReference } from "../ops/linear_backward.ts";
+import { linearBackwardReference, linearForwardReference } from "../ops/linear_reference.ts";
 import { median } from "./stats.ts";
 
 /** `[m, k, n]` of the linear layers the models and presets run, largest first. */

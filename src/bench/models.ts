@@ -9,9 +9,11 @@
  */
 
 import type { Gpu } from "../gpu/runtime.ts";
+import { Arena } from "../gpu/arena.ts";
 import type { VisionConfig } from "../model/config.ts";
 import { initialParameters } from "../model/init.ts";
-import { destroyVisionParams, encodeVision, uploadVisionParams } from "../model/vision.ts";
+import { ParamStore } from "../model/params.ts";
+import { encodeVision } from "../model/vision/model.ts";
 import { median } from "./stats.ts";
 
 /** The two models compared, with the reference's `*_small_12_p16` sizes. */
@@ -83,7 +85,7 @@ export async function runModelBench(gpu: Gpu, o: ModelBenchOptions): Promise<Mod
   for (const name of o.models) {
     const cfg = benchModelConfig(name);
     const live0 = gpu.memory().liveBytes;
-    const params = uploadVisionParams(gpu, cfg, initialParameters(cfg, 0));
+    const params = ParamStore.upload(gpu, cfg, initialParameters(cfg, 0));
     const paramBytes = gpu.memory().liveBytes - live0;
     let failedAt: string | null = null;
     try {
@@ -121,7 +123,7 @@ export async function runModelBench(gpu: Gpu, o: ModelBenchOptions): Promise<Mod
         o.onProgress?.(rec);
       }
     } finally {
-      destroyVisionParams(params);
+      params.destroy();
     }
   }
   return records;
@@ -129,7 +131,7 @@ export async function runModelBench(gpu: Gpu, o: ModelBenchOptions): Promise<Mod
 
 async function measure(
   gpu: Gpu,
-  params: ReturnType<typeof uploadVisionParams>,
+  params: ParamStore,
   side: number,
   o: ModelBenchOptions,
   rec: ModelRecord,
@@ -137,12 +139,17 @@ async function measure(
 ): Promise<void> {
   const shape = [o.batch, 3, side, side];
   const images = gpu.empty(shape, "f32", "bench.images");
+  // One arena for every run: each repeat takes the same buffers again.
+  const arena = new Arena(gpu, "bench");
   try {
     const values = new Float32Array(images.numel);
     for (let i = 0; i < values.length; i++) values[i] = Math.sin(i * 0.7);
     gpu.write(images, values);
     gpu.resetPeak();
-    const run = async () => (await encodeVision(gpu, params, images)).destroy();
+    const run = async () => {
+      arena.reset();
+      await arena.use(() => encodeVision(gpu, params, images));
+    };
     for (let i = 0; i < o.warmup; i++) await gpu.scoped(run);
     const walls: number[] = [];
     for (let i = 0; i < o.repeats; i++) {
@@ -155,6 +162,7 @@ async function measure(
     rec.gpu_ms = timings.length ? median(timings.map((t) => t.ms)) : null;
     rec.peak_bytes = gpu.memory().peakBytes - baseline;
   } finally {
+    arena.destroy();
     images.destroy();
   }
 }

@@ -8,10 +8,14 @@
  */
 
 import type { Gpu, Tensor } from "../gpu/runtime.ts";
-import { linear, linearReference } from "../ops/linear.ts";
-import { tssa, tssaReference } from "../ops/tssa.ts";
-import { causalTssa, causalTssaReference } from "../ops/causal_tssa.ts";
-import { attentionReference, softmaxAttention } from "../ops/attention.ts";
+import { linearReference } from "../ops/linear_reference.ts";
+import { projectedForward } from "../nn/_projected.ts";
+import { tssa } from "../ops/tssa.ts";
+import { tssaReference } from "../ops/tssa_reference.ts";
+import { causalTssa } from "../ops/causal_tssa.ts";
+import { causalTssaReference } from "../ops/causal_tssa_reference.ts";
+import { softmaxAttention } from "../ops/attention.ts";
+import { attentionReference } from "../ops/attention_reference.ts";
 import { flashAttention } from "../ops/flash_attention.ts";
 import {
   chunkedValues,
@@ -22,32 +26,10 @@ import {
   makeWeights,
   relativeError,
 } from "./_data.ts";
+import type { ModuleShape, OperatorName } from "./_data.ts";
 
-/** Operators `tost bench` knows, by their command-line names. */
-export const OPERATORS = [
-  "tssa",
-  "causal-tssa",
-  "softmax",
-  "causal-softmax",
-  "flash-softmax",
-  "causal-flash-softmax",
-] as const;
-
-/** One of {@linkcode OPERATORS}. */
-export type OperatorName = typeof OPERATORS[number];
-
-/** Sizes shared by every operator in a run. */
-export interface ModuleShape {
-  batch: number;
-  dim: number;
-  heads: number;
-  /**
-   * False to time the operator alone on already-projected tokens (`[B, N, D]`
-   * for TSSA, packed `[B, N, 3D]` for softmax), without the input and output
-   * projections whose linear cost hides the operator's scaling at small N.
-   */
-  projections?: boolean;
-}
+export { OPERATORS } from "./_data.ts";
+export type { ModuleShape, OperatorName } from "./_data.ts";
 
 /** A module ready to run at one length. */
 export interface BenchModule {
@@ -130,19 +112,13 @@ export function createModule(
       minBytes: minimumBytes(op, shape, n),
       inputBytes: x.buffer.size,
       async forward() {
-        if (operatorOnly) return await operator(gpu, op, x, { temp, denomBias }, heads);
-        const proj = await linear(gpu, x, inWeight, inBias);
-        let y: Tensor | undefined;
-        try {
-          y = await operator(gpu, op, proj, { temp, denomBias }, heads);
-        } finally {
-          proj.destroy();
-        }
-        try {
-          return await linear(gpu, y, outWeight, outBias);
-        } finally {
-          y.destroy();
-        }
+        const middle = async (w: Tensor) => ({
+          y: await operator(gpu, op, w, { temp, denomBias }, heads),
+          saves: null,
+        });
+        if (operatorOnly) return (await middle(x)).y;
+        const p = { inWeight, inBias, outWeight, outBias };
+        return (await projectedForward(gpu, x, p, middle, false)).out;
       },
       destroy() {
         for (const t of owned) t.destroy();
@@ -180,11 +156,13 @@ export async function checkModule(
     let y: Float64Array;
     switch (op) {
       case "tssa":
-        y = tssaReference(proj, w.temp, batch, n, heads, d);
+        y = tssaReference(proj, w.temp, { batches: batch, tokens: n, heads, headDim: d }).y;
         break;
-      case "causal-tssa":
-        y = causalTssaReference(proj, w.temp, w.denomBias, batch, n, heads, d, n);
+      case "causal-tssa": {
+        const dims = { batches: batch, tokens: n, heads, headDim: d, blockSize: n };
+        y = causalTssaReference(proj, w, dims).y;
         break;
+      }
       default:
         y = attentionReference(proj, batch, n, heads, d, { causal: isCausal(op) });
     }

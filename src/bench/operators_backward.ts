@@ -5,12 +5,15 @@
  * upstream gradient `dy`, producing `dx` and adding every parameter
  * gradient into buffers allocated (zeroed) with the parameters.
  *
- * - `tssa`, `causal-tssa`: `tssaAttentionForwardWithSaves` and
- *   `tssaAttentionBackward` (`nn/tssa_attention_backward.ts`);
- * - `softmax`, `causal-softmax`: the probabilities are saved by the forward
- *   (`softmaxAttentionForwardWithSaves`, `ops/attention_backward.ts`);
+ * - `tssa`, `causal-tssa`: the modules `tssaAttention` and
+ *   `causalTssaAttention` (`nn/`) with their saves, and their backwards;
+ * - `softmax`, `causal-softmax`: `softmaxAttention` keeping its
+ *   probabilities, and `softmaxAttentionBackward` (`ops/attention*.ts`);
  * - `flash-softmax`, `causal-flash-softmax`: `flashAttention` forward, and
- *   the backward recomputes the probabilities (`flashAttentionBackward`).
+ *   the backward recomputes the probabilities (`flashAttentionBackward`),
+ *
+ * the softmax operators between the same projections as the modules
+ * (`nn/_projected.ts`).
  *
  * Every step can check itself once against a float64 composition of the
  * references (`dx` and every parameter gradient) before it is timed.
@@ -19,31 +22,28 @@
  */
 
 import type { Gpu, Tensor } from "../gpu/runtime.ts";
-import { linear } from "../ops/linear.ts";
-import {
-  linearBackward,
-  linearBackwardReference,
-  linearForwardReference,
-} from "../ops/linear_backward.ts";
-import { attentionReference } from "../ops/attention.ts";
-import {
-  softmaxAttentionBackward,
-  softmaxAttentionBackwardReference,
-  softmaxAttentionForwardWithSaves,
-} from "../ops/attention_backward.ts";
+import { softmaxAttention } from "../ops/attention.ts";
+import type { SoftmaxAttentionSaves } from "../ops/attention.ts";
+import { softmaxAttentionBackward } from "../ops/attention_backward.ts";
 import { flashAttention } from "../ops/flash_attention.ts";
 import { flashAttentionBackward } from "../ops/flash_attention_backward.ts";
 import {
-  destroyAttentionSaves,
-  tssaAttentionBackward,
   tssaAttentionBackwardReference,
-  type TssaAttentionDims,
-  tssaAttentionForwardReference,
-  tssaAttentionForwardWithSaves,
-  type TssaAttentionGradsReference,
-  type TssaAttentionParams,
-} from "../nn/tssa_attention_backward.ts";
-import type { ModuleShape, OperatorName } from "./operators.ts";
+  tssaAttentionReference,
+} from "../nn/tssa_attention_reference.ts";
+import { tssaAttention, tssaAttentionBackward } from "../nn/tssa_attention.ts";
+import {
+  causalTssaAttentionBackwardReference,
+  causalTssaAttentionReference,
+} from "../nn/causal_tssa_attention_reference.ts";
+import { causalTssaAttention, causalTssaAttentionBackward } from "../nn/causal_tssa_attention.ts";
+import {
+  softmaxSelfAttentionBackwardReference,
+  softmaxSelfAttentionReference,
+} from "../nn/softmax_self_attention_reference.ts";
+import { projectedBackward, projectedForward } from "../nn/_projected.ts";
+import type { Projections } from "../nn/_projected.ts";
+import type { ProjectionGradsReference } from "../nn/_projected_reference.ts";
 import {
   chunkedValues,
   fillRandom,
@@ -56,6 +56,7 @@ import {
   relativeError,
   type Weights,
 } from "./_data.ts";
+import type { ModuleShape, OperatorName } from "./_data.ts";
 
 /**
  * Names of the parameter gradients a step accumulates (PyTorch-like; the
@@ -119,11 +120,7 @@ export function minimumStepBytes(op: OperatorName, shape: ModuleShape, n: number
   return Math.max(forwardEnd, operatorBackward, inputBackward);
 }
 
-interface GpuParams {
-  inWeight: Tensor;
-  inBias: Tensor | null;
-  outWeight: Tensor;
-  outBias: Tensor;
+interface GpuParams extends Projections {
   temp: Tensor | null;
   denomBias: Tensor | null;
 }
@@ -203,37 +200,35 @@ function grad(grads: ReadonlyMap<GradientName, Tensor>, name: GradientName): Ten
   return g;
 }
 
+function projectionGrads(grads: ReadonlyMap<GradientName, Tensor>, p: GpuParams): Projections {
+  return {
+    inWeight: grad(grads, "in.weight"),
+    inBias: p.inBias ? grad(grads, "in.bias") : null,
+    outWeight: grad(grads, "out.weight"),
+    outBias: grad(grads, "out.bias"),
+  };
+}
+
 async function tssaStep(gpu: Gpu, args: StepArgs): Promise<Tensor> {
   const { x, dy, grads, heads } = args;
   const p = args.params;
   if (!p.temp) throw new TypeError("bench step: the TSSA module has no temp");
-  const params: TssaAttentionParams = {
-    inWeight: p.inWeight,
-    inBias: p.inBias,
-    temp: p.temp,
-    outWeight: p.outWeight,
-    outBias: p.outBias,
-    ...(p.denomBias ? { denomBias: p.denomBias } : {}),
-  };
-  const { out, saves } = await tssaAttentionForwardWithSaves(gpu, { x, params, heads });
-  out.destroy(); // a training step hands it to the loss, which gives `dy`
+  const g = { ...projectionGrads(grads, p), temp: grad(grads, "temp") };
+  const live: Tensor[] = [];
   try {
-    return await tssaAttentionBackward(gpu, {
-      dy,
-      saves,
-      params,
-      grads: {
-        inWeight: grad(grads, "in.weight"),
-        inBias: p.inBias ? grad(grads, "in.bias") : null,
-        temp: grad(grads, "temp"),
-        outWeight: grad(grads, "out.weight"),
-        outBias: grad(grads, "out.bias"),
-        ...(p.denomBias ? { denomBias: grad(grads, "denom_bias") } : {}),
-      },
-      heads,
-    });
+    if (p.denomBias) {
+      const params = { ...p, temp: p.temp, denomBias: p.denomBias };
+      const { out, saves } = await causalTssaAttention(gpu, x, params, heads, { saves: true });
+      live.push(out, saves.w, saves.y, saves.op.pi); // `out` goes to the loss, which gives `dy`
+      const gc = { ...g, denomBias: grad(grads, "denom_bias") };
+      return await causalTssaAttentionBackward(gpu, { dy, saves, params, grads: gc, heads });
+    }
+    const params = { ...p, temp: p.temp };
+    const { out, saves } = await tssaAttention(gpu, x, params, heads, { saves: true });
+    live.push(out, saves.w, saves.y, ...Object.values(saves.op));
+    return await tssaAttentionBackward(gpu, { dy, saves, params, grads: g, heads });
   } finally {
-    destroyAttentionSaves(saves);
+    for (const t of live) t.destroy();
   }
 }
 
@@ -241,43 +236,34 @@ async function softmaxStep(gpu: Gpu, op: OperatorName, args: StepArgs): Promise<
   const { x, dy, params, grads, heads } = args;
   const causal = isCausal(op);
   const flash = op.includes("flash");
-  const live: Tensor[] = [];
+  const { out, saves } = await projectedForward<SoftmaxAttentionSaves | null>(
+    gpu,
+    x,
+    params,
+    async (w) => {
+      if (flash) return { y: await flashAttention(gpu, w, heads, { causal }), saves: null };
+      const r = await softmaxAttention(gpu, w, heads, { causal, saves: true });
+      return { y: r.out, saves: r.saves };
+    },
+    true,
+  );
+  out.destroy(); // to the loss, which gives `dy`
+  const s = saves!;
   try {
-    const qkv = await linear(gpu, x, params.inWeight, params.inBias);
-    live.push(qkv);
-    let probs: Tensor | null = null;
-    let o: Tensor;
-    if (flash) {
-      o = await flashAttention(gpu, qkv, heads, { causal });
-      live.push(o);
-    } else {
-      const saved = await softmaxAttentionForwardWithSaves(gpu, qkv, heads, { causal });
-      o = saved.out;
-      probs = saved.probs;
-      live.push(o, probs);
-    }
-    (await linear(gpu, o, params.outWeight, params.outBias)).destroy(); // to the loss
-    const dO = await linearBackward(gpu, {
+    return await projectedBackward(gpu, {
       dy,
-      x: o,
-      weight: params.outWeight,
-      dWeight: grad(grads, "out.weight"),
-      dBias: grad(grads, "out.bias"),
-    });
-    live.push(dO);
-    const dqkv = probs
-      ? await softmaxAttentionBackward(gpu, { dout: dO, qkv, out: o, probs, heads, causal })
-      : await flashAttentionBackward(gpu, { dout: dO, qkv, out: o, heads, causal });
-    live.push(dqkv);
-    return await linearBackward(gpu, {
-      dy: dqkv,
-      x,
-      weight: params.inWeight,
-      dWeight: grad(grads, "in.weight"),
-      dBias: params.inBias ? grad(grads, "in.bias") : null,
+      saves: s,
+      params,
+      grads: projectionGrads(grads, params),
+      opBackward: (dO) => {
+        const common = { dout: dO, qkv: s.w, out: s.y, heads, causal };
+        return s.op
+          ? softmaxAttentionBackward(gpu, { ...common, saves: s.op })
+          : flashAttentionBackward(gpu, common);
+      },
     });
   } finally {
-    for (const t of live) t.destroy();
+    for (const t of [s.w, s.y, s.op?.probs]) t?.destroy();
   }
 }
 
@@ -371,41 +357,43 @@ function tssaStepReference(
   { w, x, dy }: ReferenceInputs,
 ): Map<string, Float64Array> {
   const { batch, dim, heads } = shape;
-  const causal = op === "causal-tssa";
-  const dims: TssaAttentionDims = {
-    batches: batch,
-    tokens: n,
-    heads,
-    headDim: dim / heads,
-    ...(causal ? { blockSize: w.blockSize } : {}),
+  const dims = { batches: batch, tokens: n, heads, headDim: dim / heads };
+  const grads = {
+    ...projectionGradsReference(w, dim),
+    temp: new Float64Array(heads),
+    denomBias: new Float64Array(w.denomBias.length),
   };
-  const params = {
-    inWeight: w.inWeight,
-    inBias: w.inBias,
-    temp: w.temp,
-    outWeight: w.outWeight,
-    outBias: w.outBias,
-    ...(causal ? { denomBias: w.denomBias } : {}),
-  };
-  const grads: TssaAttentionGradsReference = {
+  let dx: Float64Array;
+  if (op === "causal-tssa") {
+    const saves = causalTssaAttentionReference(x, w, dims).saves;
+    dx = causalTssaAttentionBackwardReference({ dy, x, params: w, saves, grads }, dims);
+  } else {
+    const saves = tssaAttentionReference(x, w, dims).saves;
+    dx = tssaAttentionBackwardReference({ dy, x, params: w, saves, grads }, dims);
+  }
+  const out = gradientMap(dx, grads);
+  out.set("temp", grads.temp);
+  if (op === "causal-tssa") out.set("denom_bias", grads.denomBias);
+  return out;
+}
+
+function projectionGradsReference(w: Weights, dim: number): ProjectionGradsReference {
+  return {
     inWeight: new Float64Array(w.inWeight.length),
     inBias: w.inBias ? new Float64Array(w.inBias.length) : null,
-    temp: new Float64Array(heads),
     outWeight: new Float64Array(w.outWeight.length),
     outBias: new Float64Array(dim),
-    ...(causal ? { denomBias: new Float64Array(w.denomBias.length) } : {}),
   };
-  const saved = tssaAttentionForwardReference(x, params, dims);
-  const dx = tssaAttentionBackwardReference({ dy, x, params, saved, grads }, dims);
+}
+
+function gradientMap(dx: Float64Array, g: ProjectionGradsReference): Map<string, Float64Array> {
   const out = new Map<string, Float64Array>([
     ["dx", dx],
-    ["in.weight", grads.inWeight],
-    ["out.weight", grads.outWeight],
-    ["out.bias", grads.outBias!],
-    ["temp", grads.temp],
+    ["in.weight", g.inWeight],
+    ["out.weight", g.outWeight],
+    ["out.bias", g.outBias!],
   ]);
-  if (grads.inBias) out.set("in.bias", grads.inBias);
-  if (grads.denomBias) out.set("denom_bias", grads.denomBias);
+  if (g.inBias) out.set("in.bias", g.inBias);
   return out;
 }
 
@@ -416,32 +404,14 @@ function softmaxStepReference(
   { w, x, dy }: ReferenceInputs,
 ): Map<string, Float64Array> {
   const { batch, dim, heads } = shape;
-  const d = dim / heads;
-  const causal = isCausal(op);
-  const rows = batch * n;
-  const inDims = { rows, inFeatures: dim, outFeatures: 3 * dim };
-  const outDims = { rows, inFeatures: dim, outFeatures: dim };
-  const dInWeight = new Float64Array(w.inWeight.length);
-  const dInBias = w.inBias ? new Float64Array(w.inBias.length) : null;
-  const dOutWeight = new Float64Array(w.outWeight.length);
-  const dOutBias = new Float64Array(dim);
-  const qkv = linearForwardReference(x, w.inWeight, w.inBias, inDims);
-  const o = attentionReference(qkv, batch, n, heads, d, { causal });
-  const dO = linearBackwardReference(
-    { dy, x: o, weight: w.outWeight, dWeight: dOutWeight, dBias: dOutBias },
-    outDims,
+  const dims = { batches: batch, tokens: n, heads, headDim: dim / heads };
+  const options = { causal: isCausal(op) };
+  const grads = projectionGradsReference(w, dim);
+  const { saves } = softmaxSelfAttentionReference(x, w, dims, options);
+  const dx = softmaxSelfAttentionBackwardReference(
+    { dy, x, params: w, saves, grads },
+    dims,
+    options,
   );
-  const dqkv = softmaxAttentionBackwardReference(qkv, dO, batch, n, heads, d, { causal });
-  const dx = linearBackwardReference(
-    { dy: dqkv, x, weight: w.inWeight, dWeight: dInWeight, dBias: dInBias },
-    inDims,
-  );
-  const out = new Map<string, Float64Array>([
-    ["dx", dx],
-    ["in.weight", dInWeight],
-    ["out.weight", dOutWeight],
-    ["out.bias", dOutBias],
-  ]);
-  if (dInBias) out.set("in.bias", dInBias);
-  return out;
+  return gradientMap(dx, grads);
 }

@@ -22,6 +22,14 @@ export interface PlotRecord {
   status: "ok" | "failed";
 }
 
+/** Translucent lines with filled points (their shape is the operator's). */
+const MARK = {
+  type: "line",
+  point: { filled: true, size: 60, opacity: 0.9 },
+  strokeWidth: 2,
+  opacity: 0.75,
+} as const;
+
 function spec(records: readonly PlotRecord[], title: string): vl.TopLevelSpec {
   const values = records
     .filter((r) => r.status === "ok")
@@ -32,13 +40,18 @@ function spec(records: readonly PlotRecord[], title: string): vl.TopLevelSpec {
       ms: r.gpu_ms ?? r.wall_ms,
       mib: (r.peak_bytes ?? 0) / 2 ** 20,
     }));
+  // Axes span the data, not the enclosing powers of ten ("nice" would stretch 32…128 to 10…1000).
+  const logScale = { type: "log", nice: false, padding: 12 } as const;
   const x = {
     field: "tokens",
     type: "quantitative",
-    scale: { type: "log" },
+    scale: logScale,
     title: "tokens (batch × sequence)",
   } as const;
+  // Each operator has its own colour and point shape, and lines are translucent, so a
+  // series that coincides with another (causal and full softmax memory) stays visible.
   const color = { field: "op", type: "nominal", title: "operator" } as const;
+  const shape = { field: "op", type: "nominal", title: "operator" } as const;
   // Dashes only when both passes are plotted (a forward-only plot keeps one legend).
   const passes = new Set(values.map((v) => v.pass));
   const dash = passes.size > 1
@@ -66,27 +79,29 @@ function spec(records: readonly PlotRecord[], title: string): vl.TopLevelSpec {
       {
         width: 320,
         height: 260,
-        mark: { type: "line", point: true },
+        mark: MARK,
         encoding: {
           x,
-          y: { field: "ms", type: "quantitative", scale: { type: "log" }, title: "time (ms)" },
+          y: { field: "ms", type: "quantitative", scale: logScale, title: "time (ms)" },
           color,
+          shape,
           ...dash,
         },
       },
       {
         width: 320,
         height: 260,
-        mark: { type: "line", point: true },
+        mark: MARK,
         encoding: {
           x,
           y: {
             field: "mib",
             type: "quantitative",
-            scale: { type: "log" },
+            scale: logScale,
             title: "peak memory (MiB)",
           },
           color,
+          shape,
           ...dash,
         },
       },

@@ -14,8 +14,14 @@
  */
 
 import type { Gpu } from "../gpu/runtime.ts";
-import { checkModule, createModule, type ModuleShape, type OperatorName } from "./operators.ts";
-import { checkStepModule, createStepModule } from "./operators_backward.ts";
+import {
+  checkModule,
+  createModule,
+  minimumBytes,
+  type ModuleShape,
+  type OperatorName,
+} from "./operators.ts";
+import { checkStepModule, createStepModule, minimumStepBytes } from "./operators_backward.ts";
 import { median } from "./stats.ts";
 
 /**
@@ -80,6 +86,12 @@ export interface BenchOptions extends ModuleShape {
   backwardTolerance?: number;
   /** Called after each check and each measurement (progress lines). */
   onProgress?: (event: CheckResult | BenchRecord) => void;
+  /**
+   * Why an (operator, pass, length) cannot run on this device (e.g. a tensor
+   * over the adapter's buffer limit), or null: such a length is recorded as
+   * failed with that reason and not tried.
+   */
+  skip?: (op: OperatorName, pass: BenchPass, n: number) => string | null;
 }
 
 /**
@@ -124,13 +136,60 @@ export async function runBench(
     for (const op of options.ops) {
       if (!passed(op, pass)) continue; // never time a wrong kernel
       for (const len of options.seq) {
-        const record = await measure(gpu, op, pass, shape, len, options);
+        const why = options.skip?.(op, pass, len) ?? null;
+        const record = why === null
+          ? await measure(gpu, op, pass, shape, len, options)
+          : notTried(gpu, op, pass, shape, len, options, why);
         records.push(record);
         options.onProgress?.(record);
       }
     }
   }
   return { checks, records };
+}
+
+/** A record with nothing measured yet. */
+function emptyRecord(
+  gpu: Gpu,
+  op: OperatorName,
+  pass: BenchPass,
+  shape: ModuleShape,
+  n: number,
+  options: BenchOptions,
+): BenchRecord {
+  return {
+    op,
+    n,
+    pass,
+    ...shape,
+    gpu_ms: null,
+    wall_ms: null,
+    peak_bytes: null,
+    min_bytes: 0,
+    repeats: options.repeats,
+    status: "ok",
+    device: gpu.info.name,
+    backend: gpu.info.backend,
+    software: gpu.info.software,
+  };
+}
+
+/** The record of a length not tried, with the reason. */
+function notTried(
+  gpu: Gpu,
+  op: OperatorName,
+  pass: BenchPass,
+  shape: ModuleShape,
+  n: number,
+  options: BenchOptions,
+  why: string,
+): BenchRecord {
+  return {
+    ...emptyRecord(gpu, op, pass, shape, n, options),
+    min_bytes: pass === "fwd" ? minimumBytes(op, shape, n) : minimumStepBytes(op, shape, n),
+    status: "failed",
+    error: why,
+  };
 }
 
 /** What `measure` runs: one pass that frees its own results. */
@@ -164,21 +223,7 @@ async function measure(
   n: number,
   options: BenchOptions,
 ): Promise<BenchRecord> {
-  const base: BenchRecord = {
-    op,
-    n,
-    pass,
-    ...shape,
-    gpu_ms: null,
-    wall_ms: null,
-    peak_bytes: null,
-    min_bytes: 0,
-    repeats: options.repeats,
-    status: "ok",
-    device: gpu.info.name,
-    backend: gpu.info.backend,
-    software: gpu.info.software,
-  };
+  const base = emptyRecord(gpu, op, pass, shape, n, options);
   let module: Timed | undefined;
   try {
     const live0 = gpu.memory().liveBytes;

@@ -48,6 +48,11 @@ export interface ConvertOptions extends LoadOptions {
   chunkBytes?: number;
   /** Stops the conversion (between chunks); the partial output is removed. */
   signal?: AbortSignal;
+  /**
+   * More `__metadata__` entries for the output, from the inferred config
+   * (e.g. a vocabulary checked against `vocab_size`); may throw to refuse.
+   */
+  extraMetadata?: (config: ModelConfig) => Record<string, string>;
 }
 
 /** What {@linkcode convertCheckpoint} wrote. */
@@ -259,7 +264,11 @@ export async function convertCheckpoint(
       options.signal?.throwIfAborted();
       tick(n);
     });
-    const metadata = { ...p.metadata, source_sha256: sha };
+    const metadata = {
+      ...p.metadata,
+      ...options.extraMetadata?.(p.config),
+      source_sha256: sha,
+    };
     writer = await SafetensorsWriter.create(out, specs, metadata);
     for (const [name, t] of p.tensors) {
       const to = p.dtypes.get(name)!;

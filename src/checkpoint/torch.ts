@@ -18,6 +18,7 @@
 
 import { DTYPE_BYTES } from "../io/dtype.ts";
 import type { StDType } from "../io/dtype.ts";
+import { describeKind, sniffBytes } from "../io/sniff.ts";
 import { CheckpointError, CheckpointFormatError } from "./errors.ts";
 import { aType, PickleExtension, PickleTruncatedError, PyGlobal, unpickle } from "./pickle.ts";
 import type { PickleValue } from "./pickle.ts";
@@ -313,10 +314,12 @@ export async function openSource(path: string, src: ByteSource): Promise<OpenChe
     );
   }
   if (head[0] !== 0x80) {
+    const kind = sniffBytes(head, src.size);
+    const what = kind === "binary"
+      ? "neither a zip archive nor a pickle"
+      : `it is ${describeKind(kind)}`;
     throw new CheckpointFormatError(
-      `not a PyTorch checkpoint: neither a zip archive nor a pickle (first byte 0x${
-        head[0].toString(16).padStart(2, "0")
-      })`,
+      `not a PyTorch checkpoint: ${what} (first byte 0x${head[0].toString(16).padStart(2, "0")})`,
     );
   }
   return await openLegacy(path, src);

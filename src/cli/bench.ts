@@ -16,6 +16,11 @@ import { MODEL_NAMES, type ModelRecord, runModelBench } from "../bench/models.ts
 import { UsageError } from "./_errors.ts";
 import { printJson, useColor } from "./_output.ts";
 import { benchLinear } from "./_bench_linear.ts";
+import type { AnyRecord } from "../bench/compare.ts";
+import { DEFAULT_PRESET } from "../train/presets.ts";
+import { prepareModes, printComparison, runModes, withComparison } from "./bench_modes.ts";
+import { checkWritableFile } from "./_files.ts";
+import { imageLimit, operatorLimit } from "./_bench_limits.ts";
 
 const DEFAULT_OPS: OperatorName[] = ["tssa", "causal-tssa", "softmax", "flash-softmax"];
 /** Lengths on a software renderer (a CPU): seconds, not hours. */
@@ -27,24 +32,40 @@ const SOFTWARE_IMAGES = [64, 128, 224];
 /** Image sides for `--model` on a real GPU (1344² is the paper's 7056 tokens). */
 const HARDWARE_IMAGES = [224, 448, 672, 896, 1344, 1792, 2240];
 
-function positiveInt(name: string) {
+function integer(name: string, min: number) {
   return (value: string): number => {
     const n = Number(value);
-    if (!Number.isInteger(n) || n < 1) {
-      throw new UsageError(`--${name} must be a positive integer, got "${value}"`);
+    if (value.trim() === "" || !Number.isSafeInteger(n) || n < min) {
+      throw new UsageError(
+        `--${name} must be ${min === 1 ? "a positive integer" : `an integer ≥ ${min}`}, got ` +
+          `"${value}"`,
+      );
     }
     return n;
   };
 }
 
-function intList(value: string): number[] {
-  const parts = value.split(",").map((s) => s.trim()).filter(Boolean);
-  if (parts.length === 0) throw new UsageError(`--seq needs a list like 256,1024,4096`);
-  return parts.map(positiveInt("seq"));
+const positiveInt = (name: string) => integer(name, 1);
+
+function intList(name: string, example: string) {
+  return (value: string): number[] => {
+    const parts = value.split(",").map((s) => s.trim()).filter(Boolean);
+    if (parts.length === 0) throw new UsageError(`--${name} needs a list like ${example}`);
+    return parts.map(positiveInt(name));
+  };
+}
+
+function fileList(value: string): string[] {
+  const files = value.split(",").map((s) => s.trim()).filter(Boolean);
+  if (files.length === 0) throw new UsageError(`expected one or more JSON files, got "${value}"`);
+  return files;
 }
 
 function opList(value: string): (OperatorName | "linear")[] {
   const ops = value.split(",").map((s) => s.trim()).filter(Boolean);
+  if (ops.length === 0) {
+    throw new UsageError(`--ops needs at least one operator (known: ${OPERATORS.join(", ")})`);
+  }
   for (const op of ops) {
     if (op !== "linear" && !(OPERATORS as readonly string[]).includes(op)) {
       throw new UsageError(`unknown operator "${op}" (known: ${OPERATORS.join(", ")}, linear)`);
@@ -59,7 +80,11 @@ export function benchCommand() {
     .description(
       "Profile attention time and memory against sequence length: TSSA against softmax.",
     )
-    .option("--seq <list>", "sequence lengths, comma-separated (default: by device)", intList)
+    .option(
+      "--seq <list>",
+      "sequence lengths, comma-separated (default: by device)",
+      intList("seq", "256,1024,4096"),
+    )
     .option("--ops <list>", `operators (${OPERATORS.join(", ")}), or linear`, opList, DEFAULT_OPS)
     .option("--dim <n>", "embedding width", positiveInt("dim"), 384)
     .option("--heads <n>", "attention heads", positiveInt("heads"), 8)
@@ -70,7 +95,7 @@ export function benchCommand() {
       positiveInt("repeats"),
       5,
     )
-    .option("--warmup <n>", "untimed runs first", positiveInt("warmup"), 1)
+    .option("--warmup <n>", "untimed runs first (0 for none)", integer("warmup", 0), 1)
     .addOption(
       new Option("--check-tokens <n>", "tokens of the correctness check run before timing")
         .argParser(positiveInt("check-tokens")).default(64),
@@ -87,12 +112,23 @@ export function benchCommand() {
     .option(
       "--images <list>",
       "image sides in pixels for --model, comma-separated (default: by device)",
-      intList,
+      intList("images", "224,448,896"),
+    )
+    .option(
+      "--plot <file.svg|file.png>",
+      "write a log-log plot of time and memory: the SVG and a PNG beside it",
     )
     .option("--shapes <list>", "with --ops linear: layers m×k×n (default: the models' shapes)")
     .option("--variants <list>", "with --ops linear: GEMM variants to time (chosen, all, names)")
-    .option("--plot <file.svg>", "write a log-log plot of time and memory (and a PNG beside it)")
     .option("--json", "print the records as JSON on stdout")
+    .option("--train", "time optimizer steps of a preset's model instead (tokens or images/s)")
+    .option("--preset <name>", "with --train: the model and batch of this preset", DEFAULT_PRESET)
+    .option("--config <file.json>", "with --train: settings over the preset (nanoGPT names)")
+    .option("--steps <n>", "with --train: timed steps (after --warmup)", positiveInt("steps"), 10)
+    .option("--eval <model>", "time a vision model's MNIST evaluation instead (batch 128)")
+    .option("--key <name>", "with --eval: state_dict key of a PyTorch checkpoint")
+    .option("--compare <peer.json,…>", "also print tost ÷ peer per workload (bench/peer)", fileList)
+    .option("--from <tost.json,…>", "with --compare: earlier tost results, nothing run", fileList)
     .addHelpText(
       "after",
       `
@@ -109,7 +145,13 @@ Before timing, every operator is checked against the CPU reference at --check-to
 GPU times come from timestamp queries (median of --repeats); wall time includes the
 ~10 ms submit-and-wait of every WebGPU round trip. Peak bytes come from tost's own
 allocation counter, parameters excluded. A length an operator cannot run at (memory,
-binding limits) is recorded as failed and the run continues.
+binding limits) is recorded as failed and the run continues; a length no operator can run
+on this adapter (a tensor over its maxBufferSize) is refused before any work (exit 2), and
+a run where nothing succeeded exits 1.
+
+Memory columns: "peak memory" is the most bytes tost held at once while running the
+module (parameters excluded); "lower bound" is what any implementation must hold (input,
+output, and what the algorithm materialises by design: softmax's N×N scores).
 
 With --backward, each module is also timed as one training step (pass fwd+bwd, after the
 forward records): the forward keeping what the backward needs (standard softmax keeps its
@@ -124,7 +166,21 @@ the forward product, and with --backward also ∂x and ∂W; --variants all time
 kernel variant that can run here, not only the one tost chose (see \`tost tune\`).
 
 With --model, whole models are timed instead: ToST-S against ViT-S (width 384, 12 blocks,
-patch 16, random weights) at growing image sizes (--images), as in the paper's figure.
+patch 16, random weights) at growing image sizes (--images), as in the paper's figure;
+the operator flags (--seq, --ops, --dim, --heads, --check-tokens, --backward,
+--no-projections) do not apply to it, and --images only applies to it.
+
+--plot name.svg (or name.png) writes both name.svg and name.png; its directory is
+checked before the work, and the results are printed before the plot is written.
+
+With --train, a fresh model of a training preset (or --config, as tost train reads it;
+--batch overrides batch_size) runs --warmup then --steps optimizer steps through the
+training code; the record gives ms per step and tokens (or images) per second. With
+--eval <model>, a vision model evaluates MNIST test digits, --repeats timed batches of
+128 (or --batch). --compare peer.json (from bench/peer/peer.py, the same workloads in
+PyTorch) pairs every record with the peer's and prints tost ÷ peer; records without a
+partner are listed. Several files (interleaved runs) are reduced to medians; --from
+tost.json,… compares earlier tost --json results without running anything.
 
 Examples:
   tost bench --model --images 224,448,896 --plot models.svg
@@ -132,13 +188,27 @@ Examples:
   tost bench --seq 1024,4096,16384 --ops tssa,flash-softmax --json
   tost bench --backward --seq 256,512,1024     # forward and forward+backward
   tost bench --plot bench.svg                  # also writes bench.png
-  tost bench --ops linear --backward --json    # GEMM GFLOP/s at the models' shapes`,
+  tost bench --ops linear --backward --json    # GEMM GFLOP/s at the models' shapes
+  tost bench --train --preset small --steps 20 --compare peer.json
+  tost bench --eval tests/fixtures/tost_vision_small.pth --json`,
     )
-    .action(async (options, command) => {
+    .action(async (options, cmd) => {
+      const given = (name: string) => cmd.getOptionValueSource(name) === "cli";
       if (options.ops.includes("linear")) {
-        const cli = (name: string) => command.getOptionValueSource(name) === "cli";
-        const foreign = ["seq", "dim", "heads", "batch", "checkTokens", "model", "images", "plot"]
-          .filter(cli);
+        const foreign = [
+          "seq",
+          "dim",
+          "heads",
+          "batch",
+          "checkTokens",
+          "model",
+          "images",
+          "plot",
+          "train",
+          "eval",
+          "compare",
+          "from",
+        ].filter(given);
         if (options.ops.length > 1 || foreign.length > 0 || !options.projections) {
           throw new UsageError(
             "--ops linear runs alone and takes only --shapes, --variants, --backward, " +
@@ -151,23 +221,45 @@ Examples:
       if (options.shapes || options.variants) {
         throw new UsageError("--shapes and --variants apply to --ops linear");
       }
+      const ops = options.ops.filter((op): op is OperatorName => op !== "linear");
+      const flags = cmd.options.map((o) => o.attributeName());
+      const peer = await prepareModes(options, given, flags);
+      if (await runModes(options, given, peer)) return;
+      if (options.model) {
+        const operatorOnly = ["seq", "ops", "dim", "heads", "checkTokens", "backward"]
+          .filter(given)
+          .map((n) => `--${n.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`);
+        if (!options.projections) operatorOnly.push("--no-projections");
+        if (operatorOnly.length) {
+          throw new UsageError(
+            `${operatorOnly.join(", ")} appl${operatorOnly.length > 1 ? "y" : "ies"} to the ` +
+              `operator benchmark, not to --model (which takes --images, --batch, --repeats, ` +
+              `--warmup)`,
+          );
+        }
+      } else if (given("images")) {
+        throw new UsageError("--images applies to --model (whole models), not to the operators");
+      }
       if (options.dim % options.heads !== 0) {
         throw new UsageError(`--dim ${options.dim} is not divisible by --heads ${options.heads}`);
       }
-      if (!options.projections && (options.backward || options.model)) {
+      if (!options.projections && options.backward) {
         throw new UsageError(
           "--no-projections applies to the forward operator benchmark, not to --backward or --model",
         );
       }
-      if (options.model && options.backward) {
-        throw new UsageError(
-          "--backward times the attention modules; it does not apply to --model",
-        );
+      if (options.plot !== undefined) {
+        if (!/\.(svg|png)$/i.test(options.plot)) {
+          throw new UsageError(
+            `--plot "${options.plot}" must end in .svg or .png (both files are written)`,
+          );
+        }
+        for (const path of plotPaths(options.plot)) await checkWritableFile("--plot", path);
       }
       const gpu = await Gpu.create();
       if (options.model) {
         try {
-          await benchModels(gpu, options);
+          await benchModels(gpu, options, peer);
         } finally {
           gpu.destroy();
         }
@@ -175,6 +267,24 @@ Examples:
       }
       try {
         const seq = options.seq ?? (gpu.info.software ? SOFTWARE_SEQ : HARDWARE_SEQ);
+        const shape = { batch: options.batch, dim: options.dim, heads: options.heads };
+        const maxBuffer = gpu.limits.maxBufferSize;
+        const limit = (op: OperatorName, n: number) => operatorLimit(op, shape, n, maxBuffer);
+        const lengths: [string, number][] = [
+          ...(options.seq ?? []).map((n): [string, number] => ["--seq", n]),
+          ["--check-tokens", options.checkTokens],
+        ];
+        for (const [flag, n] of lengths) {
+          const whys = ops.map((op) => limit(op, n));
+          if (flag === "--check-tokens" ? whys.some((w) => w !== null) : whys.every((w) => w)) {
+            const at = whys.findIndex((w) => w !== null);
+            throw new UsageError(
+              `${flag} ${n} cannot run on ${gpu.info.name} with --batch ${options.batch}: ` +
+                `${ops[at]} ${whys[at]}` +
+                (flag === "--seq" && options.ops.length > 1 ? " (and no other operator fits)" : ""),
+            );
+          }
+        }
         const progress = (e: CheckResult | BenchRecord) => {
           if (options.json) return;
           if ("ok" in e) {
@@ -197,7 +307,7 @@ Examples:
           }
         };
         const { checks, records } = await runBench(gpu, {
-          ops: options.ops as OperatorName[],
+          ops,
           seq,
           dim: options.dim,
           heads: options.heads,
@@ -210,8 +320,18 @@ Examples:
           backward: options.backward ?? false,
           backwardTolerance: 1e-3,
           onProgress: progress,
+          skip: (op, _pass, n) => limit(op, n),
         });
         const slopes = fitSlopes(records);
+        // Results first: a plot that fails to write never loses them.
+        const results = records.map((r) => ({ ...r, projections: options.projections }));
+        if (options.json) {
+          printJson(withComparison({ device: gpu.info, checks, slopes, results }, peer));
+        } else {
+          console.log(table(records));
+          printSlopes(slopes);
+          printComparison(results, peer);
+        }
         if (options.plot) {
           await writePlot(
             options.plot,
@@ -219,12 +339,6 @@ Examples:
             `tost bench on ${gpu.info.name} (width ${options.dim}, ${options.heads} heads)`,
             !options.json,
           );
-        }
-        if (options.json) {
-          printJson({ device: gpu.info, checks, slopes, results: records });
-        } else {
-          console.log(table(records));
-          printSlopes(slopes);
         }
         const failedChecks = checks.filter((c) => !c.ok);
         if (failedChecks.length > 0) {
@@ -234,6 +348,7 @@ Examples:
             }: not timed`,
           );
         }
+        failIfNothingRan(records);
       } finally {
         gpu.destroy();
       }
@@ -250,8 +365,14 @@ async function benchModels(
     json?: true;
     plot?: string;
   },
+  peer: readonly AnyRecord[] | null,
 ): Promise<void> {
   const images = options.images ?? (gpu.info.software ? SOFTWARE_IMAGES : HARDWARE_IMAGES);
+  const maxBuffer = gpu.limits.maxBufferSize;
+  for (const side of options.images ?? []) {
+    const why = imageLimit(side, options.batch, maxBuffer);
+    if (why) throw new UsageError(`--images ${side} cannot run on ${gpu.info.name}: ${why}`);
+  }
   const records = await runModelBench(gpu, {
     models: MODEL_NAMES,
     images,
@@ -270,13 +391,19 @@ async function benchModels(
     },
   });
   const slopes = fitSlopes(records);
+  if (options.json) printJson(withComparison({ device: gpu.info, slopes, results: records }, peer));
+  else printModelTable(records, slopes, peer);
   if (options.plot) {
     await writePlot(options.plot, records, `tost bench --model on ${gpu.info.name}`, !options.json);
   }
-  if (options.json) {
-    printJson({ device: gpu.info, slopes, results: records });
-    return;
-  }
+  failIfNothingRan(records);
+}
+
+function printModelTable(
+  records: readonly ModelRecord[],
+  slopes: ReturnType<typeof fitSlopes>,
+  peer: readonly AnyRecord[] | null,
+) {
   const t = new Table({
     head: ["model", "image", "tokens", "GPU time", "wall time", "peak memory", "status"],
     style: useColor() ? {} : { head: [], border: [] },
@@ -295,6 +422,13 @@ async function benchModels(
   }
   console.log(t.toString());
   printSlopes(slopes);
+  printComparison(records, peer);
+}
+
+/** `name.svg` and `name.png` for `--plot name.svg` or `--plot name.png`. */
+function plotPaths(path: string): [string, string] {
+  const stem = path.replace(/\.(svg|png)$/i, "");
+  return [`${stem}.svg`, `${stem}.png`];
 }
 
 async function writePlot(
@@ -305,11 +439,20 @@ async function writePlot(
 ): Promise<void> {
   const { renderSvg } = await import("../bench/plot.ts");
   const { svgToPng } = await import("../plot.ts");
+  const [svgPath, pngPath] = plotPaths(path);
   const svg = await renderSvg(records, title);
-  await Deno.writeTextFile(path, svg);
-  const png = path.replace(/\.svg$/i, "") + ".png";
-  await Deno.writeFile(png, await svgToPng(svg));
-  if (say) console.error(`plot: ${path}, ${png}`);
+  await Deno.writeTextFile(svgPath, svg);
+  await Deno.writeFile(pngPath, await svgToPng(svg));
+  if (say) console.error(`plot: ${svgPath}, ${pngPath}`);
+}
+
+/** A benchmark where every measurement failed is a failed run (exit 1). */
+export function failIfNothingRan(records: readonly { status: string }[]): void {
+  if (records.length > 0 && records.every((r) => r.status === "failed")) {
+    throw new Error(
+      `no measurement succeeded: all ${records.length} failed (see the status column)`,
+    );
+  }
 }
 
 function printSlopes(slopes: ReturnType<typeof fitSlopes>): void {
@@ -355,7 +498,7 @@ function fmtSlope(s: number | null): string {
 
 function table(records: readonly BenchRecord[]): string {
   const t = new Table({
-    head: ["op", "pass", "n", "GPU time", "wall time", "peak memory", "minimum", "status"],
+    head: ["op", "pass", "n", "GPU time", "wall time", "peak memory", "lower bound", "status"],
     style: useColor() ? {} : { head: [], border: [] },
     colAligns: ["left", "left", "right", "right", "right", "right", "right", "left"],
   });
@@ -371,8 +514,13 @@ function table(records: readonly BenchRecord[]): string {
       r.status === "ok" ? "ok" : `failed: ${truncate(r.error ?? "", 60)}`,
     ]);
   }
-  return t.toString();
+  return t.toString() + "\n" + MEMORY_NOTE;
 }
+
+/** What the memory columns mean, printed under the table. */
+const MEMORY_NOTE =
+  "peak memory: the most bytes tost held at once in the module (parameters excluded); " +
+  "lower bound: what any implementation must hold (input, output, and softmax's N×N scores)";
 
 function truncate(s: string, n: number): string {
   return s.length > n ? s.slice(0, n - 1) + "…" : s;

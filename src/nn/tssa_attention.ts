@@ -1,12 +1,14 @@
 /**
  * The vision attention module of ToST (`AttentionTSSA`): `qkv` projection →
- * non-causal TSSA → `to_out` projection (dropout is the identity in eval).
- * Parameters are named after the reference `state_dict`:
+ * non-causal TSSA (`ops/tssa.ts`) → `to_out` projection (dropout is the
+ * identity): the forward (with its saves on request) and the backward; their
+ * float64 references are in `tssa_attention_reference.ts`. Parameters are
+ * named after the reference `state_dict`:
  *
  * | field       | state_dict        | shape     |
  * | ----------- | ----------------- | --------- |
- * | `qkvWeight` | `qkv.weight`      | `[D, D]`  |
- * | `qkvBias`   | `qkv.bias`        | `[D]` or absent (`qkv_bias=False`) |
+ * | `inWeight`  | `qkv.weight`      | `[D, D]`  |
+ * | `inBias`    | `qkv.bias`        | `[D]` or absent (`qkv_bias=False`) |
  * | `temp`      | `temp`            | `[H, 1]`  |
  * | `outWeight` | `to_out.0.weight` | `[D, D]`  |
  * | `outBias`   | `to_out.0.bias`   | `[D]`     |
@@ -15,57 +17,30 @@
  */
 
 import type { Gpu, Tensor } from "../gpu/runtime.ts";
-import { linear } from "../ops/linear.ts";
-import { linearForwardReference } from "../ops/linear_backward.ts";
-import { tssa, tssaReference } from "../ops/tssa.ts";
-import type { TssaOptions } from "../ops/_tssa_blocks.ts";
+import { tssa } from "../ops/tssa.ts";
+import type { TssaSaves } from "../ops/tssa.ts";
+import { tssaBackward } from "../ops/tssa_backward.ts";
+import { projectedBackward, projectedForward } from "./_projected.ts";
+import type { ProjectedSaves, Projections } from "./_projected.ts";
 
-/** GPU parameters of {@linkcode tssaAttention}. */
-export interface TssaAttentionParams {
-  /** `qkv.weight`, `[D, D]`. */
-  qkvWeight: Tensor;
-  /** `qkv.bias`, `[D]`, or null. */
-  qkvBias: Tensor | null;
+/** GPU parameters of {@linkcode tssaAttention} (and, shaped alike, its gradients). */
+export interface TssaAttentionParams extends Projections {
   /** `temp`, `H` values (`[H, 1]`). */
   temp: Tensor;
-  /** `to_out.0.weight`, `[D, D]`. */
-  outWeight: Tensor;
-  /** `to_out.0.bias`, `[D]`, or null. */
-  outBias: Tensor | null;
 }
 
-/** Host parameters of {@linkcode tssaAttentionReference}, same names and layouts. */
-export interface TssaAttentionParamsHost {
-  qkvWeight: ArrayLike<number>;
-  qkvBias: ArrayLike<number> | null;
-  temp: ArrayLike<number>;
-  outWeight: ArrayLike<number>;
-  outBias: ArrayLike<number> | null;
-}
-
-/** Sizes of a reference module call: `x` is `[batches, tokens, dim]`. */
-export interface AttentionDims {
-  batches: number;
-  tokens: number;
-  dim: number;
-  heads: number;
-}
+/** What {@linkcode tssaAttention} keeps for {@linkcode tssaAttentionBackward}. */
+export type TssaAttentionSaves = ProjectedSaves<TssaSaves>;
 
 /**
- * `AttentionTSSA` forward on the GPU: `x` `[B, N, D]` → `[B, N, D]`.
- * Records dispatches only; the intermediate tensors are freed.
+ * `AttentionTSSA` forward on the GPU: `x` `[B, N, D]` → `[B, N, D]`. Records
+ * dispatches only. With `{ saves: true }` returns `{ out, saves }` for
+ * {@linkcode tssaAttentionBackward}; otherwise the intermediates are freed.
  *
  * @param heads number of heads; `D` must be a multiple of it
- * @param options test-only options of the operator
  * @example
  * ```ts ignore
- * const out = await tssaAttention(gpu, x, {
- *   qkvWeight: gpu.upload(file.f32("qkv.weight"), [64, 64]),
- *   qkvBias: null,
- *   temp: gpu.upload(file.f32("temp"), [4, 1]),
- *   outWeight: gpu.upload(file.f32("to_out.0.weight"), [64, 64]),
- *   outBias: gpu.upload(file.f32("to_out.0.bias"), [64]),
- * }, 4);
+ * const out = await tssaAttention(gpu, x, { inWeight, inBias: null, temp, outWeight, outBias }, 4);
  * ```
  */
 export async function tssaAttention(
@@ -73,43 +48,54 @@ export async function tssaAttention(
   x: Tensor,
   p: TssaAttentionParams,
   heads: number,
-  options: TssaOptions = {},
-): Promise<Tensor> {
-  const w = await linear(gpu, x, p.qkvWeight, p.qkvBias, undefined, options);
-  try {
-    const y = await tssa(gpu, w, p.temp, heads, options);
-    try {
-      return await linear(gpu, y, p.outWeight, p.outBias, undefined, options);
-    } finally {
-      y.destroy();
-    }
-  } finally {
-    w.destroy();
-  }
+  options: { saves: true },
+): Promise<{ out: Tensor; saves: TssaAttentionSaves }>;
+export async function tssaAttention(
+  gpu: Gpu,
+  x: Tensor,
+  p: TssaAttentionParams,
+  heads: number,
+  options?: { saves?: boolean },
+): Promise<Tensor>;
+export async function tssaAttention(
+  gpu: Gpu,
+  x: Tensor,
+  p: TssaAttentionParams,
+  heads: number,
+  options: { saves?: boolean } = {},
+): Promise<Tensor | { out: Tensor; saves: TssaAttentionSaves }> {
+  const r = await projectedForward<TssaSaves>(gpu, x, p, async (w, keep) => {
+    if (!keep) return { y: await tssa(gpu, w, p.temp, heads), saves: null };
+    return await tssa(gpu, w, p.temp, heads, { saves: true });
+  }, options.saves ?? false);
+  return r.saves ? { out: r.out, saves: r.saves } : r.out;
 }
 
 /**
- * `AttentionTSSA` forward on the CPU in float64: the reference of
- * {@linkcode tssaAttention}.
- *
- * @example
- * ```ts
- * import { tssaAttentionReference } from "./tssa_attention.ts";
- * // One token, one feature: w = 2, TSSA gives −2/(1 + 4/(1 + 1e-8)) ≈ −0.4, then + 1.
- * const y = tssaAttentionReference([2], {
- *   qkvWeight: [1], qkvBias: null, temp: [1], outWeight: [1], outBias: [1],
- * }, { batches: 1, tokens: 1, dim: 1, heads: 1 });
- * if (Math.abs(y[0] - 0.6) > 1e-8) throw new Error("tssaAttentionReference");
- * ```
+ * `AttentionTSSA` backward on the GPU: adds every parameter's gradient into
+ * `grads` and returns ∂x `[B, N, D]` (new). Records dispatches only.
  */
-export function tssaAttentionReference(
-  x: ArrayLike<number>,
-  p: TssaAttentionParamsHost,
-  dims: AttentionDims,
-): Float64Array {
-  const { batches: B, tokens: N, dim: D, heads } = dims;
-  const lin = { rows: B * N, inFeatures: D, outFeatures: D };
-  const w = linearForwardReference(x, p.qkvWeight, p.qkvBias, lin);
-  const y = tssaReference(w, p.temp, B, N, heads, D / heads);
-  return linearForwardReference(y, p.outWeight, p.outBias, lin);
+export async function tssaAttentionBackward(
+  gpu: Gpu,
+  args: {
+    dy: Tensor;
+    saves: TssaAttentionSaves;
+    params: TssaAttentionParams;
+    grads: TssaAttentionParams;
+    heads: number;
+  },
+): Promise<Tensor> {
+  const { saves, params, grads, heads } = args;
+  return await projectedBackward(gpu, {
+    ...args,
+    opBackward: (dY) =>
+      tssaBackward(gpu, {
+        dy: dY,
+        w: saves.w,
+        temp: params.temp,
+        saves: saves.op,
+        dtemp: grads.temp,
+        heads,
+      }),
+  });
 }

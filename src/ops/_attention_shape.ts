@@ -29,35 +29,6 @@ export interface AttentionShape {
 export const MAX_HEAD_DIM = 128;
 
 /**
- * Check sizes given as numbers (for the CPU references).
- *
- * @throws {TypeError} when a size is not a non-negative integer, `heads` or
- *   `d` is zero, or `values` does not hold `B·N·3·heads·d` numbers.
- */
-export function checkSizes(
-  op: string,
-  values: ArrayLike<number>,
-  B: number,
-  N: number,
-  heads: number,
-  d: number,
-): AttentionShape {
-  for (const [name, v] of [["B", B], ["N", N], ["heads", heads], ["d", d]] as const) {
-    if (!Number.isInteger(v) || v < 0) {
-      throw new TypeError(`${op}: ${name} must be a non-negative integer, got ${v}`);
-    }
-  }
-  if (heads === 0 || d === 0) throw new TypeError(`${op}: heads and d must be positive`);
-  const C = heads * d;
-  if (values.length !== B * N * 3 * C) {
-    throw new TypeError(
-      `${op}: qkv has ${values.length} values, expected B·N·3·heads·d = ${B * N * 3 * C}`,
-    );
-  }
-  return { B, N, H: heads, d, C };
-}
-
-/**
  * Check a GPU `qkv` tensor `[B, N, 3·C]` and a head count.
  *
  * @throws {TypeError} for a wrong dtype or rank, or a last dimension that is

@@ -10,7 +10,8 @@
  * `is_causal=True`: query `i` sees keys `0..i`.
  *
  * GPU kernels: `kernels/attention_scores.wgsl`, `attention_softmax.wgsl`,
- * `attention_values.wgsl`.
+ * `attention_values.wgsl`. Float64 reference: `attentionReference` in
+ * `attention_reference.ts`.
  *
  * @module
  */
@@ -22,7 +23,7 @@ import softmaxWgsl from "../../kernels/attention_softmax.wgsl" with { type: "tex
 import valuesWgsl from "../../kernels/attention_values.wgsl" with { type: "text" };
 import { bindingLimit, bindRows, rowPieces, storageAlignment } from "./_shapes.ts";
 import type { ChunkOptions } from "./_shapes.ts";
-import { checkSizes, qkvShape } from "./_attention_shape.ts";
+import { qkvShape } from "./_attention_shape.ts";
 
 /** Options of the softmax-attention ops. */
 export interface AttentionOptions extends ChunkOptions {
@@ -37,13 +38,27 @@ function softmaxWorkgroupSize(N: number): number {
   return N >= 2048 ? 256 : N >= 64 ? 64 : 16;
 }
 
+/** What the forward keeps for `softmaxAttentionBackward` when asked for its saves. */
+export interface SoftmaxAttentionSaves {
+  /** `[B, H, N, N]` attention probabilities (exact zeros where masked). */
+  probs: Tensor;
+}
+
+/** Options of {@linkcode softmaxAttention}: causal masking, the saves request, test limits. */
+export interface SoftmaxAttentionOptions extends AttentionOptions {
+  /** Keep the probabilities for the backward and return them. */
+  saves?: boolean;
+}
+
 /**
  * Softmax attention of packed `qkv` with the scores materialised in a
- * `[B, H, N, N]` tensor (freed before returning). Records dispatches only.
+ * `[B, H, N, N]` tensor, freed before returning unless the saves are
+ * requested (`{ saves: true }` returns `{ out, saves }`: the softmaxed
+ * scores, which the backward needs). Records dispatches only.
  *
  * @param qkv f32 `[B, N, 3·C]`, last dimension `(3, heads, d)`, `d ≤ 128`
  * @param heads number of heads `H` (`C = H·d`)
- * @param options `causal`; `maxBindingBytes` (tests)
+ * @param options `causal`, `saves`; `maxBindingBytes` (tests)
  * @returns a new f32 tensor `[B, N, C]`, heads concatenated
  * @throws {TypeError} for a malformed `qkv` or head count
  * @throws {RangeError} when the scores do not fit one buffer, one head's
@@ -52,33 +67,28 @@ function softmaxWorkgroupSize(N: number): number {
  * @example
  * ```ts ignore
  * const y = await softmaxAttention(gpu, qkv, 6, { causal: true });
+ * const { out, saves } = await softmaxAttention(gpu, qkv, 6, { causal: true, saves: true });
  * ```
  */
 export async function softmaxAttention(
   gpu: Gpu,
   qkv: Tensor,
   heads: number,
-  options: AttentionOptions = {},
-): Promise<Tensor> {
-  const { out, probs } = await softmaxAttentionWithProbs(gpu, qkv, heads, options);
-  probs.destroy();
-  return out;
-}
-
-/**
- * {@linkcode softmaxAttention} that also returns the attention probabilities
- * `[B, H, N, N]` (the softmaxed scores; zeros above the diagonal when causal),
- * which the backward needs. Both tensors are new and owned by the caller.
- *
- * @throws {TypeError} / {RangeError} as {@linkcode softmaxAttention}
- */
-export async function softmaxAttentionWithProbs(
+  options: SoftmaxAttentionOptions & { saves: true },
+): Promise<{ out: Tensor; saves: SoftmaxAttentionSaves }>;
+export async function softmaxAttention(
   gpu: Gpu,
   qkv: Tensor,
   heads: number,
-  options: AttentionOptions = {},
-  op = "softmaxAttention",
-): Promise<{ out: Tensor; probs: Tensor }> {
+  options?: SoftmaxAttentionOptions,
+): Promise<Tensor>;
+export async function softmaxAttention(
+  gpu: Gpu,
+  qkv: Tensor,
+  heads: number,
+  options: SoftmaxAttentionOptions = {},
+): Promise<Tensor | { out: Tensor; saves: SoftmaxAttentionSaves }> {
+  const op = "softmaxAttention";
   const { B, N, H, d, C } = qkvShape(op, qkv, heads);
   const causal = options.causal ? 1 : 0;
   const limit = bindingLimit(gpu, options);
@@ -107,15 +117,18 @@ export async function softmaxAttentionWithProbs(
   }
   const out = gpu.empty([B, N, C], "f32", "attention.out");
   const scores = gpu.empty([B, H, N, N], "f32", "attention.scores");
-  if (B === 0 || N === 0) return { out, probs: scores };
   try {
-    await recordAttention(gpu, op, qkv, out, scores, { B, N, H, d, C, causal, limit, align });
+    if (B > 0 && N > 0) {
+      await recordAttention(gpu, op, qkv, out, scores, { B, N, H, d, C, causal, limit, align });
+    }
   } catch (err) {
     out.destroy();
     scores.destroy();
     throw err;
   }
-  return { out, probs: scores };
+  if (options.saves) return { out, saves: { probs: scores } };
+  scores.destroy();
+  return out;
 }
 
 async function recordAttention(
@@ -167,59 +180,4 @@ async function recordAttention(
       });
     }
   }
-}
-
-/**
- * Softmax attention on the CPU in float64: the reference for both GPU
- * implementations.
- *
- * @param qkv `B·N·3·heads·d` values, layout `[B, N, (3, heads, d)]`
- * @returns `[B, N, heads·d]`, heads concatenated
- * @throws {TypeError} when the sizes do not match `qkv`
- * @example
- * ```ts
- * import { attentionReference } from "./attention.ts";
- * // one token attends only to itself: the output is its value
- * const y = attentionReference(new Float64Array([0.3, -1, 2]), 1, 1, 1, 1);
- * if (y[0] !== 2) throw new Error("attention of one token");
- * ```
- */
-export function attentionReference(
-  qkv: Float32Array | Float64Array,
-  B: number,
-  N: number,
-  heads: number,
-  d: number,
-  options: AttentionOptions = {},
-): Float64Array {
-  const { C } = checkSizes("attentionReference", qkv, B, N, heads, d);
-  const causal = options.causal ?? false;
-  const out = new Float64Array(B * N * C);
-  const scale = 1 / Math.sqrt(d);
-  const p = new Float64Array(N);
-  for (let b = 0; b < B; b++) {
-    for (let h = 0; h < heads; h++) {
-      for (let i = 0; i < N; i++) {
-        const q = (b * N + i) * 3 * C + h * d;
-        const keys = causal ? i + 1 : N;
-        let m = -Infinity;
-        for (let j = 0; j < keys; j++) {
-          const k = (b * N + j) * 3 * C + C + h * d;
-          let s = 0;
-          for (let c = 0; c < d; c++) s += qkv[q + c] * qkv[k + c];
-          p[j] = s * scale;
-          m = Math.max(m, p[j]);
-        }
-        let sum = 0;
-        for (let j = 0; j < keys; j++) sum += p[j] = Math.exp(p[j] - m);
-        const o = (b * N + i) * C + h * d;
-        for (let j = 0; j < keys; j++) {
-          const v = (b * N + j) * 3 * C + 2 * C + h * d;
-          const w = p[j] / sum;
-          for (let c = 0; c < d; c++) out[o + c] += w * qkv[v + c];
-        }
-      }
-    }
-  }
-  return out;
 }

@@ -11,9 +11,8 @@
  *
  * What the forward must save: `qkv`, the probabilities `P [B, H, N, N]` and
  * the output `O [B, N, C]` (the output projection's input, saved anyway).
- * {@linkcode softmaxAttentionForwardWithSaves} is the forward that keeps
- * `P` (it records the same three kernels as `softmaxAttention` in
- * `attention.ts`, which frees its scores).
+ * The forward is `softmaxAttention` (`attention.ts`) asked for its saves,
+ * which then keeps `P` instead of freeing it.
  *
  * GPU kernels: `kernels/attention_backward_delta.wgsl` (Δ, one thread per
  * row and head), `attention_backward_ds.wgsl` (∂P tile by tile, then ∂S
@@ -25,6 +24,8 @@
  * the forward does. Memory: one more `[B, H, N, N]` buffer (∂S). For long
  * sequences, `flashAttentionBackward` (`flash_attention_backward.ts`)
  * recomputes the probabilities instead and needs no `[N, N]` buffer.
+ * Float64 reference: `softmaxAttentionBackwardReference` in
+ * `attention_reference.ts`.
  *
  * @module
  */
@@ -43,20 +44,11 @@ import {
   storageAlignment,
 } from "./_shapes.ts";
 import type { ChunkOptions } from "./_shapes.ts";
-import { checkSizes, qkvShape } from "./_attention_shape.ts";
+import { qkvShape } from "./_attention_shape.ts";
 import type { AttentionShape } from "./_attention_shape.ts";
-import type { AttentionOptions } from "./attention.ts";
-import { softmaxAttentionWithProbs } from "./attention.ts";
+import type { SoftmaxAttentionSaves } from "./attention.ts";
 
 const TILE = 32;
-
-/** What {@linkcode softmaxAttentionForwardWithSaves} returns. */
-export interface AttentionSaves {
-  /** `[B, N, C]`, heads concatenated. */
-  out: Tensor;
-  /** `[B, H, N, N]` attention probabilities (exact zeros where masked). */
-  probs: Tensor;
-}
 
 /** Arguments of {@linkcode softmaxAttentionBackward}. */
 export interface AttentionBackwardArgs {
@@ -66,8 +58,8 @@ export interface AttentionBackwardArgs {
   qkv: Tensor;
   /** The forward's output `[B, N, C]`. */
   out: Tensor;
-  /** The forward's probabilities `[B, H, N, N]`. */
-  probs: Tensor;
+  /** The forward's saves: its probabilities `[B, H, N, N]`. */
+  saves: SoftmaxAttentionSaves;
   /** Number of heads H. */
   heads: number;
   /** Whether the forward was causal. */
@@ -112,48 +104,16 @@ function plan(gpu: Gpu, op: string, qkv: Tensor, heads: number, options: ChunkOp
 }
 
 /**
- * Softmax attention that keeps its probabilities for the backward (the
- * forward of `attention.ts`, its scores tensor returned instead of freed).
- * Records dispatches only.
- *
- * @param qkv f32 `[B, N, 3·C]`, last dimension `(3, heads, d)`, `d ≤ 128`
- * @param heads number of heads
- * @param options `causal`; `maxBindingBytes` (tests)
- * @returns the output and the probabilities (both new; the caller destroys them)
- * @throws {TypeError} for a malformed `qkv` or head count
- * @throws {RangeError} when the probabilities do not fit one buffer, or one
- *   head's probabilities or one batch of qkv do not fit one storage binding
- * @example
- * ```ts ignore
- * const { out, probs } = await softmaxAttentionForwardWithSaves(gpu, qkv, 4, { causal: true });
- * ```
- */
-export async function softmaxAttentionForwardWithSaves(
-  gpu: Gpu,
-  qkv: Tensor,
-  heads: number,
-  options: AttentionOptions = {},
-): Promise<AttentionSaves> {
-  return await softmaxAttentionWithProbs(
-    gpu,
-    qkv,
-    heads,
-    options,
-    "softmaxAttentionForwardWithSaves",
-  );
-}
-
-/**
  * Softmax attention backward on the GPU, from saved probabilities. Records
  * dispatches only.
  *
  * @param options `maxBindingBytes` (tests)
  * @returns ∂qkv, a new tensor `[B, N, 3·C]` (assigned)
  * @throws {TypeError} on wrong shapes or dtypes
- * @throws {RangeError} as {@linkcode softmaxAttentionForwardWithSaves}
+ * @throws {RangeError} as the forward, `softmaxAttention`
  * @example
  * ```ts ignore
- * const dqkv = await softmaxAttentionBackward(gpu, { dout, qkv, out, probs, heads: 4, causal: true });
+ * const dqkv = await softmaxAttentionBackward(gpu, { dout, qkv, out, saves, heads: 4, causal: true });
  * ```
  */
 export async function softmaxAttentionBackward(
@@ -162,7 +122,8 @@ export async function softmaxAttentionBackward(
   options: ChunkOptions = {},
 ): Promise<Tensor> {
   const op = "softmaxAttentionBackward";
-  const { dout, qkv, out, probs, heads } = args;
+  const { dout, qkv, out, heads } = args;
+  const probs = args.saves.probs;
   const { shape, limit, align, headBytes } = plan(gpu, op, qkv, heads, options);
   const { B, N, H, d, C } = shape;
   for (const [name, t] of Object.entries({ dout, out, probs })) assertF32(op, name, t);
@@ -258,84 +219,6 @@ export async function softmaxAttentionBackward(
     throw err;
   } finally {
     for (const t of scratch) t.destroy();
-  }
-  return dqkv;
-}
-
-/**
- * Softmax attention backward in float64 (probabilities recomputed).
- *
- * @param qkv `B·N·3·heads·d` values, layout `[B, N, (3, heads, d)]`
- * @param dout `B·N·heads·d` upstream gradient
- * @returns ∂qkv, same layout as `qkv`
- * @throws {TypeError} when the sizes do not match
- * @example
- * ```ts
- * import { softmaxAttentionBackwardReference } from "./attention_backward.ts";
- * // one token: the output is its value, so ∂v = ∂out and q, k get nothing
- * const g = softmaxAttentionBackwardReference([0.3, -1, 2], [5], 1, 1, 1, 1);
- * if (g.join() !== "0,0,5") throw new Error();
- * ```
- */
-export function softmaxAttentionBackwardReference(
-  qkv: ArrayLike<number>,
-  dout: ArrayLike<number>,
-  B: number,
-  N: number,
-  heads: number,
-  d: number,
-  options: { causal?: boolean } = {},
-): Float64Array {
-  const { C } = checkSizes("softmaxAttentionBackwardReference", qkv, B, N, heads, d);
-  if (dout.length !== B * N * C) {
-    throw new TypeError(
-      `softmaxAttentionBackwardReference: dout has ${dout.length} values, expected ${B * N * C}`,
-    );
-  }
-  const causal = options.causal ?? false;
-  const scale = 1 / Math.sqrt(d);
-  const dqkv = new Float64Array(qkv.length);
-  const p = new Float64Array(N);
-  const dp = new Float64Array(N);
-  const row = (b: number, j: number) => (b * N + j) * 3 * C;
-  for (let b = 0; b < B; b++) {
-    for (let h = 0; h < heads; h++) {
-      for (let i = 0; i < N; i++) {
-        const keys = causal ? i + 1 : N;
-        const q = row(b, i) + h * d;
-        let m = -Infinity;
-        for (let j = 0; j < keys; j++) {
-          const k = row(b, j) + C + h * d;
-          let s = 0;
-          for (let c = 0; c < d; c++) s += qkv[q + c] * qkv[k + c];
-          p[j] = s * scale;
-          m = Math.max(m, p[j]);
-        }
-        let sum = 0;
-        for (let j = 0; j < keys; j++) sum += p[j] = Math.exp(p[j] - m);
-        const g = (b * N + i) * C + h * d;
-        let delta = 0;
-        for (let j = 0; j < keys; j++) {
-          p[j] /= sum;
-          const v = row(b, j) + 2 * C + h * d;
-          let s = 0;
-          for (let c = 0; c < d; c++) {
-            s += dout[g + c] * qkv[v + c];
-            dqkv[v + c] += p[j] * dout[g + c];
-          }
-          dp[j] = s;
-          delta += p[j] * s;
-        }
-        for (let j = 0; j < keys; j++) {
-          const dsij = p[j] * (dp[j] - delta) * scale;
-          const k = row(b, j) + C + h * d;
-          for (let c = 0; c < d; c++) {
-            dqkv[q + c] += dsij * qkv[k + c];
-            dqkv[k + c] += dsij * qkv[q + c];
-          }
-        }
-      }
-    }
   }
   return dqkv;
 }

@@ -19,7 +19,7 @@
  * reductions), `kernels/batch_norm_apply.wgsl` and
  * `kernels/batch_norm_backward_input.wgsl` (one thread per element). The
  * float64 references are `batchNormTrainForwardReference` and
- * `batchNormTrainBackwardReference` in `src/model/reference/vision_backward.ts`
+ * `batchNormTrainBackwardReference` in `batch_norm_reference.ts`
  * (NCHW there; the statistics are the same).
  *
  * @module

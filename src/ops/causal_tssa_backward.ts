@@ -1,7 +1,8 @@
 /**
  * Backward of the causal TSSA operator (`CausalSelfAttention_TSSA` of the
- * reference): the backward on the GPU and float64 CPU references of the
- * forward (with what the backward needs) and of the backward.
+ * reference) on the GPU. The forward is `causalTssa()` (`causal_tssa.ts`)
+ * asked for its saves (Pi). The float64 reference of this backward is
+ * `causalTssaBackwardReference` in `causal_tssa_reference.ts`.
  *
  * Gradient convention (as in llm.c): **parameter gradients accumulate**
  * (`+=`) into gradient buffers the caller provides and zeroes; **activation
@@ -37,286 +38,21 @@
 
 import type { Gpu, Tensor } from "../gpu/runtime.ts";
 import { f32 } from "../gpu/runtime.ts";
-import squareWgsl from "../../kernels/causal_tssa_backward_square.wgsl" with { type: "text" };
-import piWgsl from "../../kernels/causal_tssa_backward_pi.wgsl" with { type: "text" };
-import scanWgsl from "../../kernels/causal_tssa_backward_scan.wgsl" with { type: "text" };
-import raddWgsl from "../../kernels/causal_tssa_backward_radd.wgsl" with { type: "text" };
 import prepWgsl from "../../kernels/causal_tssa_backward_prep.wgsl" with { type: "text" };
 import tokenWgsl from "../../kernels/causal_tssa_backward_token.wgsl" with { type: "text" };
 import softmaxWgsl from "../../kernels/causal_tssa_backward_softmax.wgsl" with { type: "text" };
 import dwWgsl from "../../kernels/causal_tssa_backward_dw.wgsl" with { type: "text" };
-import accumulateWgsl from "../../kernels/tssa_backward_accumulate.wgsl" with { type: "text" };
+import accumulateWgsl from "../../kernels/accumulate_transposed.wgsl" with { type: "text" };
 import { assertF32, assertShape } from "./_shapes.ts";
-import {
-  bindPiece,
-  blockLayout,
-  blockParams,
-  COLUMN_CHUNK,
-  workgroupGrid,
-} from "./_tssa_blocks.ts";
+import { blockLayout, workgroupGrid } from "./_tssa_blocks.ts";
 import type { TssaOptions } from "./_tssa_blocks.ts";
-import { exclusiveScanRows, totalSums } from "./_scan.ts";
+import { blockScan, SCAN_ROWS, totalSums } from "./_scan.ts";
 import { tssaShape } from "./tssa.ts";
-import { causalTssa } from "./causal_tssa.ts";
 import type { TssaShape } from "./tssa.ts";
-import {
-  checkDims,
-  checkLength,
-  dispatchPieces,
-  tokenPieces,
-  TSSA_PI_EPS,
-} from "./tssa_backward.ts";
-import type { Pieces, TssaDims } from "./tssa_backward.ts";
-
-/** The clamp of the causal denominators (`clamp_min(1e-12)`). */
-export const CAUSAL_DENOM_MIN = 1e-12;
-
-/** Sizes of a causal TSSA problem: {@linkcode TssaDims} plus the bias length. */
-export interface CausalTssaDims extends TssaDims {
-  /** Positions in `denom_bias` (`[H, blockSize]`); `tokens ≤ blockSize`. */
-  blockSize: number;
-}
-
-/** What the causal forward keeps for the backward (float64). */
-export interface CausalTssaSavesReference {
-  /** Output `[B, N, D]`. */
-  y: Float64Array;
-  /** Head memberships `[B, N, H]`. */
-  pi: Float64Array;
-}
-
-function checkCausalDims(op: string, dims: CausalTssaDims): void {
-  checkDims(op, dims);
-  if (!Number.isInteger(dims.blockSize) || dims.tokens > dims.blockSize) {
-    throw new RangeError(`${op}: ${dims.tokens} tokens exceed the block size ${dims.blockSize}`);
-  }
-}
-
-/**
- * Causal TSSA forward in float64, keeping Pi for
- * {@linkcode causalTssaBackwardReference}.
- *
- * @param w `[B, N, H·d]`
- * @param params `temp` (`H` values) and `denomBias` (`H·blockSize` values)
- * @example
- * ```ts
- * import { causalTssaForwardReference } from "./causal_tssa_backward.ts";
- * const dims = { batches: 1, tokens: 1, heads: 1, headDim: 1, blockSize: 4 };
- * const s = causalTssaForwardReference([2], { temp: [1], denomBias: [0, 0, 0, 0] }, dims);
- * if (Math.abs(s.y[0] + 2 / 5) > 1e-8) throw new Error("causal tssa");
- * ```
- */
-export function causalTssaForwardReference(
-  w: ArrayLike<number>,
-  params: { temp: ArrayLike<number>; denomBias: ArrayLike<number> },
-  dims: CausalTssaDims,
-): CausalTssaSavesReference {
-  const op = "causalTssaForwardReference";
-  checkCausalDims(op, dims);
-  const { batches: B, tokens: N, heads: H, headDim: d, blockSize } = dims;
-  const { temp, denomBias } = params;
-  const D = H * d;
-  checkLength(op, "w", w, B * N * D);
-  checkLength(op, "temp", temp, H);
-  checkLength(op, "denomBias", denomBias, H * blockSize);
-  const y = new Float64Array(B * N * D);
-  const pi = new Float64Array(B * N * H);
-  const C = new Float64Array(D);
-  const A = new Float64Array(D);
-  const Q = new Float64Array(H);
-  for (let b = 0; b < B; b++) {
-    C.fill(0);
-    A.fill(0);
-    Q.fill(0);
-    for (let n = 0; n < N; n++) {
-      const ro = (b * N + n) * D;
-      const po = (b * N + n) * H;
-      let m = -Infinity;
-      for (let h = 0; h < H; h++) {
-        let u = d * denomBias[h * blockSize + n];
-        for (let k = 0; k < d; k++) {
-          const c = h * d + k;
-          const s = w[ro + c] ** 2;
-          C[c] += s;
-          u += s / Math.max(C[c], CAUSAL_DENOM_MIN);
-        }
-        pi[po + h] = temp[h] * u;
-        m = Math.max(m, pi[po + h]);
-      }
-      let total = 0;
-      for (let h = 0; h < H; h++) {
-        pi[po + h] = Math.exp(pi[po + h] - m);
-        total += pi[po + h];
-      }
-      for (let h = 0; h < H; h++) {
-        const p = (pi[po + h] /= total);
-        Q[h] += p;
-        for (let k = 0; k < d; k++) {
-          const c = h * d + k;
-          A[c] += p * w[ro + c] ** 2;
-          y[ro + c] = -w[ro + c] * p / (1 + A[c] / (Q[h] + TSSA_PI_EPS));
-        }
-      }
-    }
-  }
-  return { y, pi };
-}
-
-/**
- * Causal TSSA backward in float64 (formulas in the module docs).
- *
- * @param args `dy` and `w` `[B, N, D]`; `temp` (`H`), `denomBias`
- *   (`H·blockSize`); `pi` `[B, N, H]` from the forward; `dtemp` (`H`) and
- *   `dDenomBias` (`H·blockSize`), to which the parameter gradients are **added**
- * @returns `∂L/∂w`, `[B, N, D]`, float64 (assigned)
- * @example
- * ```ts
- * import { causalTssaBackwardReference } from "./causal_tssa_backward.ts";
- * const dims = { batches: 1, tokens: 1, heads: 1, headDim: 1, blockSize: 1 };
- * const dtemp = new Float64Array(1);
- * const dDenomBias = new Float64Array(1);
- * const dw = causalTssaBackwardReference(
- *   { dy: [1], w: [2], temp: [1], denomBias: [0], pi: [1], dtemp, dDenomBias },
- *   dims,
- * );
- * // One token and head: y = −w/(1 + w²), dy/dw = (w² − 1)/(1 + w²)².
- * if (Math.abs(dw[0] - 3 / 25) > 1e-8) throw new Error("causal tssa backward");
- * ```
- */
-export function causalTssaBackwardReference(
-  args: {
-    dy: ArrayLike<number>;
-    w: ArrayLike<number>;
-    temp: ArrayLike<number>;
-    denomBias: ArrayLike<number>;
-    pi: ArrayLike<number>;
-    dtemp: Float64Array;
-    dDenomBias: Float64Array;
-  },
-  dims: CausalTssaDims,
-): Float64Array {
-  const op = "causalTssaBackwardReference";
-  checkCausalDims(op, dims);
-  const { dy, w, temp, pi, dtemp, dDenomBias } = args;
-  const { batches: B, tokens: N, heads: H, headDim: d, blockSize } = dims;
-  const D = H * d;
-  checkLength(op, "dy", dy, B * N * D);
-  checkLength(op, "w", w, B * N * D);
-  checkLength(op, "temp", temp, H);
-  checkLength(op, "denomBias", args.denomBias, H * blockSize);
-  checkLength(op, "pi", pi, B * N * H);
-  checkLength(op, "dtemp", dtemp, H);
-  checkLength(op, "dDenomBias", dDenomBias, H * blockSize);
-  const dw = new Float64Array(B * N * D);
-  // Per batch element: prefix sums, then the per-token gradients, then suffix sums.
-  const Cc = new Float64Array(N * D); // clamped prefix sums of s
-  const clamped = new Uint8Array(N * D); // where the clamp is active (no gradient to C)
-  const dA = new Float64Array(N * D); // ∂A, then rev(∂A)
-  const dC = new Float64Array(N * D); // ∂C, then rev(∂C)
-  const dQ = new Float64Array(N * H); // ∂Q, then rev(∂Q)
-  const dPi0 = new Float64Array(N * H); // −Σ_k g·w·a
-  const C = new Float64Array(D);
-  const A = new Float64Array(D);
-  const Q = new Float64Array(H);
-  const dPi = new Float64Array(H);
-  for (let b = 0; b < B; b++) {
-    C.fill(0);
-    A.fill(0);
-    Q.fill(0);
-    dQ.fill(0);
-    dPi0.fill(0);
-    for (let n = 0; n < N; n++) {
-      const ro = (b * N + n) * D;
-      const po = (b * N + n) * H;
-      for (let h = 0; h < H; h++) {
-        const p = pi[po + h];
-        Q[h] += p;
-        const q = Q[h] + TSSA_PI_EPS;
-        for (let k = 0; k < d; k++) {
-          const c = h * d + k;
-          const x = w[ro + c];
-          const s = x * x;
-          C[c] += s;
-          A[c] += p * s;
-          Cc[n * D + c] = Math.max(C[c], CAUSAL_DENOM_MIN);
-          clamped[n * D + c] = C[c] >= CAUSAL_DENOM_MIN ? 0 : 1;
-          const a = 1 / (1 + A[c] / q);
-          const e = a * a * dy[ro + c] * x * p;
-          dA[n * D + c] = e / q;
-          dQ[n * H + h] -= e * A[c] / (q * q);
-          dPi0[n * H + h] -= dy[ro + c] * x * a;
-          dw[ro + c] = -dy[ro + c] * p * a;
-        }
-      }
-    }
-    suffixSums(dA, N, D);
-    suffixSums(dQ, N, H);
-    for (let n = 0; n < N; n++) {
-      const ro = (b * N + n) * D;
-      const po = (b * N + n) * H;
-      let dot = 0;
-      for (let h = 0; h < H; h++) {
-        let s = dPi0[n * H + h] + dQ[n * H + h];
-        for (let k = 0; k < d; k++) {
-          const c = h * d + k;
-          s += dA[n * D + c] * w[ro + c] ** 2;
-        }
-        dPi[h] = s;
-        dot += pi[po + h] * s;
-      }
-      for (let h = 0; h < H; h++) {
-        const z = pi[po + h] * (dPi[h] - dot);
-        let u = d * args.denomBias[h * blockSize + n];
-        for (let k = 0; k < d; k++) {
-          const c = h * d + k;
-          const cc = Cc[n * D + c];
-          const s = w[ro + c] ** 2;
-          u += s / cc;
-          const g = temp[h] * z;
-          dC[n * D + c] = clamped[n * D + c] ? 0 : -g * s / (cc * cc);
-          dw[ro + c] += 2 * w[ro + c] * g / cc;
-        }
-        dtemp[h] += z * u;
-        dDenomBias[h * blockSize + n] += d * temp[h] * z;
-      }
-    }
-    suffixSums(dC, N, D);
-    for (let n = 0; n < N; n++) {
-      const ro = (b * N + n) * D;
-      for (let c = 0; c < D; c++) {
-        const p = pi[(b * N + n) * H + Math.floor(c / d)];
-        dw[ro + c] += 2 * w[ro + c] * (dA[n * D + c] * p + dC[n * D + c]);
-      }
-    }
-  }
-  return dw;
-}
-
-/** In place: `x[n, c] ← Σ_{m ≥ n} x[m, c]` for `x` `[rows, cols]`. */
-function suffixSums(x: Float64Array, rows: number, cols: number): void {
-  for (let n = rows - 2; n >= 0; n--) {
-    for (let c = 0; c < cols; c++) x[n * cols + c] += x[(n + 1) * cols + c];
-  }
-}
-
-// ------------------------------------------------------------------- GPU
-
-/** Rows per block of causal_tssa_backward_scan.wgsl (and per binding piece). */
-const SCAN_ROWS = 64;
-
-function checkDenomBias(op: string, denomBias: Tensor, heads: number, tokens: number): number {
-  assertF32(op, "denomBias", denomBias);
-  const blockSize = denomBias.numel / heads;
-  if (denomBias.shape[0] !== heads || !Number.isInteger(blockSize)) {
-    throw new TypeError(
-      `${op}: denomBias must have shape [${heads}, blockSize(, 1)], got [${denomBias.shape}]`,
-    );
-  }
-  if (tokens > blockSize) {
-    throw new RangeError(`${op}: ${tokens} tokens exceed the block size ${blockSize}`);
-  }
-  return blockSize;
-}
+import { causalBlockSize } from "./causal_tssa.ts";
+import type { CausalTssaSaves } from "./causal_tssa.ts";
+import { dispatchPieces, tokenPieces } from "./tssa_backward.ts";
+import type { Pieces } from "./tssa_backward.ts";
 
 function checkBindable(gpu: Gpu, op: string, tensors: Record<string, Tensor>): void {
   for (const [name, t] of Object.entries(tensors)) gpu.assertBindable(`${op}: ${name}`, t.byteSize);
@@ -330,165 +66,6 @@ function backwardSlots(s: TssaShape): Record<string, number> {
 const PER_TOKEN = { unitsPerRow: 1, workgroupSize: 64 };
 
 /**
- * Causal TSSA forward that also returns Pi for {@linkcode causalTssaBackward}:
- * y from `causalTssa()`, and Pi again from its own passes (w² per element,
- * `kernels/causal_tssa_backward_square.wgsl`; a block scan down the tokens;
- * Pi per token, `kernels/causal_tssa_backward_pi.wgsl`). Tensors over one
- * storage binding are processed in pieces of whole 64-token blocks (Pi,
- * `[B·N, H]`, must fit one). Records dispatches only.
- *
- * @param args `w` `[B, N, H·d]`, `temp` (`H`), `denomBias` (`[H, blockSize(, 1)]`), `heads`
- * @param options test-only: a smaller binding limit, early grid folding
- * @returns `y` `[B, N, H·d]` and `pi` `[B·N, H]` (the caller frees both)
- * @throws {TypeError} on wrong shapes or dtypes
- * @throws {RangeError} when `N > blockSize` or Pi exceeds one binding
- * @example
- * ```ts ignore
- * const { y, pi } = await causalTssaForwardWithSaves(gpu, { w, temp, denomBias, heads: 4 });
- * ```
- */
-export async function causalTssaForwardWithSaves(
-  gpu: Gpu,
-  args: { w: Tensor; temp: Tensor; denomBias: Tensor; heads: number },
-  options: TssaOptions = {},
-): Promise<{ y: Tensor; pi: Tensor }> {
-  const op = "causalTssaForwardWithSaves";
-  const { w, temp, denomBias, heads } = args;
-  const s = tssaShape(op, w, temp, heads);
-  const { batches: B, tokens: N, dim: D } = s;
-  const blockSize = checkDenomBias(op, denomBias, heads, N);
-  const y = await causalTssa(gpu, w, temp, denomBias, heads, options);
-  const pi = gpu.empty([B * N, heads], "f32", `${op}.pi`);
-  if (B * N === 0) return { y, pi };
-  const scratch: Tensor[] = [];
-  try {
-    checkBindable(gpu, op, { pi });
-    const slots = backwardSlots(s);
-    const [square, piKernel] = await Promise.all([
-      gpu.kernel("causal_tssa_backward_square", squareWgsl),
-      gpu.kernel("causal_tssa_backward_pi", piWgsl, slots),
-    ]);
-    const p = tokenPieces(gpu, op, { ...s, blockRows: SCAN_ROWS }, options);
-    const NB = p.layout.blocksPerBatch;
-    const cs = gpu.empty([B, N, D], "f32", `${op}.c`);
-    scratch.push(cs);
-    dispatchPieces(gpu, square, p, [{ piece: w }, { piece: cs }], {
-      unitsPerRow: D,
-      workgroupSize: 256,
-      extra: [NB],
-    }, options);
-    const cCarry = await blockScan(gpu, cs, p, { reverse: false }, options, scratch);
-    dispatchPieces(gpu, piKernel, p, [{ piece: w }, { piece: cs }, temp, denomBias, pi, cCarry], {
-      ...PER_TOKEN,
-      extra: [NB, blockSize],
-    }, options);
-  } catch (err) {
-    y.destroy();
-    pi.destroy();
-    throw err;
-  } finally {
-    for (const t of scratch) t.destroy();
-  }
-  return { y, pi };
-}
-
-/**
- * Record a block-local scan of the token tensor `x` (`[B, L, C]`, bound in
- * the pieces `p` of whole 64-row blocks) in place, and return the carries
- * `[B, ceil(L/64), C]` (a new scratch tensor) that complete it:
- *
- * - forward (`reverse` false): `x` becomes the exclusive prefix sums within
- *   each block; the full exclusive prefix sum at row `r` is
- *   `x[b, r, c] + carries[b, r/64, c]`;
- * - reverse: `x` becomes the inclusive suffix sums within each block; the full
- *   suffix sum is `x[b, r, c] + carries[b, r/64 + 1, c]` (nothing for the
- *   last block).
- *
- * The consumers add the carries as they read, so no pass over the full
- * tensor goes to adding them. Work O(L·C), depth O(log L).
- */
-export async function blockScan(
-  gpu: Gpu,
-  x: Tensor,
-  p: Pieces,
-  scan: { reverse: boolean },
-  options: TssaOptions,
-  scratch: Tensor[],
-): Promise<Tensor> {
-  const { batches, tokens: rows, dim: cols, blocksPerBatch } = p.layout;
-  if (p.layout.blockRows !== SCAN_ROWS) {
-    throw new RangeError(`blockScan: blocks must hold ${SCAN_ROWS} rows`);
-  }
-  const totals = gpu.empty([batches, blocksPerBatch, cols], "f32", "blockScan.carries");
-  scratch.push(totals);
-  if (batches * rows * cols === 0) return totals;
-  gpu.assertBindable("scan carries", totals.byteSize);
-  const kernel = await gpu.kernel("causal_tssa_backward_scan", scanWgsl, {
-    reverse: String(scan.reverse),
-  });
-  const colChunks = Math.ceil(cols / COLUMN_CHUNK);
-  for (const piece of p.pieces) {
-    const bound = bindPiece(gpu, x, p.layout, piece);
-    gpu.dispatch(kernel, {
-      bindings: [bound.range, totals],
-      params: [...blockParams(p.layout, piece, bound.base), cols, colChunks],
-      workgroups: workgroupGrid(piece.blockCount * colChunks, options),
-    });
-  }
-  // Block totals → carries: inclusive suffix sums (read at k + 1), or
-  // exclusive prefix sums (read at k; zero for a single block).
-  if (scan.reverse) {
-    if (blocksPerBatch > 1) {
-      const dims = { batches, rows: blocksPerBatch, cols };
-      await reverseScanRows(gpu, totals, dims, scratch, options);
-    }
-  } else {
-    await exclusiveScanRows(gpu, totals, batches, blocksPerBatch, cols, scratch);
-  }
-  return totals;
-}
-
-/** Rows, columns and batch elements of a `[B, L, C]` tensor to scan. */
-export interface ScanDims {
-  batches: number;
-  rows: number;
-  cols: number;
-}
-
-/**
- * Record an in-place inclusive *suffix* scan of `x` (`[B, L, C]`, one
- * binding) down its rows, `x[b, l, c] ← Σ_{l' ≥ l} x[b, l', c]`: a
- * {@linkcode blockScan}, then the carries added
- * (`kernels/causal_tssa_backward_radd.wgsl`). Work O(L·C), depth O(log L).
- */
-export async function reverseScanRows(
-  gpu: Gpu,
-  x: Tensor,
-  dims: ScanDims,
-  scratch: Tensor[],
-  options: TssaOptions = {},
-): Promise<void> {
-  const { batches, rows, cols } = dims;
-  if (batches * rows * cols === 0) return;
-  gpu.assertBindable("reverse scan", x.byteSize);
-  const layout = blockLayout(batches, rows, cols, SCAN_ROWS);
-  const whole = { firstBlock: 0, blockCount: layout.blocks, rowBase: 0, rowEnd: batches * rows };
-  const carries = await blockScan(
-    gpu,
-    x,
-    { layout, pieces: [whole] },
-    { reverse: true },
-    options,
-    scratch,
-  );
-  if (layout.blocksPerBatch === 1) return;
-  const add = await gpu.kernel("causal_tssa_backward_radd", raddWgsl);
-  const total = batches * rows * cols;
-  gpu.dispatch(add, {
-    bindings: [x, carries],
-    params: [rows, cols, layout.blocksPerBatch, total],
-    workgroups: workgroupGrid(Math.ceil(total / 256), options),
-  });
 }
 
 /** Record `dst[h·stride + n] += scale · Σ_rows src[row, n·H + h]` (src `[1, rows, positions·H]`). */
@@ -502,7 +79,7 @@ async function accumulateParam(
 ): Promise<void> {
   const { rows, positions, heads, stride, scale } = dims;
   const sums = await totalSums(gpu, src, 1, rows, positions * heads, scratch);
-  const kernel = await gpu.kernel("tssa_backward_accumulate", accumulateWgsl);
+  const kernel = await gpu.kernel("accumulate_transposed", accumulateWgsl);
   gpu.dispatch(kernel, {
     bindings: [sums, dst],
     params: [positions, heads, stride, f32(scale)],
@@ -521,17 +98,17 @@ async function accumulateParam(
  * Records dispatches only.
  *
  * @param args `dy` (∂L/∂y) and `w` `[B, N, H·d]`; `temp` (`H`); `denomBias`
- *   `[H, blockSize(, 1)]`; `pi` `[B·N, H]` from
- *   {@linkcode causalTssaForwardWithSaves}; `dtemp` (`H`) and `dDenomBias`
- *   (shaped like `denomBias`), to which the parameter gradients are **added**
+ *   `[H, blockSize(, 1)]`; the forward's `saves` (`causalTssa(…, { saves:
+ *   true })`); `dtemp` (`H`) and `dDenomBias` (shaped like `denomBias`), to
+ *   which the parameter gradients are **added**
  * @param options test-only: a smaller binding limit, early grid folding
  * @returns ∂L/∂w, a new `[B, N, H·d]` tensor (assigned)
  * @throws {TypeError} on wrong shapes or dtypes
  * @throws {RangeError} when `N > blockSize` or a `[B·N, H]` tensor exceeds one binding
  * @example
  * ```ts ignore
- * const { y, pi } = await causalTssaForwardWithSaves(gpu, { w, temp, denomBias, heads });
- * const dw = await causalTssaBackward(gpu, { dy, w, temp, denomBias, pi, dtemp, dDenomBias, heads });
+ * const { y, saves } = await causalTssa(gpu, w, temp, denomBias, heads, { saves: true });
+ * const dw = await causalTssaBackward(gpu, { dy, w, temp, denomBias, saves, dtemp, dDenomBias, heads });
  * ```
  */
 export async function causalTssaBackward(
@@ -541,7 +118,7 @@ export async function causalTssaBackward(
     w: Tensor;
     temp: Tensor;
     denomBias: Tensor;
-    pi: Tensor;
+    saves: CausalTssaSaves;
     dtemp: Tensor;
     dDenomBias: Tensor;
     heads: number;
@@ -549,13 +126,14 @@ export async function causalTssaBackward(
   options: TssaOptions = {},
 ): Promise<Tensor> {
   const op = "causalTssaBackward";
-  const { dy, w, temp, denomBias, pi, dtemp, dDenomBias, heads } = args;
+  const { dy, w, temp, denomBias, dtemp, dDenomBias, heads } = args;
+  const pi = args.saves.pi;
   const s = tssaShape(op, w, temp, heads);
   const { batches: B, tokens: N, dim: D, headDim: d } = s;
-  const blockSize = checkDenomBias(op, denomBias, heads, N);
+  const blockSize = causalBlockSize(op, denomBias, heads, N);
   assertF32(op, "dy", dy);
   assertShape(op, "dy", dy, w.shape);
-  assertShape(op, "pi", pi, [B * N, heads]);
+  assertShape(op, "saves.pi", pi, [B * N, heads]);
   assertF32(op, "dtemp", dtemp);
   assertF32(op, "dDenomBias", dDenomBias);
   if (dtemp.numel !== heads) {

@@ -25,7 +25,8 @@
  *
  * GPU kernel: `kernels/causal_tssa_step.wgsl`, one workgroup per sequence,
  * walking its new tokens in order (so a prompt of T tokens can be fed in one
- * dispatch).
+ * dispatch). Its float64 reference, with a CPU state, is
+ * `causalTssaStepReference` in `causal_tssa_reference.ts`.
  *
  * @module
  */
@@ -33,7 +34,7 @@
 import type { Gpu, Tensor } from "../gpu/runtime.ts";
 import stepWgsl from "../../kernels/causal_tssa_step.wgsl" with { type: "text" };
 import { assertF32 } from "./_shapes.ts";
-import { softmaxInPlace, tssaShape } from "./tssa.ts";
+import { tssaShape } from "./tssa.ts";
 
 /** Threads per workgroup of the step kernel, at most. */
 const MAX_WORKGROUP = 256;
@@ -167,113 +168,6 @@ export async function causalTssaStep(
   } catch (err) {
     y.destroy();
     throw err;
-  }
-  state.position += T;
-  return y;
-}
-
-/** Running statistics of one layer on the CPU, float64, for {@linkcode causalTssaStepReference}. */
-export interface CausalTssaHostState {
-  /** Σ w², `[B, H·d]`. */
-  s1: Float64Array;
-  /** Σ Pi·w², `[B, H·d]`. */
-  s2: Float64Array;
-  /** Σ Pi, `[B, H]`. */
-  s3: Float64Array;
-  /** Tokens consumed so far. */
-  position: number;
-}
-
-/** An empty CPU state for B sequences of H heads of d features. */
-export function createCausalTssaHostState(
-  batches: number,
-  heads: number,
-  headDim: number,
-): CausalTssaHostState {
-  return {
-    s1: new Float64Array(batches * heads * headDim),
-    s2: new Float64Array(batches * heads * headDim),
-    s3: new Float64Array(batches * heads),
-    position: 0,
-  };
-}
-
-/**
- * The decoding step on the CPU in float64: T new tokens `w` `[B, T, H·d]` on
- * top of `state` (updated in place) → y `[B, T, H·d]`. Feeding a sequence
- * token by token gives {@linkcode causalTssaReference} of the whole sequence.
- *
- * @throws {RangeError} when the tokens would pass `blockSize`
- * @example
- * ```ts
- * import { causalTssaStepReference, createCausalTssaHostState } from "./causal_tssa_step.ts";
- * // One head, d = 2: the first token gives −w / (1 + w² / (1 + 1e-8)).
- * const state = createCausalTssaHostState(1, 1, 2);
- * const y = causalTssaStepReference([2, 1], [1], [0, 0], state, 1, 1, 1, 2, 2);
- * if (Math.abs(y[0] + 2 / (1 + 4 / (1 + 1e-8))) > 1e-12 || state.position !== 1) {
- *   throw new Error("step");
- * }
- * ```
- */
-export function causalTssaStepReference(
-  w: ArrayLike<number>,
-  temp: ArrayLike<number>,
-  denomBias: ArrayLike<number>,
-  state: CausalTssaHostState,
-  B: number,
-  T: number,
-  heads: number,
-  d: number,
-  blockSize: number,
-): Float64Array {
-  const op = "causalTssaStepReference";
-  const D = heads * d;
-  if (w.length !== B * T * D) {
-    throw new TypeError(`${op}: w has ${w.length} values, expected ${B}·${T}·${D}`);
-  }
-  if (temp.length !== heads || denomBias.length !== heads * blockSize) {
-    throw new TypeError(
-      `${op}: temp must hold ${heads} and denomBias ${heads}·${blockSize} values`,
-    );
-  }
-  if (state.s1.length !== B * D || state.s2.length !== B * D || state.s3.length !== B * heads) {
-    throw new TypeError(`${op}: the state does not hold ${B} sequences × ${heads} heads × ${d}`);
-  }
-  if (state.position + T > blockSize) {
-    throw new RangeError(
-      `${op}: tokens at positions ${state.position}…${
-        state.position + T - 1
-      } pass the block size ${blockSize}`,
-    );
-  }
-  const y = new Float64Array(B * T * D);
-  const z = new Float64Array(heads);
-  for (let b = 0; b < B; b++) {
-    const s1 = state.s1.subarray(b * D, (b + 1) * D);
-    const s2 = state.s2.subarray(b * D, (b + 1) * D);
-    const s3 = state.s3.subarray(b * heads, (b + 1) * heads);
-    for (let t = 0; t < T; t++) {
-      const n = state.position + t;
-      const row = (b * T + t) * D;
-      for (let c = 0; c < D; c++) s1[c] += w[row + c] ** 2;
-      for (let h = 0; h < heads; h++) {
-        let s = 0;
-        for (let k = 0; k < d; k++) {
-          const c = h * d + k;
-          s += w[row + c] ** 2 / Math.max(s1[c], 1e-12) + denomBias[h * blockSize + n];
-        }
-        z[h] = temp[h] * s;
-      }
-      softmaxInPlace(z);
-      for (let h = 0; h < heads; h++) {
-        s3[h] += z[h];
-        for (let k = 0; k < d; k++) {
-          const c = h * d + k;
-          s2[c] += z[h] * w[row + c] ** 2;
-          y[row + c] = -(w[row + c] * z[h]) / (1 + s2[c] / (s3[h] + 1e-8));
-        }
-      }
-    }
   }
   state.position += T;
   return y;

@@ -8,6 +8,8 @@
  *
  * GPU kernel: `kernels/class_attention.wgsl` (one workgroup per batch and
  * head, keys spread over its invocations, partial softmaxes merged).
+ * Float64 reference: `attentionReference(…, { classToken: true })` in
+ * `attention_reference.ts`.
  *
  * @module
  */
@@ -17,7 +19,7 @@ import { f32 } from "../gpu/runtime.ts";
 import classWgsl from "../../kernels/class_attention.wgsl" with { type: "text" };
 import { bindingLimit, bindRows, rowPieces, storageAlignment } from "./_shapes.ts";
 import type { ChunkOptions } from "./_shapes.ts";
-import { checkSizes, qkvShape } from "./_attention_shape.ts";
+import { qkvShape } from "./_attention_shape.ts";
 
 /** vec4 columns merged per step: 8 (or fewer for small heads), dividing ⌈d/4⌉. */
 function mergeVec4s(headVec4s: number): number {
@@ -130,54 +132,5 @@ export async function classAttention(
     });
   }
   state.destroy();
-  return out;
-}
-
-/**
- * Class attention on the CPU in float64.
- *
- * @param qkv `B·N·3·heads·d` values, layout `[B, N, (3, heads, d)]`, `N ≥ 1`
- * @returns `[B, 1, heads·d]`
- * @throws {TypeError} when the sizes do not match `qkv` or `N` is 0
- * @example
- * ```ts
- * import { classAttentionReference } from "./class_attention.ts";
- * // two tokens with equal keys: the class token averages the values
- * const y = classAttentionReference(new Float64Array([1, 1, 2, 0, 1, 4]), 1, 2, 1, 1);
- * if (y[0] !== 3) throw new Error("class attention");
- * ```
- */
-export function classAttentionReference(
-  qkv: Float32Array | Float64Array,
-  B: number,
-  N: number,
-  heads: number,
-  d: number,
-): Float64Array {
-  const { C } = checkSizes("classAttentionReference", qkv, B, N, heads, d);
-  if (N === 0) throw new TypeError("classAttentionReference: N must be at least 1");
-  const out = new Float64Array(B * C);
-  const scale = 1 / Math.sqrt(d);
-  const p = new Float64Array(N);
-  for (let b = 0; b < B; b++) {
-    for (let h = 0; h < heads; h++) {
-      const q = b * N * 3 * C + h * d;
-      let m = -Infinity;
-      for (let j = 0; j < N; j++) {
-        const k = (b * N + j) * 3 * C + C + h * d;
-        let s = 0;
-        for (let c = 0; c < d; c++) s += qkv[q + c] * qkv[k + c];
-        p[j] = s * scale;
-        m = Math.max(m, p[j]);
-      }
-      let sum = 0;
-      for (let j = 0; j < N; j++) sum += p[j] = Math.exp(p[j] - m);
-      for (let j = 0; j < N; j++) {
-        const v = (b * N + j) * 3 * C + 2 * C + h * d;
-        const w = p[j] / sum;
-        for (let c = 0; c < d; c++) out[b * C + h * d + c] += w * qkv[v + c];
-      }
-    }
-  }
   return out;
 }

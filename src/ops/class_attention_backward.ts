@@ -12,8 +12,8 @@
  * GPU kernels: `kernels/class_attention_backward_coef.wgsl` (one workgroup
  * per batch and head: p_j and ds_j) and
  * `kernels/class_attention_backward_qkv.wgsl` (one thread per element of
- * ∂qkv). Float64 reference: `classAttentionBackwardReference` in
- * `src/model/reference/vision_backward.ts`.
+ * ∂qkv). Float64 reference: `softmaxAttentionBackwardReference(…, { classToken:
+ * true })` in `attention_reference.ts`.
  *
  * Gradient convention: activation gradients are assigned (returned new).
  *

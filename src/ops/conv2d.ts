@@ -1,18 +1,24 @@
 /**
  * The convolutional patch stem's building block: a 3×3 convolution with
  * stride 2 and padding 1, plus bias, with eval-mode BatchNorm folded into the
- * weights on the host ({@linkcode foldBatchNorm}).
+ * weights on the GPU from the live parameters ({@linkcode foldBatchNorm},
+ * `kernels/batch_norm_fold.wgsl`; float64 reference
+ * {@linkcode foldBatchNormReference}).
  *
  * GPU kernel: `kernels/conv2d.wgsl`, one thread per output pixel and 4
  * output channels (weights padded to a multiple of 4 channels). The
  * input is NCHW (images) or NHWC (a previous stage); the output is NHWC,
  * which for the stem's last stage is the token layout `[B, Ho·Wo, C]`.
+ * Float64 references (NCHW): `conv2dReference` in `conv2d_reference.ts`, and
+ * `batchNormReference` in `batch_norm_reference.ts` for the folded BatchNorm.
  *
  * @module
  */
 
 import type { Gpu, Tensor } from "../gpu/runtime.ts";
+import { f32 } from "../gpu/runtime.ts";
 import conv2dWgsl from "../../kernels/conv2d.wgsl" with { type: "text" };
+import foldWgsl from "../../kernels/batch_norm_fold.wgsl" with { type: "text" };
 import {
   assertF32,
   assertShape,
@@ -35,7 +41,7 @@ export function paddedChannels(cout: number): number {
   return Math.ceil(cout / 4) * 4;
 }
 
-/** A stem convolution with BatchNorm folded in, laid out for the kernel. */
+/** A stem convolution with BatchNorm folded in, laid out for the kernel (float64 reference). */
 export interface FoldedConv {
   /** `[Cin·9, Cout4]`: PyTorch's `[Cout, Cin, 3, 3]` transposed, Cout4 = Cout rounded up to a multiple of 4 (zero columns). */
   weight: Float32Array<ArrayBuffer>;
@@ -54,15 +60,15 @@ export interface FoldedConv {
  * @param bn BatchNorm weight (γ), bias (β), running mean and variance, `[Cout]` each
  * @example
  * ```ts
- * import { foldBatchNorm } from "./conv2d.ts";
+ * import { foldBatchNormReference } from "./conv2d.ts";
  * const one = new Float32Array([1]);
- * const f = foldBatchNorm(new Float32Array(9).fill(2), 1, 1, {
+ * const f = foldBatchNormReference(new Float32Array(9).fill(2), 1, 1, {
  *   weight: one, bias: new Float32Array([0.5]), mean: one, variance: new Float32Array([3]),
  * }, 1);
  * if (f.weight[0] !== 1 || f.bias[0] !== 0) throw new Error("fold");
  * ```
  */
-export function foldBatchNorm(
+export function foldBatchNormReference(
   weight: Float32Array,
   cout: number,
   cin: number,
@@ -70,11 +76,15 @@ export function foldBatchNorm(
   eps = 1e-5,
 ): FoldedConv {
   if (weight.length !== cout * cin * 9) {
-    throw new TypeError(`foldBatchNorm: ${weight.length} weights for [${cout}, ${cin}, 3, 3]`);
+    throw new TypeError(
+      `foldBatchNormReference: ${weight.length} weights for [${cout}, ${cin}, 3, 3]`,
+    );
   }
   for (const [k, v] of Object.entries(bn)) {
     if (v.length !== cout) {
-      throw new TypeError(`foldBatchNorm: BatchNorm ${k} has ${v.length} values, expected ${cout}`);
+      throw new TypeError(
+        `foldBatchNormReference: BatchNorm ${k} has ${v.length} values, expected ${cout}`,
+      );
     }
   }
   const cout4 = paddedChannels(cout);
@@ -88,11 +98,62 @@ export function foldBatchNorm(
   return { weight: w, bias: b, cin, cout };
 }
 
+/** BatchNorm's parameters and running statistics, `[Cout]` each. */
+export interface BatchNormParams {
+  weight: Tensor;
+  bias: Tensor;
+  runningMean: Tensor;
+  runningVar: Tensor;
+}
+
+/**
+ * Fold eval-mode BatchNorm into a bias-free 3×3 convolution on the GPU:
+ * `w' = w·γ/√(var + eps)` packed to `[Cin·9, Cout4]`, `b' = β − mean·γ/√(var + eps)`,
+ * the inputs of {@linkcode conv3x3s2}. Records one dispatch.
+ *
+ * @param weight f32 `[Cout, Cin, 3, 3]`
+ * @returns new tensors `weight` `[Cin·9, Cout4]` and `bias` `[Cout]`
+ * @throws {TypeError} for mismatched shapes
+ * @example
+ * ```ts ignore
+ * const folded = await foldBatchNorm(gpu, convWeight, bn, 1e-5);
+ * const y = await conv3x3s2(gpu, x, folded.weight, folded.bias, "nhwc");
+ * ```
+ */
+export async function foldBatchNorm(
+  gpu: Gpu,
+  weight: Tensor,
+  bn: BatchNormParams,
+  eps: number,
+): Promise<{ weight: Tensor; bias: Tensor }> {
+  const op = "foldBatchNorm";
+  assertF32(op, "weight", weight);
+  if (weight.shape.length !== 4 || weight.shape[2] !== 3 || weight.shape[3] !== 3) {
+    throw new TypeError(`${op}: weight must be [Cout, Cin, 3, 3], got [${weight.shape}]`);
+  }
+  const [cout, cin] = weight.shape;
+  for (const [name, t] of Object.entries(bn)) {
+    assertF32(op, name, t);
+    assertShape(op, name, t, [cout]);
+  }
+  const packed = gpu.empty([cin * 9, paddedChannels(cout)], "f32", `${op}.weight`);
+  const bias = gpu.empty([cout], "f32", `${op}.bias`);
+  const n = packed.numel;
+  if (n === 0) return { weight: packed, bias };
+  const kernel = await gpu.kernel("batch_norm_fold", foldWgsl);
+  gpu.dispatch(kernel, {
+    bindings: [weight, bn.weight, bn.bias, bn.runningMean, bn.runningVar, packed, bias],
+    params: [n, cin, cout, f32(eps)],
+    workgroups: Math.ceil(n / WORKGROUP_SIZE),
+  });
+  return { weight: packed, bias };
+}
+
 /**
  * Run one stem convolution on the GPU. Records one dispatch.
  *
  * @param x f32 `[B, Cin, H, W]` (layout "nchw") or `[B, H, W, Cin]` (layout "nhwc")
- * @param weight f32 `[Cin·9, Cout4]` from {@linkcode foldBatchNorm}
+ * @param weight f32 `[Cin·9, Cout4]` from {@linkcode foldBatchNorm} (or `packConvWeight`)
  * @param bias f32 `[Cout]`, which gives Cout
  * @param options test-only binding limit (batches over one binding run in pieces of images)
  * @returns f32 `[B, Ho, Wo, Cout]`, Ho = ⌊(H − 1)/2⌋ + 1
@@ -145,48 +206,6 @@ export async function conv3x3s2(
       params: [n, cin, H, W, cout, ho, wo, layout === "nchw" ? 1 : 0, xs.base, ys.base],
       workgroups: Math.ceil(n / WORKGROUP_SIZE),
     });
-  }
-  return y;
-}
-
-/**
- * The same convolution on the CPU in float64, NCHW in and NCHW out, with
- * PyTorch's `[Cout, Cin, 3, 3]` weights, for tests.
- */
-export function conv3x3s2Reference(
-  x: Float32Array,
-  B: number,
-  cin: number,
-  H: number,
-  W: number,
-  weight: Float32Array,
-  bias: Float32Array,
-  cout: number,
-): Float32Array<ArrayBuffer> {
-  const ho = convOutSize(H);
-  const wo = convOutSize(W);
-  const y = new Float32Array(B * cout * ho * wo);
-  for (let b = 0; b < B; b++) {
-    for (let co = 0; co < cout; co++) {
-      for (let oy = 0; oy < ho; oy++) {
-        for (let ox = 0; ox < wo; ox++) {
-          let acc = bias[co];
-          for (let ci = 0; ci < cin; ci++) {
-            for (let ky = 0; ky < 3; ky++) {
-              const iy = 2 * oy + ky - 1;
-              if (iy < 0 || iy >= H) continue;
-              for (let kx = 0; kx < 3; kx++) {
-                const ix = 2 * ox + kx - 1;
-                if (ix < 0 || ix >= W) continue;
-                acc += x[((b * cin + ci) * H + iy) * W + ix] *
-                  weight[((co * cin + ci) * 3 + ky) * 3 + kx];
-              }
-            }
-          }
-          y[((b * cout + co) * ho + oy) * wo + ox] = acc;
-        }
-      }
-    }
   }
   return y;
 }

@@ -10,7 +10,7 @@
  *
  * Layouts: the input is NCHW (`"nchw"`, the images) or NHWC (`"nhwc"`, an
  * earlier stage); outputs and `∂y` are NHWC `[B, Ho, Wo, Cout]`. The float64
- * reference is `conv2dBackwardReference` in `src/model/reference/vision_backward.ts`.
+ * reference is `conv2dBackwardReference` in `conv2d_reference.ts`.
  *
  * Gradient convention: parameter gradients accumulate (`+=`), activation
  * gradients are assigned (returned new).

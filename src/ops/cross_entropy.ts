@@ -5,7 +5,8 @@
  * float64 by {@linkcode meanLoss}.
  *
  * GPU kernel: `kernels/cross_entropy.wgsl`, one workgroup per row; logits
- * over one storage binding are processed in pieces of rows.
+ * over one storage binding are processed in pieces of rows. Float64
+ * references: `cross_entropy_reference.ts`.
  *
  * @module
  */
@@ -102,32 +103,4 @@ export function meanLoss(losses: ArrayLike<number>, targets: ArrayLike<number | 
     n++;
   }
   return sum / n;
-}
-
-/**
- * Per-row cross-entropy on the CPU in float64, for tests.
- *
- * @example
- * ```ts
- * import { crossEntropyRowsReference } from "./cross_entropy.ts";
- * const [l] = crossEntropyRowsReference(new Float32Array([0, 0]), [1], 2);
- * if (Math.abs(l - Math.LN2) > 1e-12) throw new Error("ce");
- * ```
- */
-export function crossEntropyRowsReference(
-  logits: Float32Array,
-  targets: ArrayLike<number>,
-  V: number,
-): Float64Array {
-  const R = targets.length;
-  const out = new Float64Array(R);
-  for (let r = 0; r < R; r++) {
-    if (targets[r] === -1) continue;
-    let m = -Infinity;
-    for (let v = 0; v < V; v++) m = Math.max(m, logits[r * V + v]);
-    let s = 0;
-    for (let v = 0; v < V; v++) s += Math.exp(logits[r * V + v] - m);
-    out[r] = Math.log(s) + m - logits[r * V + targets[r]];
-  }
-  return out;
 }

@@ -14,18 +14,19 @@
  *
  * What the forward must save: nothing (this is the forward).
  *
- * GPU: `kernels/cross_entropy_backward.wgsl`: `count_targets` (one
+ * GPU: `kernels/cross_entropy_forward_backward.wgsl`: `count_targets` (one
  * workgroup counts n), `rows` (one workgroup per row: max, sum of
  * exponentials, the row's loss and gradient; logits over one storage binding
  * are processed in pieces of rows), `mean` (one workgroup averages the
- * per-row losses).
+ * per-row losses). Float64 reference: `crossEntropyBackwardReference` in
+ * `cross_entropy_reference.ts`.
  *
  * @module
  */
 
 import type { Gpu } from "../gpu/runtime.ts";
 import { f32, Tensor } from "../gpu/runtime.ts";
-import crossEntropyBackwardWgsl from "../../kernels/cross_entropy_backward.wgsl" with {
+import crossEntropyForwardBackwardWgsl from "../../kernels/cross_entropy_forward_backward.wgsl" with {
   type: "text",
 };
 import {
@@ -111,7 +112,9 @@ export async function crossEntropyForwardBackward(
     const wg = rowWorkgroupSize(cols);
     const [countK, rowsK, meanK] = await Promise.all(
       ["count_targets", "rows", "mean"].map((entry) =>
-        gpu.kernel("cross_entropy_backward", crossEntropyBackwardWgsl, { workgroupSize: wg }, entry)
+        gpu.kernel("cross_entropy_forward_backward", crossEntropyForwardBackwardWgsl, {
+          workgroupSize: wg,
+        }, entry)
       ),
     );
     const valid = gpu.empty([1], "f32", `${op}.valid`); // n, the rows not ignored
@@ -141,49 +144,4 @@ export async function crossEntropyForwardBackward(
     for (const t of owned) t.destroy();
   }
   return { loss, dlogits };
-}
-
-/**
- * Fused cross-entropy forward and backward in float64.
- *
- * @param logits `R·V` values, row-major
- * @param targets R targets in `[0, V)` or −1
- * @returns the mean loss (0 when every row is ignored) and `∂(scale·loss)/∂logits`
- * @example
- * ```ts
- * import { crossEntropyBackwardReference } from "./cross_entropy_backward.ts";
- * const { loss, dlogits } = crossEntropyBackwardReference([0, 0], [1], 2);
- * if (Math.abs(loss - Math.LN2) > 1e-15 || dlogits.join() !== "0.5,-0.5") throw new Error();
- * ```
- */
-export function crossEntropyBackwardReference(
-  logits: ArrayLike<number>,
-  targets: ArrayLike<number>,
-  V: number,
-  scale = 1,
-): { loss: number; dlogits: Float64Array } {
-  const R = targets.length;
-  if (logits.length !== R * V) {
-    throw new TypeError(
-      `crossEntropyBackwardReference: ${logits.length} logits for ${R} rows of ${V}`,
-    );
-  }
-  let n = 0;
-  for (let r = 0; r < R; r++) if (targets[r] !== -1) n++;
-  const dlogits = new Float64Array(R * V);
-  let sum = 0;
-  for (let r = 0; r < R; r++) {
-    const t = targets[r];
-    if (t === -1) continue;
-    let m = -Infinity;
-    for (let v = 0; v < V; v++) m = Math.max(m, logits[r * V + v]);
-    let s = 0;
-    for (let v = 0; v < V; v++) s += Math.exp(logits[r * V + v] - m);
-    sum += Math.log(s) + m - logits[r * V + t];
-    for (let v = 0; v < V; v++) {
-      const p = Math.exp(logits[r * V + v] - m) / s;
-      dlogits[r * V + v] = (scale * (p - (v === t ? 1 : 0))) / n;
-    }
-  }
-  return { loss: n === 0 ? 0 : sum / n, dlogits };
 }

@@ -6,7 +6,8 @@
  * What the forward must save: its input `x` (the pre-activation).
  *
  * GPU: `kernels/gelu_backward.wgsl`, one thread per element, tensors over
- * one storage binding processed in pieces.
+ * one storage binding processed in pieces. Float64 reference:
+ * `geluBackwardReference` in `gelu_reference.ts`.
  *
  * @module
  */
@@ -22,7 +23,6 @@ import {
   storageAlignment,
 } from "./_shapes.ts";
 import type { ChunkOptions } from "./_shapes.ts";
-import { erfcReference } from "./gelu.ts";
 
 const WORKGROUP_SIZE = 256;
 
@@ -67,51 +67,4 @@ export async function geluBackward(
     });
   }
   return dx;
-}
-
-/**
- * GELU's derivative `Φ(x) + x·φ(x)` times `dy`, in float64.
- *
- * @example
- * ```ts
- * import { geluBackwardReference } from "./gelu_backward.ts";
- * const [g] = geluBackwardReference([2], [0]);
- * if (g !== 1) throw new Error("gelu'(0) = 1/2");
- * ```
- */
-export function geluBackwardReference(
-  dy: ArrayLike<number>,
-  x: ArrayLike<number>,
-): Float64Array {
-  if (dy.length !== x.length) {
-    throw new TypeError(`geluBackwardReference: dy has ${dy.length} values, x ${x.length}`);
-  }
-  const dx = new Float64Array(x.length);
-  for (let i = 0; i < x.length; i++) {
-    const v = x[i];
-    const tail = 0.5 * erfcReference(Math.abs(v) / Math.SQRT2); // Φ(−|v|)
-    const cdf = v >= 0 ? 1 - tail : tail;
-    const pdf = Math.exp(-0.5 * v * v) / Math.sqrt(2 * Math.PI);
-    dx[i] = dy[i] * (cdf + v * pdf);
-  }
-  return dx;
-}
-
-/**
- * Exact GELU in float64 (no rounding), for finite-difference checks.
- *
- * @example
- * ```ts
- * import { geluForward64 } from "./gelu_backward.ts";
- * if (geluForward64([0])[0] !== 0) throw new Error("gelu(0)");
- * ```
- */
-export function geluForward64(x: ArrayLike<number>): Float64Array {
-  const y = new Float64Array(x.length);
-  for (let i = 0; i < x.length; i++) {
-    const v = x[i];
-    const tail = 0.5 * erfcReference(Math.abs(v) / Math.SQRT2);
-    y[i] = v >= 0 ? v * (1 - tail) : v * tail;
-  }
-  return y;
 }

@@ -31,7 +31,7 @@ import {
   type GemmVariant,
   gemmVariant,
 } from "./gemm.ts";
-import { linearForwardReference } from "./linear.ts";
+import { linearForwardReference } from "./linear_reference.ts";
 
 /** Bump when the variants change in a way that invalidates saved choices. */
 export const TUNE_VERSION = 1;

@@ -2,7 +2,8 @@
  * LayerNorm over the last dimension, as `torch.nn.LayerNorm(C, eps)`:
  * biased variance, elementwise affine weight and optional bias.
  *
- * GPU kernel: `kernels/layer_norm.wgsl`, one workgroup per row.
+ * GPU kernel: `kernels/layer_norm.wgsl`, one workgroup per row. Float64
+ * reference: `layerNormReference` in `layer_norm_reference.ts`.
  *
  * @module
  */
@@ -79,48 +80,6 @@ export async function layerNorm(
     const bindings = [xs.range, weight, ys.range];
     if (bias) bindings.push(bias);
     gpu.dispatch(kernel, { bindings, params: [count, cols, xs.base, f32(eps)], workgroups: count });
-  }
-  return y;
-}
-
-/**
- * LayerNorm on the CPU in float64 (rounded to f32 on return).
- *
- * @param x `rows × C` values, row-major
- * @example
- * ```ts
- * import { layerNormReference } from "./layer_norm.ts";
- * const y = layerNormReference(new Float32Array([1, 3]), new Float32Array([1, 1]), null, 1, 2, 0);
- * if (y[0] !== -1 || y[1] !== 1) throw new Error("layerNorm");
- * ```
- */
-export function layerNormReference(
-  x: Float32Array,
-  weight: Float32Array,
-  bias: Float32Array | null,
-  rows: number,
-  C: number,
-  eps: number,
-): Float32Array<ArrayBuffer> {
-  if (x.length !== rows * C || weight.length !== C || (bias && bias.length !== C)) {
-    throw new TypeError(
-      `layerNormReference: ${x.length} values, weight ${weight.length}, bias ${
-        bias?.length ?? "none"
-      } for ${rows} rows of ${C}`,
-    );
-  }
-  const y = new Float32Array(rows * C);
-  for (let r = 0; r < rows; r++) {
-    const o = r * C;
-    let s = 0;
-    for (let c = 0; c < C; c++) s += x[o + c];
-    const mean = s / C;
-    let q = 0;
-    for (let c = 0; c < C; c++) q += (x[o + c] - mean) ** 2;
-    const rstd = 1 / Math.sqrt(q / C + eps);
-    for (let c = 0; c < C; c++) {
-      y[o + c] = (x[o + c] - mean) * rstd * weight[c] + (bias ? bias[c] : 0);
-    }
   }
   return y;
 }

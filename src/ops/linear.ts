@@ -14,7 +14,7 @@
  * `options.variant`. Tensors over one storage binding (128 MiB in software
  * WebGPU; a GPT-2 head of 50257×768 is 154 MB) are processed in pieces.
  *
- * {@linkcode linearForwardReference} is the one float64 reference of the
+ * `linear_reference.ts` holds the one float64 reference of the
  * layer; the model references use it too.
  *
  * @module
@@ -147,84 +147,4 @@ export async function linear(
     op,
   );
   return res ? res.x : c;
-}
-
-/** Sizes of a linear layer applied to `rows` rows. */
-export interface LinearDims {
-  rows: number;
-  inFeatures: number;
-  outFeatures: number;
-}
-
-/**
- * `y = x·Wᵀ + b` in float64 (inputs of any numeric array type): the one CPU
- * reference of the layer.
- *
- * @example
- * ```ts
- * import { linearForwardReference } from "./linear.ts";
- * const y = linearForwardReference([1, 2], [1, 0, 0, 1, 1, 1], [0, 0, 1], {
- *   rows: 1, inFeatures: 2, outFeatures: 3,
- * });
- * if (y.join() !== "1,2,4") throw new Error("linear");
- * ```
- */
-export function linearForwardReference(
-  x: ArrayLike<number>,
-  weight: ArrayLike<number>,
-  bias: ArrayLike<number> | null | undefined,
-  dims: LinearDims,
-): Float64Array {
-  const { rows: M, inFeatures: K, outFeatures: N } = dims;
-  const lengths: [string, number, number][] = [
-    ["x", x.length, M * K],
-    ["weight", weight.length, N * K],
-  ];
-  if (bias) lengths.push(["bias", bias.length, N]);
-  for (const [name, got, want] of lengths) {
-    if (got !== want) {
-      throw new TypeError(
-        `linearForwardReference: ${name} has ${got} values, expected ${want} for ${M}×${K} → ${N}`,
-      );
-    }
-  }
-  const y = new Float64Array(M * N);
-  for (let m = 0; m < M; m++) {
-    const xo = m * K;
-    for (let n = 0; n < N; n++) {
-      const wo = n * K;
-      let s = bias ? bias[n] : 0;
-      for (let k = 0; k < K; k++) s += x[xo + k] * weight[wo + k];
-      y[m * N + n] = s;
-    }
-  }
-  return y;
-}
-
-/**
- * {@linkcode linearForwardReference} with positional sizes, rounded to f32
- * (the form the benches and the public module use).
- *
- * @param x `rows × inFeatures`, row-major
- * @param weight `outFeatures × inFeatures`, row-major
- * @param bias `outFeatures` values, or null
- * @example
- * ```ts
- * import { linearReference } from "./linear.ts";
- * const w = new Float32Array([1, 0, 0, 1, 1, 1]);
- * const y = linearReference(new Float32Array([1, 2]), w, new Float32Array([0, 0, 1]), 1, 2, 3);
- * if (y.join() !== "1,2,4") throw new Error("linear");
- * ```
- */
-export function linearReference(
-  x: Float32Array,
-  weight: Float32Array,
-  bias: Float32Array | null,
-  rows: number,
-  inFeatures: number,
-  outFeatures: number,
-): Float32Array<ArrayBuffer> {
-  return Float32Array.from(
-    linearForwardReference(x, weight, bias, { rows, inFeatures, outFeatures }),
-  );
 }

@@ -13,80 +13,18 @@
  * GPU: both products run on the GEMM engine (`gemm.ts`: ∂x is its "nn"
  * product, ∂W its "tn" product with the accumulating epilogue) with the
  * variants the tuner chose (`gemm_tune.ts`); ∂b is the row sums of ∂y
- * (`_scan.ts`) added with `kernels/tssa_backward_accumulate.wgsl`.
+ * (`_scan.ts`) added with `kernels/accumulate_transposed.wgsl`.
  *
  * @module
  */
 
 import type { Gpu, Tensor } from "../gpu/runtime.ts";
 import { f32 } from "../gpu/runtime.ts";
-import accumulateWgsl from "../../kernels/tssa_backward_accumulate.wgsl" with { type: "text" };
+import accumulateWgsl from "../../kernels/accumulate_transposed.wgsl" with { type: "text" };
 import { assertF32, assertShape, lastDimRows } from "./_shapes.ts";
 import { totalSums } from "./_scan.ts";
 import type { GemmOptions } from "./gemm.ts";
 import { gemmAuto } from "./gemm_tune.ts";
-import type { LinearDims } from "./linear.ts";
-
-export { linearForwardReference } from "./linear.ts";
-export type { LinearDims } from "./linear.ts";
-
-function checkLinear(op: string, lengths: Record<string, [number, number]>): void {
-  for (const [name, [got, want]] of Object.entries(lengths)) {
-    if (got !== want) throw new TypeError(`${op}: ${name} has ${got} values, expected ${want}`);
-  }
-}
-
-/**
- * Linear backward in float64.
- *
- * @param args `dy` `[M, N]`, `x` `[M, K]`, `weight` `[N, K]`; `dWeight`
- *   (`N·K`) and `dBias` (`N`, or null when the layer has no bias) receive
- *   the **added** parameter gradients
- * @returns `∂x` `[M, K]` (assigned)
- * @example
- * ```ts
- * import { linearBackwardReference } from "./linear_backward.ts";
- * const dWeight = new Float64Array(2);
- * const dBias = new Float64Array(1);
- * const dx = linearBackwardReference(
- *   { dy: [3], x: [1, 2], weight: [5, 7], dWeight, dBias },
- *   { rows: 1, inFeatures: 2, outFeatures: 1 },
- * );
- * if (dx.join() !== "15,21" || dWeight.join() !== "3,6" || dBias[0] !== 3) throw new Error();
- * ```
- */
-export function linearBackwardReference(
-  args: {
-    dy: ArrayLike<number>;
-    x: ArrayLike<number>;
-    weight: ArrayLike<number>;
-    dWeight: Float64Array;
-    dBias: Float64Array | null;
-  },
-  dims: LinearDims,
-): Float64Array {
-  const { dy, x, weight, dWeight, dBias } = args;
-  const { rows: M, inFeatures: K, outFeatures: N } = dims;
-  checkLinear("linearBackwardReference", {
-    dy: [dy.length, M * N],
-    x: [x.length, M * K],
-    weight: [weight.length, N * K],
-    dWeight: [dWeight.length, N * K],
-    ...(dBias ? { dBias: [dBias.length, N] as [number, number] } : {}),
-  });
-  const dx = new Float64Array(M * K);
-  for (let m = 0; m < M; m++) {
-    for (let n = 0; n < N; n++) {
-      const g = dy[m * N + n];
-      if (dBias) dBias[n] += g;
-      for (let k = 0; k < K; k++) {
-        dx[m * K + k] += g * weight[n * K + k];
-        dWeight[n * K + k] += g * x[m * K + k];
-      }
-    }
-  }
-  return dx;
-}
 
 /**
  * Record `dst[i] += Σ_rows src[row, i]` for `src` viewed as `[rows, count]`.
@@ -101,7 +39,7 @@ export async function accumulateRowSums(
 ): Promise<void> {
   if (dims.rows === 0 || dims.count === 0) return;
   const sums = await totalSums(gpu, src, 1, dims.rows, dims.count, scratch);
-  const kernel = await gpu.kernel("tssa_backward_accumulate", accumulateWgsl);
+  const kernel = await gpu.kernel("accumulate_transposed", accumulateWgsl);
   gpu.dispatch(kernel, {
     bindings: [sums, dst],
     params: [dims.count, 1, 1, f32(1)],

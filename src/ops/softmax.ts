@@ -2,7 +2,8 @@
  * Softmax over the last dimension, numerically stable (the row maximum is
  * subtracted before exponentiating), as `torch.softmax(x, -1)`.
  *
- * GPU kernel: `kernels/softmax.wgsl`, one workgroup per row.
+ * GPU kernel: `kernels/softmax.wgsl`, one workgroup per row. Float64
+ * reference: `softmaxReference` in `softmax_reference.ts`.
  *
  * @module
  */
@@ -61,38 +62,6 @@ export async function softmax(
       params: [count, cols, xs.base],
       workgroups: count,
     });
-  }
-  return y;
-}
-
-/**
- * Row softmax on the CPU in float64 (rounded to f32 on return).
- *
- * @param x `rows × C` values, row-major
- * @example
- * ```ts
- * import { softmaxReference } from "./softmax.ts";
- * const p = softmaxReference(new Float32Array([0, 0]), 1, 2);
- * if (p[0] !== 0.5 || p[1] !== 0.5) throw new Error("softmax");
- * ```
- */
-export function softmaxReference(
-  x: Float32Array,
-  rows: number,
-  C: number,
-): Float32Array<ArrayBuffer> {
-  if (x.length !== rows * C) {
-    throw new TypeError(`softmaxReference: ${x.length} values for ${rows} rows of ${C}`);
-  }
-  const y = new Float32Array(rows * C);
-  const e = new Float64Array(C);
-  for (let r = 0; r < rows; r++) {
-    const o = r * C;
-    let m = -Infinity;
-    for (let c = 0; c < C; c++) m = Math.max(m, x[o + c]);
-    let s = 0;
-    for (let c = 0; c < C; c++) s += e[c] = Math.exp(x[o + c] - m);
-    for (let c = 0; c < C; c++) y[o + c] = e[c] / s;
   }
   return y;
 }

@@ -13,11 +13,16 @@
  * applies before squaring: an all-zero feature gives zeros, not NaN).
  *
  * The GPU version makes three passes over the tokens, each parallel over
- * blocks of 128 tokens: column sums of w² (`kernels/scan_reduce.wgsl`,
+ * blocks of 128 tokens: column sums of w² (`kernels/block_sums.wgsl`,
  * reduced over blocks as a tree), Pi with the Pi-weighted sums fused
  * (`kernels/tssa_pi.wgsl`, reduced the same way), and the output
  * (`kernels/tssa_out.wgsl`). Tensors over one storage binding are processed
- * in pieces of whole blocks.
+ * in pieces of whole blocks. Asked for its saves, the same forward keeps
+ * Pi and the statistics for the backward (`tssa_backward.ts`) instead of
+ * freeing them.
+ *
+ * The float64 reference of the forward and of its saves is `tssaReference`
+ * in `tssa_reference.ts`.
  *
  * @module
  */
@@ -113,20 +118,44 @@ export function tssaSlots(s: TssaShape): Record<string, number> {
 }
 
 /**
+ * What the forward keeps for {@linkcode tssaBackward} (`tssa_backward.ts`)
+ * when asked for its saves.
+ */
+export interface TssaSaves {
+  /** Head memberships Pi, `[B·N, H]`. */
+  pi: Tensor;
+  /** `Σ_n w²` per batch element and feature (unclamped), `[B, 1, D]`. */
+  sq: Tensor;
+  /**
+   * `[B, 1, 2·D]`: `Σ_n Pi·w²` per feature, then `Σ_n Pi` of the feature's
+   * head repeated for each of its `d` features.
+   */
+  stats: Tensor;
+}
+
+/** Options of {@linkcode tssa}: the saves request and the test-only options. */
+export interface TssaForwardOptions extends TssaOptions {
+  /** Keep Pi and the statistics for the backward and return them. */
+  saves?: boolean;
+}
+
+/**
  * Non-causal TSSA on the GPU: `w` `[B, N, H·d]` (the qkv projection, heads
  * interleaved as `(h d)`) → `y` `[B, N, H·d]` in the same layout, ready for
- * the output projection. Records dispatches only; read `y` to wait.
+ * the output projection. Records dispatches only; read `y` to wait. With
+ * `{ saves: true }` it returns `{ y, saves }`: the same passes, with Pi and
+ * the statistics kept for the backward.
  *
  * @param temp the per-head temperature, `H` values (the reference's `[H, 1]`)
  * @param heads number of heads `H`; `H·d` must equal w's last dimension
- * @param options test-only: a smaller binding limit and early grid folding
+ * @param options `saves`; test-only: a smaller binding limit and early grid folding
  * @throws {TypeError} on wrong shapes or dtypes
  * @example
  * ```ts ignore
  * const w = gpu.upload(new Float32Array(2 * 5 * 8).fill(0.5), [2, 5, 8]);
  * const temp = gpu.upload(new Float32Array([1, 1]), [2, 1]);
  * const y = await tssa(gpu, w, temp, 2); // [2, 5, 8]
- * console.log(await y.read());
+ * const { saves } = await tssa(gpu, w, temp, 2, { saves: true }); // for tssaBackward
  * ```
  */
 export async function tssa(
@@ -134,12 +163,61 @@ export async function tssa(
   w: Tensor,
   temp: Tensor,
   heads: number,
-  options: TssaOptions = {},
-): Promise<Tensor> {
+  options: TssaForwardOptions & { saves: true },
+): Promise<{ y: Tensor; saves: TssaSaves }>;
+export async function tssa(
+  gpu: Gpu,
+  w: Tensor,
+  temp: Tensor,
+  heads: number,
+  options?: TssaForwardOptions,
+): Promise<Tensor>;
+export async function tssa(
+  gpu: Gpu,
+  w: Tensor,
+  temp: Tensor,
+  heads: number,
+  options: TssaForwardOptions = {},
+): Promise<Tensor | { y: Tensor; saves: TssaSaves }> {
   const s = tssaShape("tssa", w, temp, heads);
   const { batches: B, tokens: N, dim: D } = s;
   const y = gpu.empty([B, N, D], "f32", "tssa.y");
-  if (B * N === 0) return y;
+  const pi = gpu.empty([B * N, heads], "f32", "tssa.pi");
+  const scratch: Tensor[] = [pi];
+  let saves: TssaSaves | null = null;
+  try {
+    if (B * N === 0) {
+      const sq = gpu.empty([B, 1, D], "f32", "tssa.sq");
+      const stats = gpu.empty([B, 1, 2 * D], "f32", "tssa.stats");
+      scratch.push(sq, stats);
+      saves = { pi, sq, stats };
+    } else {
+      saves = await record(gpu, s, { w, temp, pi, y }, scratch, options);
+    }
+  } catch (err) {
+    y.destroy();
+    for (const t of scratch) t.destroy();
+    throw err;
+  }
+  if (options.saves) {
+    const kept = new Set(Object.values(saves));
+    for (const t of scratch) if (!kept.has(t)) t.destroy();
+    return { y, saves };
+  }
+  for (const t of scratch) t.destroy();
+  return y;
+}
+
+/** Record the three passes; every tensor made is pushed onto `scratch`. */
+async function record(
+  gpu: Gpu,
+  s: TssaShape,
+  t: { w: Tensor; temp: Tensor; pi: Tensor; y: Tensor },
+  scratch: Tensor[],
+  options: TssaOptions,
+): Promise<TssaSaves> {
+  const { batches: B, tokens: N, dim: D } = s;
+  const { w, temp, pi, y } = t;
   const layout = blockLayout(B, N, D, BLOCK_ROWS);
   const pieces = blockPieces(gpu, "tssa", layout, options);
   const slots = tssaSlots(s);
@@ -147,135 +225,32 @@ export async function tssa(
     gpu.kernel("tssa_pi", tssaPiWgsl, slots),
     gpu.kernel("tssa_out", tssaOutWgsl, slots),
   ]);
-  const scratch: Tensor[] = [];
-  try {
-    // Pass 1: Σ_n w² per batch and feature.
-    const sqBlocks = await blockSums(gpu, w, layout, pieces, true, scratch, options);
-    const sq = await totalSums(gpu, sqBlocks, B, layout.blocksPerBatch, D, scratch, options);
-    // Pass 2: Pi, and per block Σ Pi·w² and Σ Pi.
-    const pi = gpu.empty([B * N, heads], "f32", "tssa.pi");
-    scratch.push(pi);
-    gpu.assertBindable("tssa: Pi", pi.byteSize);
-    const partial = gpu.empty([B, layout.blocksPerBatch, 2 * D], "f32", "tssa.partial");
-    scratch.push(partial);
-    gpu.assertBindable("tssa: partial sums", partial.byteSize);
-    for (const piece of pieces) {
-      const bound = bindPiece(gpu, w, layout, piece);
-      gpu.dispatch(piKernel, {
-        bindings: [bound.range, sq, temp, pi, partial],
-        params: blockParams(layout, piece, bound.base),
-        workgroups: workgroupGrid(piece.blockCount, options),
-      });
-    }
-    const stats = await totalSums(gpu, partial, B, layout.blocksPerBatch, 2 * D, scratch, options);
-    // Pass 3: y.
-    const chunks = slots.chunks;
-    for (const piece of pieces) {
-      const wb = bindPiece(gpu, w, layout, piece);
-      const yb = bindPiece(gpu, y, layout, piece);
-      gpu.dispatch(outKernel, {
-        bindings: [wb.range, pi, stats, yb.range],
-        params: blockParams(layout, piece, wb.base),
-        workgroups: workgroupGrid(piece.blockCount * chunks, options),
-      });
-    }
-  } catch (err) {
-    y.destroy();
-    throw err;
-  } finally {
-    for (const t of scratch) t.destroy();
+  // Pass 1: Σ_n w² per batch and feature.
+  const sqBlocks = await blockSums(gpu, w, layout, pieces, true, scratch, options);
+  const sq = await totalSums(gpu, sqBlocks, B, layout.blocksPerBatch, D, scratch, options);
+  // Pass 2: Pi, and per block Σ Pi·w² and Σ Pi.
+  gpu.assertBindable("tssa: Pi", pi.byteSize);
+  const partial = gpu.empty([B, layout.blocksPerBatch, 2 * D], "f32", "tssa.partial");
+  scratch.push(partial);
+  gpu.assertBindable("tssa: partial sums", partial.byteSize);
+  for (const piece of pieces) {
+    const bound = bindPiece(gpu, w, layout, piece);
+    gpu.dispatch(piKernel, {
+      bindings: [bound.range, sq, temp, pi, partial],
+      params: blockParams(layout, piece, bound.base),
+      workgroups: workgroupGrid(piece.blockCount, options),
+    });
   }
-  return y;
-}
-
-/**
- * Non-causal TSSA on the CPU in float64, exactly as the reference computes
- * it (see the module documentation). `w` is `[B, N, heads·d]`, row-major.
- *
- * @returns y, `[B, N, heads·d]`, float64
- * @example
- * ```ts
- * import { tssaReference } from "./tssa.ts";
- * // One token, one head: Pi = 1, dots = w², y = −w / (1 + w²).
- * const y = tssaReference(new Float64Array([2]), [1], 1, 1, 1, 1);
- * if (Math.abs(y[0] + 2 / 5) > 1e-8) throw new Error("tssa");
- * ```
- */
-export function tssaReference(
-  w: ArrayLike<number>,
-  temp: ArrayLike<number>,
-  B: number,
-  N: number,
-  heads: number,
-  d: number,
-): Float64Array {
-  const D = heads * d;
-  if (w.length !== B * N * D) {
-    throw new TypeError(`tssaReference: w has ${w.length} values, expected ${B}·${N}·${D}`);
+  const stats = await totalSums(gpu, partial, B, layout.blocksPerBatch, 2 * D, scratch, options);
+  // Pass 3: y.
+  for (const piece of pieces) {
+    const wb = bindPiece(gpu, w, layout, piece);
+    const yb = bindPiece(gpu, y, layout, piece);
+    gpu.dispatch(outKernel, {
+      bindings: [wb.range, pi, stats, yb.range],
+      params: blockParams(layout, piece, wb.base),
+      workgroups: workgroupGrid(piece.blockCount * slots.chunks, options),
+    });
   }
-  if (temp.length !== heads) {
-    throw new TypeError(`tssaReference: temp has ${temp.length} values, expected ${heads}`);
-  }
-  const y = new Float64Array(B * N * D);
-  const sq = new Float64Array(D);
-  const num = new Float64Array(D);
-  const den = new Float64Array(heads);
-  const pi = new Float64Array(N * heads);
-  const z = new Float64Array(heads);
-  for (let b = 0; b < B; b++) {
-    const base = b * N * D;
-    sq.fill(0);
-    for (let n = 0; n < N; n++) {
-      for (let c = 0; c < D; c++) sq[c] += w[base + n * D + c] ** 2;
-    }
-    num.fill(0);
-    den.fill(0);
-    for (let n = 0; n < N; n++) {
-      for (let h = 0; h < heads; h++) {
-        let s = 0;
-        for (let k = 0; k < d; k++) {
-          const c = h * d + k;
-          s += w[base + n * D + c] ** 2 / Math.max(sq[c], 1e-24);
-        }
-        z[h] = temp[h] * s;
-      }
-      softmaxInPlace(z);
-      for (let h = 0; h < heads; h++) {
-        pi[n * heads + h] = z[h];
-        den[h] += z[h];
-        for (let k = 0; k < d; k++) num[h * d + k] += z[h] * w[base + n * D + h * d + k] ** 2;
-      }
-    }
-    for (let n = 0; n < N; n++) {
-      for (let c = 0; c < D; c++) {
-        const h = Math.floor(c / d);
-        const dots = num[c] / (den[h] + 1e-8);
-        const i = base + n * D + c;
-        y[i] = -(w[i] * pi[n * heads + h]) / (1 + dots);
-      }
-    }
-  }
-  return y;
-}
-
-/**
- * Softmax of a small vector, in place, float64 (max-subtracted).
- *
- * @example
- * ```ts
- * import { softmaxInPlace } from "./tssa.ts";
- * const z = new Float64Array([0, Math.log(3)]);
- * softmaxInPlace(z);
- * if (Math.abs(z[1] - 0.75) > 1e-15) throw new Error("softmax");
- * ```
- */
-export function softmaxInPlace(z: Float64Array): void {
-  let m = -Infinity;
-  for (const v of z) m = Math.max(m, v);
-  let s = 0;
-  for (let i = 0; i < z.length; i++) {
-    z[i] = Math.exp(z[i] - m);
-    s += z[i];
-  }
-  for (let i = 0; i < z.length; i++) z[i] /= s;
+  return { pi, sq, stats };
 }

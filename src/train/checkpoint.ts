@@ -86,7 +86,7 @@ export interface ExtraTensors {
  * Read the parameters and optimizer state off the GPU and write a
  * checkpoint atomically to `path`.
  */
-export async function saveCheckpoint<S>(
+export async function saveTrainingCheckpoint<S>(
   gpu: Gpu,
   path: string,
   params: readonly OptimizedParam[],
@@ -146,7 +146,7 @@ function field<T>(obj: Record<string, unknown>, key: string, what: string, sourc
  * @throws {TypeError} when the file is not a tost training checkpoint (no
  *   optimizer state or progress), or its tensors do not match its config
  */
-export async function loadCheckpoint<S>(path: string): Promise<LoadedCheckpoint<S>> {
+export async function loadTrainingCheckpoint<S>(path: string): Promise<LoadedCheckpoint<S>> {
   const file = await readSafetensors(path);
   const meta = file.metadata;
   if (meta.format !== CHECKPOINT_FORMAT || meta.training === undefined) {

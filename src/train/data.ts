@@ -10,14 +10,14 @@
  * @module
  */
 
-import { charVocab, encodeChars, loadSotu, splitTrainVal } from "../data/text.ts";
+import { charVocab, loadSotu, readTextData, splitTrainVal } from "../data/text.ts";
 import type { TokenBatch } from "../data/text.ts";
+import { charCodec, GPT2_VOCAB_SIZE, gpt2Codec } from "../data/codec.ts";
+
+export { GPT2_VOCAB_SIZE };
 
 /** How text becomes token ids. */
 export type Tokenizer = "char" | "gpt2";
-
-/** GPT-2's vocabulary size (BPE ranks plus `<|endoftext|>`). */
-export const GPT2_VOCAB_SIZE = 50257;
 
 /** A tokenised, split text. */
 export interface TextDataset {
@@ -35,14 +35,6 @@ export interface TextDataset {
   encode(text: string): Int32Array;
 }
 
-async function gpt2Encoding() {
-  const [{ Tiktoken }, ranks] = await Promise.all([
-    import("js-tiktoken/lite"),
-    import("js-tiktoken/ranks/gpt2"),
-  ]);
-  return new Tiktoken(ranks.default);
-}
-
 /**
  * Load and tokenise a text: `"sotu"` for the bundled corpus, else a UTF-8
  * file. Character-level data gets the vocabulary `sorted(set(text))`.
@@ -58,7 +50,7 @@ export async function loadTextDataset(
   source: string,
   tokenizer: Tokenizer = "char",
 ): Promise<TextDataset> {
-  const text = source === "sotu" ? await loadSotu() : await Deno.readTextFile(source);
+  const text = source === "sotu" ? await loadSotu() : await readTextData(source);
   return tokenizeText(text, source, tokenizer);
 }
 
@@ -68,35 +60,21 @@ export async function tokenizeText(
   source: string,
   tokenizer: Tokenizer = "char",
 ): Promise<TextDataset> {
-  let ds: Omit<TextDataset, "train" | "val">;
-  let ids: Int32Array;
-  if (tokenizer === "char") {
-    const vocab = charVocab(text);
-    ids = encodeChars(text, vocab);
-    ds = {
-      source,
-      tokenizer,
-      vocab,
-      vocabSize: vocab.length,
-      decode: (t) => Array.from(t, (id) => vocab[id] ?? "\uFFFD").join(""),
-      encode: (s) => encodeChars(s, vocab),
-    };
-  } else if (tokenizer === "gpt2") {
-    const enc = await gpt2Encoding();
-    ids = Int32Array.from(enc.encode(text, "all"));
-    ds = {
-      source,
-      tokenizer,
-      vocab: null,
-      vocabSize: GPT2_VOCAB_SIZE,
-      decode: (t) => enc.decode(Array.from(t)),
-      encode: (s) => Int32Array.from(enc.encode(s, "all")),
-    };
-  } else {
+  if (tokenizer !== "char" && tokenizer !== "gpt2") {
     throw new RangeError(`Unknown tokenizer "${tokenizer}" (char or gpt2)`);
   }
-  const { train, val } = splitTrainVal(ids);
-  return { ...ds, train, val };
+  const codec = tokenizer === "char" ? charCodec(charVocab(text)) : await gpt2Codec();
+  const { train, val } = splitTrainVal(codec.encode(text));
+  return {
+    source,
+    tokenizer,
+    vocab: codec.vocab,
+    vocabSize: codec.size,
+    decode: codec.decode,
+    encode: codec.encode,
+    train,
+    val,
+  };
 }
 
 /** The position of a {@linkcode BatchSampler}: everything needed to continue it. */

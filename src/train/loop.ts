@@ -17,8 +17,9 @@ import { learningRate } from "./schedule.ts";
 import type { LrSchedule } from "./schedule.ts";
 import { loadTextDataset } from "./data.ts";
 import type { TextDataset } from "./data.ts";
-import { appendLog, loadCheckpoint, saveCheckpoint } from "./checkpoint.ts";
-import type { CheckpointInfo, TrainProgress } from "./checkpoint.ts";
+import { appendLog, loadTrainingCheckpoint, saveTrainingCheckpoint } from "./checkpoint.ts";
+import type { CheckpointInfo, LoadedCheckpoint, TrainProgress } from "./checkpoint.ts";
+import { trimLog } from "./run_dir.ts";
 import { initialParameters } from "../model/init.ts";
 import { modelConfig, visionModelConfig } from "./presets.ts";
 import type { TrainSettings } from "./presets.ts";
@@ -26,7 +27,7 @@ import { optimizerStep } from "./step.ts";
 import { createLanguageTask } from "./language_task.ts";
 import { createVisionTask } from "./vision_task.ts";
 import type { TrainTask } from "./task.ts";
-import type { NamedTensors } from "../model/_params.ts";
+import type { NamedTensors } from "../model/params.ts";
 import type { Moments } from "./task.ts";
 
 /** Something the loop reports as it goes. */
@@ -69,6 +70,8 @@ export interface TrainOptions {
   out: string;
   /** Continue from `out/last.safetensors` with its settings (`settings` is then ignored). */
   resume?: boolean;
+  /** With `resume`: the checkpoint already read (else `out/last.safetensors` is read). */
+  checkpoint?: LoadedCheckpoint<TrainSettings>;
   /** With `resume`: a new `max_iters` (default: the checkpoint's). */
   maxIters?: number;
   /** Receives progress events. */
@@ -95,8 +98,14 @@ export interface TrainResult {
   /** Steps done when the run ended. */
   step: number;
   status: "finished" | "interrupted";
+  /** Validation loss of the last evaluation (null if none ran in this run). */
   finalValLoss: number | null;
+  /** Step of that evaluation. */
+  finalValStep: number | null;
+  /** Lowest validation loss after training began (step 0 never counts: untrained). */
   bestValLoss: number | null;
+  /** Training loss of the last step this run took (null if it took none). */
+  trainLoss: number | null;
   /** Top-1 accuracy of the last evaluation (vision), else null. */
   finalAccuracy: number | null;
   unit: "tokens" | "images";
@@ -106,6 +115,7 @@ export interface TrainResult {
   sample: string | null;
   curve: CurvePoint[];
   lastCheckpoint: string;
+  /** `best.safetensors`, once an evaluation after training wrote it. */
   bestCheckpoint: string | null;
 }
 
@@ -204,8 +214,9 @@ export async function train(
   let progress: TrainProgress;
   let task: TrainTask;
   const resumed = !!options.resume;
+  let loggedAtStart = false;
   if (options.resume) {
-    const ck = await loadCheckpoint<TrainSettings>(paths.last);
+    const ck = options.checkpoint ?? await loadTrainingCheckpoint<TrainSettings>(paths.last);
     s = { ...ck.settings, max_iters: options.maxIters ?? ck.settings.max_iters };
     progress = ck.progress;
     task = await createTask(gpu, s, options, {
@@ -214,6 +225,9 @@ export async function train(
       moments: { m: ck.expAvg, v: ck.expAvgSq },
       progress,
     });
+    // Steps a crashed run logged after its checkpoint are taken again: drop them.
+    const kept = await trimLog(paths.log, progress.step);
+    loggedAtStart = kept.some((r) => r.step === progress.step && "val_loss" in r);
   } else {
     s = requested;
     progress = {
@@ -238,13 +252,15 @@ export async function train(
   const curve: CurvePoint[] = [];
   let savedStep: number | null = resumed ? progress.step : null;
   let finalValLoss: number | null = null;
+  let finalValStep: number | null = null;
+  let trainLoss: number | null = null;
   let finalAccuracy: number | null = null;
   const normSq = gpu.empty([1], "f32", "train.normSq");
   const startedAt = performance.now();
   const startStep = progress.step;
   let stepSeconds = 0;
   const save = async (best: boolean) => {
-    await saveCheckpoint(gpu, paths.last, task.optimized, info(), task.extraTensors());
+    await saveTrainingCheckpoint(gpu, paths.last, task.optimized, info(), task.extraTensors());
     savedStep = progress.step;
     emit({ kind: "checkpoint", step: progress.step, path: paths.last });
     if (best) {
@@ -256,9 +272,12 @@ export async function train(
   const evalAndSave = async () => {
     const t0 = performance.now();
     const { loss: valLoss, accuracy } = await task.evaluate();
-    const best = progress.bestValLoss === null || valLoss < progress.bestValLoss;
+    // The untrained model (step 0) is a baseline, never the best result.
+    const best = progress.step > 0 &&
+      (progress.bestValLoss === null || valLoss < progress.bestValLoss);
     if (best) progress.bestValLoss = valLoss;
     finalValLoss = valLoss;
+    finalValStep = progress.step;
     finalAccuracy = accuracy;
     curve.push({ step: progress.step, loss: valLoss, split: "val" });
     emit({
@@ -292,17 +311,18 @@ export async function train(
     let status: TrainResult["status"] = "finished";
     const itemsPerStep = task.itemsPerMicro * s.gradient_accumulation_steps;
     while (true) {
-      if (progress.step % s.eval_interval === 0 || progress.step === s.max_iters) {
-        await evalAndSave();
-      }
-      if (progress.step >= s.max_iters) break;
+      // A stop request first: Ctrl-C does not wait for an evaluation.
       if (
-        options.signal?.aborted ||
-        (options.stopAfter !== undefined && progress.step >= options.stopAfter)
+        progress.step < s.max_iters && (options.signal?.aborted ||
+          (options.stopAfter !== undefined && progress.step >= options.stopAfter))
       ) {
         status = "interrupted";
         break;
       }
+      const evalDue = progress.step % s.eval_interval === 0 || progress.step === s.max_iters;
+      // A resumed run does not evaluate again where its log already has the evaluation.
+      if (evalDue && !(loggedAtStart && progress.step === startStep)) await evalAndSave();
+      if (progress.step >= s.max_iters) break;
       const t0 = performance.now();
       const lr = learningRate(progress.step, sched);
       let loss: number;
@@ -314,6 +334,7 @@ export async function train(
           settings: s,
           lr,
           step: progress.step + 1,
+          arena: task.arena,
           micro: () => task.micro(),
         }));
       } catch (err) {
@@ -327,6 +348,7 @@ export async function train(
       }
       progress.step++;
       progress.tokensSeen += itemsPerStep;
+      trainLoss = loss;
       stepSeconds += (performance.now() - t0) / 1000;
       curve.push({ step: progress.step, loss, split: "train" });
       const done = progress.step - startStep;
@@ -364,7 +386,9 @@ export async function train(
       step: progress.step,
       status,
       finalValLoss,
+      finalValStep,
       bestValLoss: progress.bestValLoss,
+      trainLoss,
       finalAccuracy,
       unit: task.unit,
       itemsPerSecond: steps > 0 ? (steps * itemsPerStep) / stepSeconds : 0,

@@ -18,25 +18,6 @@ export interface LrSchedule {
 }
 
 /**
- * Check a schedule's values.
- *
- * @throws {RangeError} for negative or non-finite rates, or a decay that ends before warmup
- */
-export function checkSchedule(s: LrSchedule): void {
-  if (!(Number.isFinite(s.lr) && s.lr >= 0) || !(Number.isFinite(s.minLr) && s.minLr >= 0)) {
-    throw new RangeError(`Learning rates must be finite and ≥ 0, got ${s.lr} and ${s.minLr}`);
-  }
-  if (!Number.isInteger(s.warmupIters) || s.warmupIters < 0) {
-    throw new RangeError(`warmup_iters must be an integer ≥ 0, got ${s.warmupIters}`);
-  }
-  if (!Number.isInteger(s.decayIters) || s.decayIters < s.warmupIters) {
-    throw new RangeError(
-      `lr_decay_iters must be an integer ≥ warmup_iters (${s.warmupIters}), got ${s.decayIters}`,
-    );
-  }
-}
-
-/**
  * The learning rate at step `it` (0-based), as nanoGPT's `get_lr`:
  * `lr·(it+1)/(warmup+1)` during warmup, then
  * `minLr + ½(1 + cos(π·r))·(lr − minLr)` with

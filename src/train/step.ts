@@ -4,12 +4,15 @@
  * global gradient norm, one read-back of the losses and the norm (inside
  * `gpu.scoped`, so out-of-memory and validation errors surface here), a
  * finiteness check *before* the update, then AdamW with clipping (recorded
- * into the next submission).
+ * into the next submission). Every temporary of the step comes from the
+ * task's arena, reset at the start of each step: after the first step the
+ * same buffers serve every step and nothing is allocated.
  *
  * @module
  */
 
 import type { Gpu, Tensor } from "../gpu/runtime.ts";
+import type { Arena } from "../gpu/arena.ts";
 import { adamwStep } from "./adamw.ts";
 import type { OptimizedParam } from "./adamw.ts";
 import { gradNormSquared } from "./clip.ts";
@@ -44,6 +47,8 @@ export async function optimizerStep(
     lr: number;
     /** 1-based number of this step. */
     step: number;
+    /** The step's temporaries (reset here, at the start of the step). */
+    arena: Arena;
     micro: () => Promise<Tensor>;
   },
 ): Promise<StepStats> {
@@ -51,18 +56,17 @@ export async function optimizerStep(
   const K = s.gradient_accumulation_steps;
   let loss = 0;
   let gradNorm = 0;
-  await gpu.scoped(async () => {
-    const losses: Tensor[] = [];
-    try {
+  args.arena.reset();
+  await gpu.scoped(() =>
+    args.arena.use(async () => {
+      const losses: Tensor[] = [];
       for (let k = 0; k < K; k++) losses.push(await args.micro());
       await gradNormSquared(gpu, optimized.map((p) => p.grad), normSq);
       const values = await Promise.all([...losses, normSq].map((t) => gpu.read(t)));
       loss = values.slice(0, -1).reduce((a, v) => a + v[0], 0) / K;
       gradNorm = Math.sqrt(values[values.length - 1][0]) / K;
-    } finally {
-      for (const t of losses) t.destroy();
-    }
-  });
+    })
+  );
   if (!Number.isFinite(loss) || !Number.isFinite(gradNorm)) {
     throw new NonFiniteError(
       `the loss or the gradients are not finite (loss ${loss}, gradient norm ${gradNorm}); ` +

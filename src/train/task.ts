@@ -8,6 +8,9 @@
  */
 
 import type { Gpu, Tensor } from "../gpu/runtime.ts";
+import { Arena } from "../gpu/arena.ts";
+import { ParamStore } from "../model/params.ts";
+import type { NamedTensors } from "../model/params.ts";
 import type { ModelConfig } from "../model/config.ts";
 import { decays } from "./adamw.ts";
 import type { OptimizedParam } from "./adamw.ts";
@@ -36,10 +39,13 @@ export interface TrainTask {
   /** Character vocabulary (saved in checkpoints), tokenizer (language only). */
   vocab: string[] | null;
   tokenizer: Tokenizer | null;
-  /** Record one micro-batch's forward and backward; returns its `[1]` loss. */
+  /** The arena of a step's temporaries (`optimizerStep` resets it every step). */
+  arena: Arena;
+  /** Record one micro-batch's forward and backward in `arena`; returns its `[1]` loss. */
   micro(): Promise<Tensor>;
   /** The batch sampler's position, for checkpoints. */
   sampler(): SamplerState;
+  /** Validation loss (and accuracy) on the trained parameters, where they are (no copy). */
   evaluate(): Promise<EvalResult>;
   /** Model tensors to save besides the trained ones. */
   extraTensors(): ExtraTensors;
@@ -54,33 +60,97 @@ export interface Moments {
   v: Map<string, Float32Array<ArrayBuffer>>;
 }
 
+/** The optimizer's view of a model: every trained tensor with its gradient and moments. */
+export interface OptimizerState {
+  optimized: OptimizedParam[];
+  /** First and second AdamW moments, stores with the trained names. */
+  m: ParamStore;
+  v: ParamStore;
+}
+
 /**
- * Pair parameters with their gradients and fresh (or checkpointed) AdamW
- * moments. The moment tensors are pushed onto `owned`.
+ * Pair every trained parameter of `store` with its gradient (from `grads`,
+ * whose names are the trained ones) and AdamW moments: zero, or a
+ * checkpoint's. The moments are two more stores with the same names.
  *
  * @throws {TypeError} when a checkpoint lacks a parameter's moments
  */
-export function optimizedParams(
+export function optimizerState(
   gpu: Gpu,
-  params: readonly [string, Tensor][],
-  grads: ReadonlyMap<string, Tensor>,
+  store: ParamStore,
+  grads: ParamStore,
   moments: Moments | undefined,
-  owned: Tensor[],
-): OptimizedParam[] {
-  return params.map(([name, param]) => {
-    const state = (which: "m" | "v") => {
-      const host = moments?.[which].get(name);
-      if (moments && !host) {
-        throw new TypeError(`The checkpoint lacks the optimizer state of "${name}"`);
+): OptimizerState {
+  const names = grads.entries().map(([name]) => name);
+  const m = ParamStore.zeros(gpu, store.config, names);
+  const v = ParamStore.zeros(gpu, store.config, names);
+  try {
+    for (const name of names) {
+      for (const [which, target] of [["m", m], ["v", v]] as const) {
+        if (!moments) continue;
+        const host = moments[which].get(name);
+        if (!host) throw new TypeError(`The checkpoint lacks the optimizer state of "${name}"`);
+        gpu.write(target.get(name), host);
       }
-      const t = host
-        ? gpu.upload(host, param.shape, `adamw.${which}`)
-        : gpu.empty(param.shape, "f32", `adamw.${which}`);
-      owned.push(t);
-      return t;
+    }
+  } catch (err) {
+    m.destroy();
+    v.destroy();
+    throw err;
+  }
+  const optimized = names.map((name): OptimizedParam => {
+    const param = store.get(name);
+    return {
+      name,
+      param,
+      grad: grads.get(name),
+      m: m.get(name),
+      v: v.get(name),
+      decay: decays(name, param.shape),
     };
-    const grad = grads.get(name);
-    if (!grad) throw new TypeError(`No gradient buffer for "${name}"`);
-    return { name, param, grad, m: state("m"), v: state("v"), decay: decays(name, param.shape) };
   });
+  return { optimized, m, v };
+}
+
+/** What every task owns on the GPU: the model, its gradients and optimizer state, two arenas. */
+export interface TaskState {
+  store: ParamStore;
+  grads: ParamStore;
+  optimized: OptimizedParam[];
+  /** A step's temporaries (reset by `optimizerStep`). */
+  arena: Arena;
+  /** An evaluation batch's temporaries. */
+  evalArena: Arena;
+  destroy(): void;
+}
+
+/**
+ * Upload a model's tensors and make its gradients, optimizer state and
+ * arenas (everything freed by `destroy`, or on failure).
+ */
+export function createTaskState(
+  gpu: Gpu,
+  cfg: ModelConfig,
+  init: { tensors: NamedTensors; moments?: Moments },
+): TaskState {
+  const store = ParamStore.upload(gpu, cfg, init.tensors);
+  const grads = ParamStore.zeros(gpu, cfg);
+  const arena = new Arena(gpu, "train");
+  const evalArena = new Arena(gpu, "eval");
+  let optimizer: OptimizerState | null = null;
+  const destroy = () => {
+    optimizer?.m.destroy();
+    optimizer?.v.destroy();
+    arena.destroy();
+    evalArena.destroy();
+    store.destroy();
+    grads.destroy();
+  };
+  try {
+    optimizer = optimizerState(gpu, store, grads, init.moments);
+  } catch (err) {
+    destroy();
+    throw err;
+  }
+  return { store, grads, optimized: optimizer.optimized, arena, evalArena, destroy };
 }

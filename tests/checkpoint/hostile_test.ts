@@ -8,7 +8,7 @@
  * legacy files. Each must be refused with the reader's `CheckpointError`
  * (never another error, never a hang: every read runs in a worker with a time
  * limit) — or, for files marked "ok_or_error" (valid but unusual), load to
- * exactly the expected tensors. `tost convert` on hostile files exits 1 with
+ * exactly the expected tensors. `tost convert` on hostile files exits 2 (a bad input file) with
  * one `error:` line, no stack trace, and leaves no file behind.
  *
  * @module
@@ -49,7 +49,7 @@ const CLI_CASES = [
   "legacy_wrong_count",
 ];
 
-Deno.test("checkpoint hostile files: tost convert exits 1, prints one error line, writes nothing", async (t) => {
+Deno.test("checkpoint hostile files: tost convert exits 2 (a bad input), prints one error line, writes nothing", async (t) => {
   const dir = await Deno.makeTempDir({ prefix: "tost_hostile_" });
   try {
     for (const name of CLI_CASES) {
@@ -58,7 +58,7 @@ Deno.test("checkpoint hostile files: tost convert exits 1, prints one error line
       await t.step(name, async () => {
         const out = `${dir}/${name}.safetensors`;
         const r = await runTost(["convert", casePath(c), "-o", out]);
-        assert.equal(r.code, 1, `exit code; stderr:\n${r.stderr}`);
+        assert.equal(r.code, 2, `exit code; stderr:\n${r.stderr}`);
         const errorLines = r.stderr.split("\n").filter((l) => l.startsWith("error: "));
         assert.equal(errorLines.length, 1, `one error line in:\n${r.stderr}`);
         assert.ok(
@@ -111,7 +111,7 @@ Deno.test("checkpoint bombs beside the model: tost convert --inspect --json stay
       if (r.code === 0) {
         assert.doesNotThrow(() => JSON.parse(r.stdout), "stdout is one JSON document");
       } else {
-        assert.equal(r.code, 1, `exit code; stderr:\n${r.stderr}`);
+        assert.equal(r.code, 2, `exit code; stderr:\n${r.stderr}`);
         assert.match(r.stderr, /^error: Cannot read checkpoint "/m);
       }
     });

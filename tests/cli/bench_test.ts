@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { runTost } from "./_run.ts";
+import { assertSnapshot, runTost } from "./_run.ts";
 
 Deno.test("tost bench --json: checked, measured records for every operator and length", async () => {
   const dir = await Deno.makeTempDir({ prefix: "tost-bench-" });
@@ -213,4 +213,129 @@ Deno.test("tost bench --no-projections times the operators alone, checked first"
   const bad = await runTost(["bench", "--no-projections", "--backward"]);
   assert.equal(bad.code, 2);
   assert.match(bad.stderr, /error: --no-projections applies/);
+});
+
+Deno.test("tost bench: flags that do not apply are refused, not ignored", async () => {
+  const cases: [string[], RegExp][] = [
+    [["--model", "--seq", "256"], /--seq applies to the operator benchmark, not to --model/],
+    [["--model", "--ops", "tssa", "--dim", "64"], /--ops, --dim apply to the operator benchmark/],
+    [["--images", "224"], /--images applies to --model/],
+    [["--ops", ""], /--ops needs at least one operator/],
+    [["--ops", ","], /--ops needs at least one operator/],
+    [["--seq", ""], /--seq needs a list like/],
+    [["--plot", "b.txt"], /--plot "b\.txt" must end in \.svg or \.png/],
+    [["--warmup", "-1"], /--warmup must be an integer ≥ 0/],
+  ];
+  for (const [args, message] of cases) {
+    const r = await runTost(["bench", ...args]);
+    assert.equal(r.code, 2, `${args.join(" ")}: ${r.stderr}`);
+    assert.match(r.stderr, message);
+  }
+});
+
+Deno.test("tost bench: sizes the adapter cannot hold are refused up front or not tried", async () => {
+  for (const seq of ["100000000", "4000000000"]) {
+    const t0 = performance.now();
+    const r = await runTost(["bench", "--seq", seq, "--ops", "tssa,softmax"]);
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(
+      r.stderr,
+      new RegExp(
+        `--seq ${seq} cannot run on .* with --batch 1: tssa needs a .* token tensor .* per buffer \\(maxBufferSize\\)`,
+      ),
+    );
+    assert.ok(performance.now() - t0 < 60_000, "refused before any work");
+  }
+  const big = await runTost(["bench", "--model", "--images", "100000"]);
+  assert.equal(big.code, 2);
+  assert.match(big.stderr, /--images 100000 cannot run on .*maxBufferSize/);
+  // Where one operator fits and another cannot, the other is recorded as not tried, with why;
+  // --warmup 0 is allowed; the memory columns are explained under the table.
+  const dir = await Deno.makeTempDir();
+  try {
+    const r = await runTost([
+      "bench",
+      "--seq",
+      "16,65536",
+      "--ops",
+      "tssa,softmax",
+      "--dim",
+      "16",
+      "--heads",
+      "2",
+      "--repeats",
+      "1",
+      "--warmup",
+      "0",
+      "--plot",
+      `${dir}/b.png`,
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /softmax +│ fwd +│ 65536 │.*failed: needs a 32\.0 GiB N×N score tensor/);
+    assert.match(
+      r.stdout,
+      /peak memory: the most bytes tost held .* lower bound: what any implementation must hold/,
+    );
+    assert.match(r.stdout, /│ lower bound │/);
+    // --plot b.png writes both formats, by extension.
+    assert.match(await Deno.readTextFile(`${dir}/b.svg`), /^<svg/);
+    assert.deepEqual([...(await Deno.readFile(`${dir}/b.png`)).slice(1, 4)], [0x50, 0x4e, 0x47]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("tost bench --plot: the axes span the data, every operator has its own point shape", async () => {
+  const { renderSvg } = await import("../../src/bench/plot.ts");
+  const records = [32, 64, 128].flatMap((n) =>
+    ["tssa", "softmax", "causal-softmax"].map((op) => ({
+      op,
+      pass: "fwd",
+      n,
+      batch: 1,
+      gpu_ms: n / 100,
+      wall_ms: 1,
+      peak_bytes: op === "tssa" ? n * 1000 : n * n * 100, // the two softmax series coincide
+      status: "ok" as const,
+    }))
+  );
+  const svg = await renderSvg(records, "t");
+  const ticks = [...svg.matchAll(/<text[^>]*>([\d.,]+)<\/text>/g)].map((m) =>
+    Number(m[1].replaceAll(",", ""))
+  );
+  const xTicks = ticks.filter((v) => v >= 10);
+  assert.ok(xTicks.length > 0);
+  assert.ok(Math.max(...xTicks) <= 128 && Math.min(...xTicks) >= 32, `x ticks ${xTicks}`);
+  // Point shapes differ per operator (vega's "circle", "square", "cross" symbols).
+  const symbols = new Set(
+    [...svg.matchAll(/role-legend-symbol[\s\S]*?<path[^>]* d="([^"]+)"/g)].map((m) =>
+      m[1].slice(0, 12)
+    ),
+  );
+  assert.ok(symbols.size >= 3, `legend symbols ${[...symbols]}`);
+});
+
+Deno.test("tost bench: a run where every measurement failed is a failure (exit 1)", async () => {
+  // A real all-failed run needs a device fault; the rule itself is checked here, and the
+  // refusals above show that sizes no operator can hold exit 2 before any work.
+  const { failIfNothingRan } = await import("../../src/cli/bench.ts");
+  const { exitCodeOf } = await import("../../src/cli/_errors.ts");
+  assert.throws(() => failIfNothingRan([{ status: "failed" }, { status: "failed" }]), (e) => {
+    assert.match((e as Error).message, /no measurement succeeded: all 2 failed/);
+    assert.equal(exitCodeOf(e), 1);
+    return true;
+  });
+  failIfNothingRan([{ status: "failed" }, { status: "ok" }]);
+  const batch = await runTost(["bench", "--batch", "100000000", "--seq", "16"]);
+  assert.equal(batch.code, 2, batch.stderr);
+  assert.match(
+    batch.stderr,
+    /cannot run on .* with --batch 100000000: tssa needs a .* token tensor/,
+  );
+});
+
+Deno.test("tost bench --help (snapshot)", async () => {
+  const r = await runTost(["bench", "--help"]);
+  assert.equal(r.code, 0);
+  await assertSnapshot("help_bench.txt", r.stdout);
 });

@@ -12,7 +12,8 @@ import { readSafetensors, writeSafetensors } from "../../src/io/safetensors.ts";
 import type { StTensor } from "../../src/io/safetensors.ts";
 import type { LanguageConfig } from "../../src/model/config.ts";
 import { languageForwardReference } from "../../src/model/reference/language.ts";
-import { crossEntropyReference, weightsFromTensors } from "../../src/model/reference/layers.ts";
+import { weightsFromTensors } from "../../src/model/reference/layers.ts";
+import { crossEntropyReference } from "../../src/ops/cross_entropy_reference.ts";
 import { charVocab, encodeChars, evalBatches, splitTrainVal } from "../../src/data/text.ts";
 import { randomStateDict } from "../model/_weights.ts";
 

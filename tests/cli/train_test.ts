@@ -2,7 +2,10 @@
  * `tost train` as a program: a short run on a text file writes checkpoints,
  * log and plots and prints clean lines when piped; its checkpoints load in
  * `tost sample` (no --vocab needed) and `tost evaluate`; Ctrl-C stops
- * cleanly with a checkpoint and `--resume` continues; user mistakes exit 2.
+ * cleanly with a checkpoint, exits 130 and the same command with `--resume`
+ * continues; a second run in the same directory is refused (lock); an
+ * existing run is refused without --resume/--force; bad data is refused
+ * before anything is written; user mistakes exit 2.
  */
 
 import assert from "node:assert/strict";
@@ -83,27 +86,27 @@ Deno.test("tost train: a short run, then sample and evaluate its checkpoints", a
   }
 });
 
-Deno.test("tost train: Ctrl-C stops after the step with a checkpoint; --resume continues", async () => {
+Deno.test("tost train: Ctrl-C exits 130 with the train loss; a second run is locked out; the same command with --resume continues", async () => {
   const data = await textFile();
-  const out = await Deno.makeTempDir();
+  const out = `${await Deno.makeTempDir()}/run`;
+  const command = [
+    "train",
+    "--preset",
+    "tiny",
+    "--data",
+    data,
+    "--max-iters",
+    "500",
+    "--eval-interval",
+    "1000",
+    "--seed",
+    "7",
+    "--out",
+    out,
+  ];
   try {
     const child = new Deno.Command(Deno.execPath(), {
-      args: [
-        "run",
-        "-A",
-        MAIN,
-        "train",
-        "--preset",
-        "tiny",
-        "--data",
-        data,
-        "--max-iters",
-        "500",
-        "--eval-interval",
-        "1000",
-        "--out",
-        out,
-      ],
+      args: ["run", "-A", MAIN, ...command],
       env: { NO_COLOR: "1" },
       stdin: "null",
       stdout: "piped",
@@ -116,26 +119,53 @@ Deno.test("tost train: Ctrl-C stops after the step with a checkpoint; --resume c
       if (done) break;
       stderr += value;
     }
+    // A second run into the same directory while the first works is refused, even with --force.
+    const second = await runTost([...command, "--force"]);
+    assert.equal(second.code, 2, second.stderr);
+    assert.match(second.stderr, /error: ".*run" is in use by another tost train \(process \d+ on /);
+    const lock = JSON.parse(await Deno.readTextFile(`${out}/.tost-lock`));
+    assert.equal(typeof lock.pid, "number");
+    assert.equal(typeof lock.started, "string");
     child.kill("SIGINT");
     for (let r = await reader.read(); !r.done; r = await reader.read()) stderr += r.value;
     const status = await child.status;
     const stdout = new TextDecoder().decode(
       new Uint8Array(await new Response(child.stdout).arrayBuffer()),
     );
-    assert.equal(status.code, 0, stderr);
+    assert.equal(status.code, 130, stderr);
     assert.match(stderr, /interrupted: stopping after this step/);
-    const stopped = /stopped at step (\d+)\/500/.exec(stdout);
+    assert.match(stderr, /error: interrupted at step \d+ of 500; the run is saved/);
+    const stopped = /interrupted at step (\d+)\/500/.exec(stdout);
     assert.ok(stopped, stdout);
-    assert.match(stdout, /resume with: +tost train --resume --out /);
     const step = Number(stopped[1]);
     assert.ok(step >= 5 && step < 500);
+    // The result is the last measured training loss, not the untrained step-0 evaluation.
+    assert.match(
+      stdout,
+      new RegExp(`train loss: +\\d+\\.\\d+ \\(step ${step}, the last measured\\)`),
+    );
+    assert.match(stdout, /validation loss: not measured after training began/);
+    assert.match(stdout, /resume with: +tost train --resume --out /);
+    // No evaluation after training began: no best.safetensors holding untrained weights.
+    await assert.rejects(Deno.stat(`${out}/best.safetensors`), Deno.errors.NotFound);
+    await assert.rejects(Deno.stat(`${out}/.tost-lock`), Deno.errors.NotFound);
 
-    const r = await runTost(["train", "--resume", "--out", out, "--max-iters", String(step + 2)]);
+    // The same command again, with --resume and a new --max-iters: the repeated flags are fine.
+    const again = command.map((a, i) => command[i - 1] === "--max-iters" ? String(step + 2) : a);
+    const r = await runTost([...again, "--resume"]);
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stderr, new RegExp(`resuming causal ToST.*steps ${step}→${step + 2}`));
     assert.match(r.stdout, new RegExp(`finished at step ${step + 2}/${step + 2}`));
+    // Nothing left to do: no new log line, exit 0.
+    const log = await Deno.readTextFile(`${out}/log.jsonl`);
+    const done = await runTost([...again, "--resume"]);
+    assert.equal(done.code, 0, done.stderr);
+    assert.match(done.stderr, /nothing to do: the run in .* is already at step/);
+    assert.equal(await Deno.readTextFile(`${out}/log.jsonl`), log);
+    const evals = log.trim().split("\n").map((l) => JSON.parse(l)).filter((l) => "val_loss" in l);
+    assert.deepEqual(evals.map((l) => l.step), [0, step + 2]);
   } finally {
-    await Deno.remove(out, { recursive: true });
+    await Deno.remove(out.replace(/\/run$/, ""), { recursive: true });
     await Deno.remove(data);
   }
 });
@@ -146,10 +176,7 @@ Deno.test("tost train: user mistakes exit 2 with an error line", async () => {
     const cases: [string[], RegExp][] = [
       [["--preset", "huge"], /error: Unknown preset "huge" \(known: tiny, tiny-gpt/],
       [["--resume", "--out", dir], /Cannot resume: ".*last\.safetensors" does not exist/],
-      [
-        ["--resume", "--out", dir, "--lr", "1"],
-        /only --max-iters may change \(got learning_rate\)/,
-      ],
+      [["--resume", "--force", "--out", dir], /--resume continues .* --force replaces it/],
       [["--max-iters", "-3"], /--max-iters must be an integer ≥ 0/],
       [["--config", `${dir}/none.json`], /Cannot read config ".*none\.json": no such file/],
     ];
@@ -169,4 +196,173 @@ Deno.test("tost train --help (snapshot)", async () => {
   const r = await runTost(["train", "--help"]);
   assert.equal(r.code, 0);
   await assertSnapshot("help_train.txt", r.stdout);
+});
+
+async function snapshotDir(dir: string): Promise<Map<string, string>> {
+  const files = new Map<string, string>();
+  for await (const e of Deno.readDir(dir)) {
+    if (!e.isFile) continue;
+    const bytes = await Deno.readFile(`${dir}/${e.name}`);
+    const hash = await crypto.subtle.digest("SHA-256", bytes);
+    files.set(e.name, Array.from(new Uint8Array(hash), (b) => b.toString(16)).join(""));
+  }
+  return files;
+}
+
+Deno.test("tost train: an existing run is refused untouched, --force replaces it, resume refuses changes", async () => {
+  const data = await textFile();
+  const out = await Deno.makeTempDir();
+  const base = ["train", "--preset", "tiny", "--data", data, "--eval-interval", "1", "--out", out];
+  try {
+    const first = await runTost([...base, "--max-iters", "1"]);
+    assert.equal(first.code, 0, first.stderr);
+    const before = await snapshotDir(out);
+    // Again without --resume: refused, every file as it was.
+    const again = await runTost([...base, "--max-iters", "1"]);
+    assert.equal(again.code, 2, again.stderr);
+    assert.match(again.stderr, /already holds a run \(last\.safetensors.*--resume.*--force/);
+    assert.deepEqual(await snapshotDir(out), before);
+    // --resume with what would change the run: refused, naming each change.
+    const cases: [string[], RegExp][] = [
+      [
+        ["--preset", "mnist"],
+        /--preset mnist \(a vision preset for a language run\): the run uses preset tiny/,
+      ],
+      [["--lr", "1"], /--lr 1: the run has 0\.003.*Only --max-iters may change/],
+      [["--seed", "9"], /--seed 9: the run has 1337/],
+      [["--max-iters", "0"], /is at step 1, past --max-iters 0/],
+    ];
+    for (const [args, message] of cases) {
+      const r = await runTost([...base, "--resume", ...args]);
+      assert.equal(r.code, 2, `${args}: ${r.stderr}`);
+      assert.match(r.stderr, message);
+    }
+    assert.deepEqual(await snapshotDir(out), before);
+    // --force starts afresh: a new run with its own log.
+    const forced = await runTost([...base, "--max-iters", "2", "--seed", "3", "--force", "--json"]);
+    assert.equal(forced.code, 0, forced.stderr);
+    assert.equal(JSON.parse(forced.stdout).settings.seed, 3);
+    const log = (await Deno.readTextFile(`${out}/log.jsonl`)).trim().split("\n");
+    assert.deepEqual(log.map((l) => JSON.parse(l).step), [0, 1, 2, 2]);
+  } finally {
+    await Deno.remove(out, { recursive: true });
+    await Deno.remove(data);
+  }
+});
+
+Deno.test("tost train: a lock left by a dead run is taken over with a note", async () => {
+  const data = await textFile();
+  const out = await Deno.makeTempDir();
+  try {
+    // A process that has ended: its pid is free (reuse within the test is vanishingly rare).
+    const gone = new Deno.Command("true").spawn();
+    const { pid } = gone;
+    await gone.status;
+    const lock = { pid, hostname: Deno.hostname(), started: "2026-01-01T00:00:00.000Z" };
+    await Deno.writeTextFile(`${out}/.tost-lock`, JSON.stringify(lock));
+    const r = await runTost([
+      "train",
+      "--preset",
+      "tiny",
+      "--data",
+      data,
+      "--max-iters",
+      "1",
+      "--out",
+      out,
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, new RegExp(`note: taking over the lock of .* \\(process ${pid} on `));
+    await assert.rejects(Deno.stat(`${out}/.tost-lock`), Deno.errors.NotFound);
+    // A live holder (this test's own process) is respected.
+    await Deno.writeTextFile(
+      `${out}/.tost-lock`,
+      JSON.stringify({ ...lock, pid: Deno.pid }),
+    );
+    const held = await runTost([
+      "train",
+      "--preset",
+      "tiny",
+      "--data",
+      data,
+      "--out",
+      out,
+      "--force",
+    ]);
+    assert.equal(held.code, 2, held.stderr);
+    assert.match(held.stderr, new RegExp(`in use by another tost train \\(process ${Deno.pid} `));
+    assert.ok((await Deno.stat(`${out}/last.safetensors`)).isFile, "--force deleted nothing");
+  } finally {
+    await Deno.remove(out, { recursive: true });
+    await Deno.remove(data);
+  }
+});
+
+Deno.test("tost train: bad --data is refused before any work and leaves nothing behind", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.writeFile(`${dir}/empty.txt`, new Uint8Array());
+    await Deno.copyFile(
+      new URL("../fixtures/tost_lang_small.pt", import.meta.url).pathname,
+      `${dir}/model.txt`,
+    );
+    await Deno.writeFile(`${dir}/latin1.txt`, new Uint8Array([0x63, 0x61, 0x66, 0xe9, 0x0a]));
+    await Deno.writeTextFile(`${dir}/short.txt`, "just a few words\n");
+    await Deno.copyFile(await textFile(), `${dir}/long.txt`);
+    const cases: [string[], RegExp][] = [
+      [["--data", `${dir}/empty.txt`], /empty\.txt" is empty/],
+      [
+        ["--data", `${dir}/model.txt`],
+        /model\.txt" is a PyTorch checkpoint \(zip format\), not a UTF-8 text file/,
+      ],
+      [["--data", `${dir}/latin1.txt`], /latin1\.txt" is not UTF-8 text/],
+      [["--data", `${dir}/short.txt`], /short\.txt" is too short: .*block_size \+ 1 = 33/],
+      [["--data", `${dir}/missing.txt`], /missing\.txt": no such file; --data takes sotu/],
+      [["--data", "sotuu"], /"sotuu": no such file.*\(did you mean sotu\?\)/],
+      [
+        ["--preset", "mnist", "--data", "sotu"],
+        /preset mnist trains the vision model on MNIST, but --data is "sotu"/,
+      ],
+      [["--preset", "tiny", "--data", "mnist"], /--data mnist is for the vision presets/],
+      [
+        ["--data", `${dir}/long.txt`, "--out", `${dir}/long.txt`],
+        /--out ".*long\.txt" is the same file as --data/,
+      ],
+    ];
+    for (const [args, message] of cases) {
+      const r = await runTost(["train", "--preset", "tiny", "--out", `${dir}/run`, ...args]);
+      assert.equal(r.code, 2, `${args}: ${r.stderr}`);
+      assert.match(r.stderr, message);
+      await assert.rejects(Deno.stat(`${dir}/run`), Deno.errors.NotFound, `${args}: dir left`);
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("tost train: a diverging run is a failure of the work (exit 1), the checkpoint kept", async () => {
+  const data = await textFile();
+  const out = await Deno.makeTempDir();
+  try {
+    await Deno.writeTextFile(`${out}/c.json`, JSON.stringify({ min_lr: 1e30, grad_clip: 0 }));
+    const r = await runTost([
+      "train",
+      "--preset",
+      "tiny",
+      "--data",
+      data,
+      "--lr",
+      "1e30",
+      "--config",
+      `${out}/c.json`,
+      "--out",
+      `${out}/run`,
+    ]);
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr, /error: Training stopped at step \d+: .*not finite/);
+    assert.ok((await Deno.stat(`${out}/run/last.safetensors`)).isFile);
+  } finally {
+    await Deno.remove(out, { recursive: true });
+    await Deno.remove(data);
+  }
 });

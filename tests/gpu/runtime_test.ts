@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { f32, foldWorkgroups, formatBytes, Gpu, numel } from "../../src/gpu/runtime.ts";
-import { renderWgsl } from "../../src/gpu/render.ts";
+import { renderKernel, renderWgsl } from "../../src/gpu/render.ts";
+import { WGSL_LIBRARY } from "../../src/gpu/wgsl_library.ts";
 import { rowChunks } from "../../src/gpu/chunks.ts";
 import { withGpu } from "../_util.ts";
 
@@ -25,6 +26,44 @@ Deno.test("renderWgsl fills slots and rejects leftovers and unknown names", () =
   assert.throws(() => renderWgsl("k", "a {{x}}", { x: 1, q: 2 }), /unknown slot\(s\) q/);
   assert.throws(() => renderWgsl("k", "a {{x} }", {}), /malformed slot/);
   assert.throws(() => renderWgsl("k", "{{x}}", { x: NaN }), RangeError);
+});
+
+Deno.test("includes pull snippets from kernels/lib once, with a line map", () => {
+  const lib = {
+    a: "fn a() {}",
+    b: "{{include a}}\nfn b() { a(); }",
+    bad: "  {{include nowhere}}",
+  };
+  const r = renderKernel("k", "x {{n}}\n{{include b}}\n  {{ include a }}  \ny", { n: 3 }, lib);
+  assert.equal(r.code, "x 3\nfn a() {}\nfn b() { a(); }\ny");
+  assert.deepEqual(r.origins, [
+    { file: "kernels/k.wgsl", line: 1 },
+    { file: "kernels/lib/a.wgsl", line: 1 },
+    { file: "kernels/lib/b.wgsl", line: 2 },
+    { file: "kernels/k.wgsl", line: 4 },
+  ]);
+  assert.throws(
+    () => renderKernel("k", "{{include c}}", {}, lib),
+    /kernels\/k\.wgsl:1 includes unknown snippet "c" \(known: a, b, bad\)/,
+  );
+  assert.throws(
+    () => renderKernel("k", "{{include bad}}", {}, lib),
+    /kernels\/lib\/bad\.wgsl:1 includes unknown snippet "nowhere"/,
+  );
+  assert.throws(() => renderKernel("k", "let x = 1; {{include a}}", {}, lib), /alone on its line/);
+  assert.throws(() => renderWgsl("k", "{{x}}", { x: "a\nb" }), /spans several lines/);
+});
+
+Deno.test("the WGSL library table lists exactly the files in kernels/lib", () => {
+  const dir = new URL("../../kernels/lib/", import.meta.url);
+  const files = [...Deno.readDirSync(dir)]
+    .filter((e) => e.isFile && e.name.endsWith(".wgsl"))
+    .map((e) => e.name.slice(0, -5))
+    .sort();
+  assert.deepEqual(Object.keys(WGSL_LIBRARY).sort(), files);
+  for (const name of files) {
+    assert.equal(WGSL_LIBRARY[name], Deno.readTextFileSync(new URL(`${name}.wgsl`, dir)));
+  }
 });
 
 Deno.test("foldWorkgroups splits counts over 65535 into y and z", () => {
@@ -118,6 +157,11 @@ Deno.test("compile errors name the kernel and line:col", async () => {
     );
     // A failed compile is not cached as a success.
     await assert.rejects(gpu.kernel("broken", "fn main( {}\n"), SyntaxError);
+    // Lines after an include still point at the kernel's own file and line.
+    await assert.rejects(
+      gpu.kernel("broken2", "// one\n{{include grid}}\nfn main( {}\n"),
+      /kernels\/broken2\.wgsl:3:10/,
+    );
   });
 });
 
@@ -128,6 +172,25 @@ Deno.test("pipelines are cached by name and slots", async () => {
     const c = await gpu.kernel("test_axpi", AXPI, { wg: 32 });
     assert.equal(a, b);
     assert.notEqual(a, c);
+    assert.notEqual(a.key, c.key);
+  });
+});
+
+Deno.test("the dispatch listener sees every recorded dispatch's kernel", async () => {
+  await withGpu(async (gpu) => {
+    const k32 = await gpu.kernel("test_axpi", AXPI, { wg: 32 });
+    const k64 = await gpu.kernel("test_axpi", AXPI, { wg: 64 });
+    const x = gpu.upload(new Float32Array(8), [8]);
+    const y = gpu.empty([8]);
+    const seen: string[] = [];
+    gpu.onDispatch = (k) => seen.push(k.key);
+    for (const k of [k32, k64, k32]) {
+      gpu.dispatch(k, { bindings: [x, y], params: [8, f32(1)], workgroups: 1 });
+    }
+    gpu.onDispatch = null;
+    gpu.dispatch(k64, { bindings: [x, y], params: [8, f32(1)], workgroups: 1 });
+    assert.deepEqual(seen, [k32.key, k64.key, k32.key]);
+    await gpu.sync();
   });
 });
 

@@ -10,26 +10,17 @@ import assert from "node:assert/strict";
 import { assertCloseScaled, withGpu } from "../_util.ts";
 import { readSafetensors } from "../../src/io/safetensors.ts";
 import { destroyModel, loadModel } from "../../src/model/load.ts";
-import {
-  destroyLanguageParams,
-  languageForward,
-  uploadLanguageParams,
-} from "../../src/model/language.ts";
-import type { LanguageParams } from "../../src/model/language.ts";
+import { languageForward } from "../../src/model/language/model.ts";
+import { ParamStore } from "../../src/model/params.ts";
 import type { LanguageConfig } from "../../src/model/config.ts";
 import type { Gpu } from "../../src/gpu/runtime.ts";
-import {
-  generate,
-  IncrementalDecoder,
-  RecomputeDecoder,
-  sampleToken,
-  seededRandom,
-} from "../../src/model/generate.ts";
+import { generate, sampleToken, seededRandom } from "../../src/model/generate.ts";
+import { IncrementalDecoder, RecomputeDecoder } from "../../src/model/language/decode.ts";
 import { randomStateDict } from "./_weights.ts";
 
 const FIXTURES = new URL("../fixtures/", import.meta.url).pathname;
 
-async function withFixtureModel(fn: (gpu: Gpu, params: LanguageParams) => Promise<void>) {
+async function withFixtureModel(fn: (gpu: Gpu, params: ParamStore) => Promise<void>) {
   await withGpu(async (gpu) => {
     const model = await loadModel(gpu, `${FIXTURES}tost_lang_small.pt`);
     try {
@@ -44,12 +35,12 @@ async function withFixtureModel(fn: (gpu: Gpu, params: LanguageParams) => Promis
 /** Feed [B, T] ids token by token; returns the logits after each, [B, T, V]. */
 async function stepByStep(
   gpu: Gpu,
-  params: LanguageParams,
+  params: ParamStore,
   ids: readonly number[],
   B: number,
   T: number,
 ): Promise<Float32Array> {
-  const V = params.config.vocab_size;
+  const V = (params.config as LanguageConfig).vocab_size;
   const out = new Float32Array(B * T * V);
   const dec = new IncrementalDecoder(gpu, params, B);
   try {
@@ -70,7 +61,7 @@ Deno.test("fixture ToST: logits token by token equal the full forward at every p
   const [B, T] = ref.shape("case0.idx"); // 2 × 64 = block_size
   const ids = Array.from(ref.i64("case0.idx"), Number);
   await withFixtureModel(async (gpu, params) => {
-    assert.equal(T, params.config.block_size);
+    assert.equal(T, (params.config as LanguageConfig).block_size);
     const inc = await stepByStep(gpu, params, ids, B, T);
     const full = await languageForward(gpu, params, ids, B, T);
     assertCloseScaled(inc, full.logits, 1e-5, "incremental vs GPU full forward");
@@ -206,7 +197,7 @@ for (
     const [B, T] = [2, cfg.block_size];
     const ids = Array.from({ length: B * T }, (_, i) => (i * 11 + 4) % cfg.vocab_size);
     await withGpu(async (gpu) => {
-      const params = uploadLanguageParams(gpu, cfg, randomStateDict(cfg, 5));
+      const params = ParamStore.upload(gpu, cfg, randomStateDict(cfg, 5));
       try {
         const inc = await stepByStep(gpu, params, ids, B, T);
         const full = await languageForward(gpu, params, ids, B, T);
@@ -216,7 +207,7 @@ for (
         const b = await generate(gpu, params, [1, 2, 3], { ...greedy, mode: "recompute" });
         assert.deepEqual(a.ids, b.ids);
       } finally {
-        destroyLanguageParams(params);
+        params.destroy();
       }
     });
   });

@@ -8,16 +8,13 @@ import assert from "node:assert/strict";
 import { assertCloseScaled, withGpu } from "../_util.ts";
 import { readSafetensors } from "../../src/io/safetensors.ts";
 import { destroyModel, loadModel } from "../../src/model/load.ts";
-import {
-  destroyLanguageParams,
-  languageForward,
-  languageLoss,
-  uploadLanguageParams,
-} from "../../src/model/language.ts";
+import { languageForward, languageLoss } from "../../src/model/language/model.ts";
+import { ParamStore } from "../../src/model/params.ts";
 import { meanLoss } from "../../src/ops/cross_entropy.ts";
 import type { LanguageConfig } from "../../src/model/config.ts";
 import { languageForwardReference } from "../../src/model/reference/language.ts";
-import { crossEntropyReference, weightsFromTensors } from "../../src/model/reference/layers.ts";
+import { weightsFromTensors } from "../../src/model/reference/layers.ts";
+import { crossEntropyReference } from "../../src/ops/cross_entropy_reference.ts";
 import { randomStateDict } from "./_weights.ts";
 import { fromF32, toF32 } from "../../src/io/dtype.ts";
 import type { StTensor } from "../../src/io/safetensors.ts";
@@ -46,7 +43,7 @@ Deno.test("language fixture: logits, loss and every activation of both cases mat
           assertCloseScaled(act.data, ref.f32(name), TOL, name);
         }
         const targets = ref.i64(`${c}.targets`);
-        const losses = await languageLoss(gpu, model.params, idx, targets, B, T);
+        const losses = await languageLoss(gpu, model.params, { x: idx, y: targets, B, T });
         assertCloseScaled([meanLoss(losses, targets)], ref.f32(`${c}.loss`), TOL, `${c}.loss`);
       }
     } finally {
@@ -89,7 +86,7 @@ for (const [what, overrides, [B, T]] of VARIANTS) {
       capture: (name, _shape, data) => acts.set(name, data),
     });
     await withGpu(async (gpu) => {
-      const params = uploadLanguageParams(gpu, cfg, tensors);
+      const params = ParamStore.upload(gpu, cfg, tensors);
       try {
         const out = await languageForward(gpu, params, ids, B, T, { activations: true });
         assertCloseScaled(out.logits, expected, TOL, "logits");
@@ -97,11 +94,11 @@ for (const [what, overrides, [B, T]] of VARIANTS) {
         for (const [name, data] of acts) {
           assertCloseScaled(out.activations.get(name)!.data, data, TOL, name);
         }
-        const losses = await languageLoss(gpu, params, ids, targets, B, T);
+        const losses = await languageLoss(gpu, params, { x: ids, y: targets, B, T });
         const loss = crossEntropyReference(expected, targets, B * T, cfg.vocab_size);
         assertCloseScaled([meanLoss(losses, targets)], [loss], TOL, "loss");
       } finally {
-        destroyLanguageParams(params);
+        params.destroy();
       }
     });
   });
@@ -115,8 +112,8 @@ Deno.test("language: too many tokens, bad ids and an untied head are clear error
       ...untied.get("lm_head.weight")!,
       data: new Uint8Array(37 * 32 * 4),
     });
-    assert.throws(() => uploadLanguageParams(gpu, cfg, untied), /tied/);
-    const params = uploadLanguageParams(gpu, cfg, randomStateDict(cfg, 1));
+    assert.throws(() => ParamStore.upload(gpu, cfg, untied), /tied/);
+    const params = ParamStore.upload(gpu, cfg, randomStateDict(cfg, 1));
     try {
       await assert.rejects(
         languageForward(gpu, params, new Array(41).fill(0), 1, 41),
@@ -127,7 +124,7 @@ Deno.test("language: too many tokens, bad ids and an untied head are clear error
         /Token id 37 at position 1/,
       );
     } finally {
-      destroyLanguageParams(params);
+      params.destroy();
     }
   });
 });
@@ -135,7 +132,7 @@ Deno.test("language: too many tokens, bad ids and an untied head are clear error
 Deno.test("language: a whole forward, and a whole loss, is one GPU submission", async () => {
   const cfg = config({ n_layer: 3 });
   await withGpu(async (gpu) => {
-    const params = uploadLanguageParams(gpu, cfg, randomStateDict(cfg, 2));
+    const params = ParamStore.upload(gpu, cfg, randomStateDict(cfg, 2));
     const queue = gpu.device.queue;
     const submit = queue.submit.bind(queue);
     let submits = 0;
@@ -148,11 +145,11 @@ Deno.test("language: a whole forward, and a whole loss, is one GPU submission", 
       await languageForward(gpu, params, ids, 2, 30);
       assert.equal(submits, 1, "forward");
       submits = 0;
-      await languageLoss(gpu, params, ids, ids, 2, 30);
+      await languageLoss(gpu, params, { x: ids, y: ids, B: 2, T: 30 });
       assert.equal(submits, 1, "loss");
     } finally {
       queue.submit = submit;
-      destroyLanguageParams(params);
+      params.destroy();
     }
   });
 });
@@ -174,15 +171,15 @@ Deno.test("language: F16 and BF16 weights run as their f32 values", async () => 
           data: new Uint8Array(toF32(dtype, bytes).buffer),
         });
       }
-      const a = uploadLanguageParams(gpu, cfg, half);
-      const b = uploadLanguageParams(gpu, cfg, rounded);
+      const a = ParamStore.upload(gpu, cfg, half);
+      const b = ParamStore.upload(gpu, cfg, rounded);
       try {
         const ya = await languageForward(gpu, a, ids, 1, 5);
         const yb = await languageForward(gpu, b, ids, 1, 5);
         assert.deepEqual(ya.logits, yb.logits, dtype);
       } finally {
-        destroyLanguageParams(a);
-        destroyLanguageParams(b);
+        a.destroy();
+        b.destroy();
       }
     }
   });

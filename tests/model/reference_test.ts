@@ -20,20 +20,11 @@ import {
 import {
   causalSelfAttention,
   causalSelfAttentionTssa,
-  crossEntropyReference,
   languageForwardReference,
 } from "../../src/model/reference/language.ts";
-import {
-  batchNorm2dInPlace,
-  conv2d,
-  erf,
-  erfc,
-  geluScalar,
-  layerNorm,
-  linear,
-  weightsFromTensors,
-} from "../../src/model/reference/layers.ts";
-import type { FeatureMap, Weights } from "../../src/model/reference/layers.ts";
+import { linear, weightsFromTensors } from "../../src/model/reference/layers.ts";
+import type { Weights } from "../../src/model/reference/layers.ts";
+import { crossEntropyReference } from "../../src/ops/cross_entropy_reference.ts";
 import {
   attentionSoftmax,
   attentionTssa,
@@ -82,93 +73,6 @@ async function loadLanguage() {
   }
   return { cfg: config, tensors, w: weightsFromTensors(tensors) };
 }
-
-Deno.test("erf, erfc and GELU match Python's math.erf to double precision", () => {
-  // [x, math.erf(x), math.erfc(x)] from CPython 3 (its own erf implementation).
-  const table: [number, number, number][] = [
-    [-3.5, -0.9999992569016276, 1.9999992569016276],
-    [-1, -0.8427007929497149, 1.842700792949715],
-    [-0.001, -0.0011283787909692365, 1.0011283787909693],
-    [0, 0, 1],
-    [0.3, 0.3286267594591274, 0.6713732405408726],
-    [1.4, 0.9522851197626487, 0.04771488023735121],
-    [1.5, 0.9661051464753108, 0.033894853524689274],
-    [1.6, 0.976348383344644, 0.023651616655355985],
-    [2.5, 0.999593047982555, 0.0004069520174449589],
-    [3, 0.9999779095030014, 2.2090496998585438e-05],
-    [5, 0.9999999999984626, 1.5374597944280351e-12],
-    [6, 1, 2.1519736712498916e-17],
-    [10, 1, 2.088487583762545e-45],
-  ];
-  for (const [x, e, c] of table) {
-    assert.ok(Math.abs(erf(x) - e) <= 1e-15, `erf(${x}) = ${erf(x)}, expected ${e}`);
-    assert.ok(Math.abs(erfc(x) - c) <= 1e-14 * c, `erfc(${x}) = ${erfc(x)}, expected ${c}`);
-  }
-  assert.ok(Number.isNaN(erf(NaN)) && Number.isNaN(erfc(NaN)));
-  // 0.5·x·erfc(−x/√2) from CPython; the left tail keeps its relative accuracy.
-  const gelu: [number, number][] = [
-    [-8, -4.9767684594174555e-15],
-    [-3, -0.004049694094890287],
-    [-0.1, -0.0460172162722971],
-    [1, 0.8413447460685429],
-    [3, 2.99595030590511],
-  ];
-  for (const [x, y] of gelu) {
-    assert.ok(Math.abs(geluScalar(x) - y) <= 1e-14 * Math.abs(y), `gelu(${x}) = ${geluScalar(x)}`);
-  }
-});
-
-Deno.test("conv2d: geometry, padding and a hand-computed 3×3 stride-2 case", () => {
-  // 1 image, 1 channel, 3×3 input 1..9; kernel all ones; stride 2, padding 1 → 2×2 of corner sums.
-  const x = { data: Float64Array.from({ length: 9 }, (_, i) => i + 1), B: 1, C: 1, H: 3, W: 3 };
-  const y = conv2d(x, new Float64Array(9).fill(1), 1, { kernel: 3, stride: 2, padding: 1 });
-  assert.deepEqual([y.H, y.W], [2, 2]);
-  assert.deepEqual(Array.from(y.data), [
-    1 + 2 + 4 + 5,
-    2 + 3 + 5 + 6,
-    4 + 5 + 7 + 8,
-    5 + 6 + 8 + 9,
-  ]);
-  // Two output channels, bias, two input channels.
-  const x2 = { data: new Float64Array([1, 2, 3, 4, 10, 20, 30, 40]), B: 1, C: 2, H: 2, W: 2 };
-  const y2 = conv2d(x2, new Float64Array([1, 0, 0, 1]), 2, {
-    kernel: 1,
-    stride: 1,
-    padding: 0,
-    bias: new Float64Array([0.5, -0.5]),
-  });
-  assert.deepEqual(Array.from(y2.data), [1.5, 2.5, 3.5, 4.5, 9.5, 19.5, 29.5, 39.5]);
-  // Stem geometry: 48×40 halves three times to 6×5.
-  let m: FeatureMap = { data: new Float64Array(48 * 40), B: 1, C: 1, H: 48, W: 40 };
-  for (let s = 0; s < 3; s++) {
-    m = conv2d(m, new Float64Array(9), 1, { kernel: 3, stride: 2, padding: 1 });
-  }
-  assert.deepEqual([m.H, m.W], [6, 5]);
-  assert.throws(
-    () => conv2d(m, new Float64Array(49), 1, { kernel: 7, stride: 1, padding: 0 }),
-    RangeError,
-  );
-});
-
-Deno.test("batchNorm2d: batch mode normalises each channel to weight·z + bias", () => {
-  const rand = seededRandom(7);
-  const B = 3, C = 2, H = 4, W = 5;
-  const x = { data: Float64Array.from({ length: B * C * H * W }, () => rand(-3, 5)), B, C, H, W };
-  const weight = new Float64Array([2, 0.5]);
-  const bias = new Float64Array([1, -1]);
-  const unused = new Float64Array([NaN, NaN]);
-  batchNorm2dInPlace(x, { weight, bias, runningMean: unused, runningVar: unused, eps: 0 }, "batch");
-  for (let c = 0; c < C; c++) {
-    const v: number[] = [];
-    for (let b = 0; b < B; b++) {
-      v.push(...x.data.subarray((b * C + c) * H * W, (b * C + c + 1) * H * W));
-    }
-    const mean = v.reduce((a, b) => a + b, 0) / v.length;
-    const variance = v.reduce((a, b) => a + (b - mean) ** 2, 0) / v.length;
-    assert.ok(Math.abs(mean - bias[c]) < 1e-12, `channel ${c} mean ${mean}`);
-    assert.ok(Math.abs(variance - weight[c] ** 2) < 1e-12, `channel ${c} variance ${variance}`);
-  }
-});
 
 Deno.test("Fourier features: interleaved sin/cos, y then x, float32 and float64 agree", () => {
   const Hp = 3, Wp = 5, hidden = 32;
@@ -469,25 +373,6 @@ Deno.test("softmax attentions agree: causal GPT's last row equals ViT's full att
   // The first position attends only to itself: c_proj(v_0).
   const v0 = linear(x.subarray(0, C), 1, qkvW.subarray(2 * C * C), C, C, qkvB.subarray(2 * C));
   assertCloseScaled(causal.subarray(0, C), linear(v0, 1, projW, C, C, projB), 1e-14, "first row");
-});
-
-Deno.test("layerNorm and crossEntropy edge cases", () => {
-  const y = layerNorm(
-    new Float64Array([1, 2, 3, 4]),
-    1,
-    4,
-    new Float64Array(4).fill(1),
-    undefined,
-    0,
-  );
-  const sd = Math.sqrt(1.25);
-  assertCloseScaled(y, [-1.5 / sd, -0.5 / sd, 0.5 / sd, 1.5 / sd], 1e-15, "layerNorm");
-  // Targets of -1 are ignored, as F.cross_entropy(ignore_index=-1) does.
-  const logits = [0, 0, 5, 1, 1, 1];
-  assert.ok(Math.abs(crossEntropyReference(logits, [-1, 2], 2, 3) - Math.log(3)) < 1e-15);
-  assert.ok(Number.isNaN(crossEntropyReference(logits, [-1, -1], 2, 3)));
-  assert.throws(() => crossEntropyReference(logits, [0, 3], 2, 3), RangeError);
-  assert.throws(() => crossEntropyReference(logits, [0], 2, 3), TypeError);
 });
 
 Deno.test("name tables equal the fixture checkpoints' state dicts in both directions", async () => {

@@ -3,8 +3,8 @@
  * PyTorch fixture's `train.loss` and every `train.grad.*`, and against
  * central finite differences of the independent forward reference
  * (`visionForwardReference` in batch mode + cross-entropy) on tiny random
- * models: ToST, its ViT twin, without `tokens_norm`, without qkv bias;
- * and the layer backwards of this module alone.
+ * models: ToST, its ViT twin, without `tokens_norm`, without qkv bias. The
+ * layers' own references are checked beside their ops (tests/ops/).
  */
 
 import assert from "node:assert/strict";
@@ -12,21 +12,11 @@ import { loadCheckpoint } from "../../src/checkpoint/mod.ts";
 import { readSafetensors } from "../../src/io/safetensors.ts";
 import type { VisionConfig } from "../../src/model/config.ts";
 import { paramSpecs } from "../../src/model/names.ts";
-import {
-  conv2d,
-  crossEntropyReference,
-  weightsFromTensors,
-} from "../../src/model/reference/layers.ts";
+import { weightsFromTensors } from "../../src/model/reference/layers.ts";
+import { crossEntropyReference } from "../../src/ops/cross_entropy_reference.ts";
 import type { Weights } from "../../src/model/reference/layers.ts";
 import { visionForwardReference } from "../../src/model/reference/vision.ts";
-import {
-  batchNormTrainBackwardReference,
-  batchNormTrainForwardReference,
-  classAttentionBackwardReference,
-  classAttentionForwardReference,
-  conv2dBackwardReference,
-  visionTrainStepReference,
-} from "../../src/model/reference/vision_backward.ts";
+import { visionTrainStepReference } from "../../src/model/reference/vision_backward.ts";
 import { assertClose, assertCloseScaled, seededRandom } from "../_util.ts";
 import { numericGradient } from "../ops/_gradcheck.ts";
 import { randomStateDict } from "./_weights.ts";
@@ -154,74 +144,4 @@ Deno.test("vision train step: finite differences without tokens_norm, patch 16 s
     32,
     48,
   );
-});
-
-Deno.test("BatchNorm training forward: batch statistics, running update with unbiased variance", () => {
-  // Channel 0 holds 1, 2, 3, 4 (two images × 2 positions), channel 1 holds 0, 0, 2, 2.
-  const x = { data: new Float64Array([1, 2, 0, 0, 3, 4, 2, 2]), B: 2, C: 2, H: 1, W: 2 };
-  const s = batchNormTrainForwardReference(x, {
-    weight: new Float64Array([2, 1]),
-    bias: new Float64Array([0, 1]),
-    runningMean: new Float64Array([1, -1]),
-    runningVar: new Float64Array([1, 2]),
-    eps: 0,
-  });
-  assertClose(s.mean, [2.5, 1], { atol: 1e-15, rtol: 0 });
-  assertClose(s.invStd, [1 / Math.sqrt(1.25), 1], { atol: 1e-15, rtol: 0 });
-  assertClose(s.runningMean, [0.9 + 0.25, -0.9 + 0.1], { atol: 1e-15, rtol: 0 });
-  assertClose(s.runningVar, [0.9 + 0.1 * 5 / 3, 1.8 + 0.1 * 4 / 3], { atol: 1e-15, rtol: 0 });
-  const z = 1 / Math.sqrt(1.25);
-  assertClose(s.y, [-3 * z, -z, 0, 0, z, 3 * z, 2, 2], { atol: 1e-15, rtol: 0 });
-});
-
-Deno.test("layer backwards alone agree with finite differences: conv, BatchNorm, class attention", () => {
-  const rand = seededRandom(5);
-  const fill = (n: number) => Float64Array.from({ length: n }, () => rand(-1, 1));
-  // conv 3×3 stride 2 pad 1 on a 5×7 map; loss = Σ dy·y.
-  const x = { data: fill(2 * 3 * 5 * 7), B: 2, C: 3, H: 5, W: 7 };
-  const kernel = fill(4 * 3 * 9);
-  const geom = { kernel: 3, stride: 2, padding: 1 };
-  const dy = fill(2 * 4 * 3 * 4);
-  const dot = (a: Float64Array, b: Float64Array) => a.reduce((s, v, i) => s + v * b[i], 0);
-  const dWeight = new Float64Array(kernel.length);
-  const dx = conv2dBackwardReference(dy, x, kernel, dWeight, geom);
-  const convLoss = () => dot(conv2d(x, kernel, 4, geom).data, dy);
-  assertClose(dx, numericGradient(x.data, convLoss), { atol: 1e-8, rtol: 1e-7 }, "conv dx");
-  assertClose(dWeight, numericGradient(kernel, convLoss), { atol: 1e-8, rtol: 1e-7 }, "conv dw");
-
-  // BatchNorm (training) on 2×3×2×3.
-  const bx = { data: fill(36), B: 2, C: 3, H: 2, W: 3 };
-  const bp = {
-    weight: fill(3),
-    bias: fill(3),
-    runningMean: new Float64Array(3),
-    runningVar: new Float64Array(3).fill(1),
-  };
-  const bdy = fill(36);
-  const grads = { dWeight: new Float64Array(3), dBias: new Float64Array(3) };
-  const bdx = batchNormTrainBackwardReference(
-    bdy,
-    batchNormTrainForwardReference(bx, bp),
-    bp.weight,
-    grads,
-    bx,
-  );
-  const bnLoss = () => dot(batchNormTrainForwardReference(bx, bp).y, bdy);
-  assertClose(bdx, numericGradient(bx.data, bnLoss), { atol: 1e-8, rtol: 1e-6 }, "bn dx");
-  assertClose(
-    grads.dWeight,
-    numericGradient(bp.weight, bnLoss),
-    { atol: 1e-8, rtol: 1e-6 },
-    "bn dw",
-  );
-  assertClose(grads.dBias, numericGradient(bp.bias, bnLoss), { atol: 1e-8, rtol: 1e-6 }, "bn db");
-
-  // Class attention and softmax attention on qkv [2, 7, 3·2·3].
-  const dims = { batches: 2, tokens: 7, heads: 2, headDim: 3 };
-  const qkv = fill(2 * 7 * 18);
-  const cdy = fill(2 * 6);
-  const ca = classAttentionForwardReference(qkv, dims);
-  const cdq = classAttentionBackwardReference(cdy, qkv, ca.p, dims);
-  const caLoss = () => dot(classAttentionForwardReference(qkv, dims).out, cdy);
-  assertClose(cdq, numericGradient(qkv, caLoss), { atol: 1e-8, rtol: 1e-6 }, "class attention");
 });

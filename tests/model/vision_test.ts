@@ -8,12 +8,8 @@ import assert from "node:assert/strict";
 import { assertCloseScaled, randomArray, withGpu } from "../_util.ts";
 import { readSafetensors } from "../../src/io/safetensors.ts";
 import { destroyModel, loadModel } from "../../src/model/load.ts";
-import {
-  destroyVisionParams,
-  uploadVisionParams,
-  visionForward,
-  visionGrid,
-} from "../../src/model/vision.ts";
+import { visionForward, visionGrid } from "../../src/model/vision/model.ts";
+import { ParamStore } from "../../src/model/params.ts";
 import type { VisionConfig } from "../../src/model/config.ts";
 import { visionForwardReference } from "../../src/model/reference/vision.ts";
 import { weightsFromTensors } from "../../src/model/reference/layers.ts";
@@ -106,7 +102,7 @@ for (const [what, overrides, [B, H, W]] of VARIANTS) {
       { capture: (name, _shape, data) => acts.set(name, data) },
     );
     await withGpu(async (gpu) => {
-      const params = uploadVisionParams(gpu, cfg, tensors);
+      const params = ParamStore.upload(gpu, cfg, tensors);
       try {
         const out = await visionForward(gpu, params, images, [B, 3, H, W], { activations: true });
         assertCloseScaled(out.logits, expected, TOL, "logits");
@@ -117,7 +113,7 @@ for (const [what, overrides, [B, H, W]] of VARIANTS) {
           assertCloseScaled(out.activations.get(name)!.data, data, TOL, name);
         }
       } finally {
-        destroyVisionParams(params);
+        params.destroy();
       }
     });
   });
@@ -129,7 +125,7 @@ Deno.test("vision: the same model gives the same logits for each image alone and
   const B = 3;
   const images = randomArray(B * 3 * 24 * 24, 5);
   await withGpu(async (gpu) => {
-    const params = uploadVisionParams(gpu, cfg, tensors);
+    const params = ParamStore.upload(gpu, cfg, tensors);
     try {
       const batch = await visionForward(gpu, params, images, [B, 3, 24, 24]);
       const per = 3 * 24 * 24;
@@ -148,7 +144,7 @@ Deno.test("vision: the same model gives the same logits for each image alone and
         );
       }
     } finally {
-      destroyVisionParams(params);
+      params.destroy();
     }
   });
 });
@@ -159,24 +155,24 @@ Deno.test("vision: missing or misshapen weights and wrong image channels are cle
     const missing = randomStateDict(cfg, 1);
     missing.delete("blocks.1.attn.temp");
     assert.throws(
-      () => uploadVisionParams(gpu, cfg, missing),
+      () => ParamStore.upload(gpu, cfg, missing),
       /Missing parameter "blocks\.1\.attn\.temp"/,
     );
     const wrong = randomStateDict(cfg, 1);
     wrong.set("head.bias", { dtype: "F32", shape: [11], data: new Uint8Array(44) });
     assert.throws(
-      () => uploadVisionParams(gpu, cfg, wrong),
+      () => ParamStore.upload(gpu, cfg, wrong),
       /"head\.bias" has shape \[11\], expected \[10\]/,
     );
     assert.equal(gpu.memory().liveBuffers, 0, "a failed upload frees what it uploaded");
-    const params = uploadVisionParams(gpu, cfg, randomStateDict(cfg, 1));
+    const params = ParamStore.upload(gpu, cfg, randomStateDict(cfg, 1));
     try {
       await assert.rejects(
         visionForward(gpu, params, new Float32Array(16), [1, 1, 4, 4]),
         /images \[B, 3, H, W\]/,
       );
     } finally {
-      destroyVisionParams(params);
+      params.destroy();
     }
   });
 });
@@ -184,7 +180,7 @@ Deno.test("vision: missing or misshapen weights and wrong image channels are cle
 Deno.test("vision: a whole forward is one GPU submission", async () => {
   const cfg = config({ depth: 3 });
   await withGpu(async (gpu) => {
-    const params = uploadVisionParams(gpu, cfg, randomStateDict(cfg, 2));
+    const params = ParamStore.upload(gpu, cfg, randomStateDict(cfg, 2));
     const queue = gpu.device.queue;
     const submit = queue.submit.bind(queue);
     let submits = 0;
@@ -201,7 +197,7 @@ Deno.test("vision: a whole forward is one GPU submission", async () => {
       }
     } finally {
       queue.submit = submit;
-      destroyVisionParams(params);
+      params.destroy();
     }
   });
 });

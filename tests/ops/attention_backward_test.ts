@@ -1,10 +1,10 @@
 import assert from "node:assert/strict";
+import { softmaxAttentionBackward } from "../../src/ops/attention_backward.ts";
+import { softmaxAttention } from "../../src/ops/attention.ts";
 import {
-  softmaxAttentionBackward,
+  attentionReference,
   softmaxAttentionBackwardReference,
-  softmaxAttentionForwardWithSaves,
-} from "../../src/ops/attention_backward.ts";
-import { attentionReference } from "../../src/ops/attention.ts";
+} from "../../src/ops/attention_reference.ts";
 import { assertClose, assertCloseScaled, randomArray, withGpu } from "../_util.ts";
 import { numericGradient } from "./_gradcheck.ts";
 
@@ -42,15 +42,16 @@ async function checkGpu({ B, N, H, d, causal, maxBindingBytes }: Case, seed: num
   const dqkvRef = softmaxAttentionBackwardReference(qkv, dout, B, N, H, d, { causal });
   await withGpu(async (gpu) => {
     const qkvT = gpu.upload(qkv, [B, N, 3 * C]);
-    const { out, probs } = await softmaxAttentionForwardWithSaves(gpu, qkvT, H, {
+    const { out, saves } = await softmaxAttention(gpu, qkvT, H, {
       causal,
       maxBindingBytes,
+      saves: true,
     });
-    assert.deepEqual(probs.shape, [B, H, N, N]);
+    assert.deepEqual(saves.probs.shape, [B, H, N, N]);
     assertCloseScaled(await out.read(), outRef, 1e-5, "out");
     const dqkv = await softmaxAttentionBackward(
       gpu,
-      { dout: gpu.upload(dout, [B, N, C]), qkv: qkvT, out, probs, heads: H, causal },
+      { dout: gpu.upload(dout, [B, N, C]), qkv: qkvT, out, saves, heads: H, causal },
       { maxBindingBytes },
     );
     assert.deepEqual(dqkv.shape, [B, N, 3 * C]);
@@ -84,20 +85,20 @@ Deno.test("softmaxAttentionBackward: shape errors are TypeErrors", async () => {
   await withGpu(async (gpu) => {
     const qkv = gpu.empty([1, 4, 6]);
     const out = gpu.empty([1, 4, 2]);
-    const probs = gpu.empty([1, 1, 4, 4]);
+    const saves = { probs: gpu.empty([1, 1, 4, 4]) };
     await assert.rejects(
       softmaxAttentionBackward(gpu, {
         dout: gpu.empty([1, 4, 3]),
         qkv,
         out,
-        probs,
+        saves,
         heads: 1,
         causal: true,
       }),
       TypeError,
     );
     await assert.rejects(
-      softmaxAttentionBackward(gpu, { dout: out, qkv, out, probs, heads: 2, causal: true }),
+      softmaxAttentionBackward(gpu, { dout: out, qkv, out, saves, heads: 2, causal: true }),
       TypeError,
     );
   });

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import type { Gpu } from "../../src/gpu/runtime.ts";
-import { attentionReference, softmaxAttention } from "../../src/ops/attention.ts";
+import { softmaxAttention } from "../../src/ops/attention.ts";
+import { attentionReference } from "../../src/ops/attention_reference.ts";
 import type { AttentionOptions } from "../../src/ops/attention.ts";
 import { assertClose, randomArray, withGpu } from "../_util.ts";
 

@@ -9,10 +9,12 @@ import assert from "node:assert/strict";
 import type { Gpu } from "../../src/gpu/runtime.ts";
 import { batchNormTrainBackward, batchNormTrainForward } from "../../src/ops/batch_norm.ts";
 import {
+  batchNormReference,
   batchNormTrainBackwardReference,
   batchNormTrainForwardReference,
-} from "../../src/model/reference/vision_backward.ts";
-import { assertClose, randomArray, withGpu } from "../_util.ts";
+} from "../../src/ops/batch_norm_reference.ts";
+import { assertClose, randomArray, seededRandom, withGpu } from "../_util.ts";
+import { numericGradient } from "./_gradcheck.ts";
 
 /** A channels-last map [rows, C] as NCHW with B = 1, H = rows, W = 1. */
 function asNchw(a: Float32Array, rows: number, C: number): Float64Array {
@@ -127,4 +129,75 @@ Deno.test("BatchNorm training: more than 65535 channels (workgroups) and eval-st
     );
     for (const t of [x, one, zero, rm, y, stats]) t.destroy();
   });
+});
+
+Deno.test("BatchNorm training forward: batch statistics, running update with unbiased variance", () => {
+  // Channel 0 holds 1, 2, 3, 4 (two images × 2 positions), channel 1 holds 0, 0, 2, 2.
+  const x = { data: new Float64Array([1, 2, 0, 0, 3, 4, 2, 2]), B: 2, C: 2, H: 1, W: 2 };
+  const s = batchNormTrainForwardReference(x, {
+    weight: new Float64Array([2, 1]),
+    bias: new Float64Array([0, 1]),
+    runningMean: new Float64Array([1, -1]),
+    runningVar: new Float64Array([1, 2]),
+    eps: 0,
+  });
+  assertClose(s.mean, [2.5, 1], { atol: 1e-15, rtol: 0 });
+  assertClose(s.invStd, [1 / Math.sqrt(1.25), 1], { atol: 1e-15, rtol: 0 });
+  assertClose(s.runningMean, [0.9 + 0.25, -0.9 + 0.1], { atol: 1e-15, rtol: 0 });
+  assertClose(s.runningVar, [0.9 + 0.1 * 5 / 3, 1.8 + 0.1 * 4 / 3], { atol: 1e-15, rtol: 0 });
+  const z = 1 / Math.sqrt(1.25);
+  assertClose(s.y, [-3 * z, -z, 0, 0, z, 3 * z, 2, 2], { atol: 1e-15, rtol: 0 });
+});
+
+Deno.test("batchNormReference: batch mode normalises each channel to weight·z + bias", () => {
+  const rand = seededRandom(7);
+  const B = 3, C = 2, H = 4, W = 5;
+  const x = { data: Float64Array.from({ length: B * C * H * W }, () => rand(-3, 5)), B, C, H, W };
+  const weight = new Float64Array([2, 0.5]);
+  const bias = new Float64Array([1, -1]);
+  const unused = new Float64Array([NaN, NaN]);
+  const p = { weight, bias, runningMean: unused, runningVar: unused, eps: 0 };
+  const y = batchNormReference(x, p, "batch");
+  for (let c = 0; c < C; c++) {
+    const v: number[] = [];
+    for (let b = 0; b < B; b++) {
+      v.push(...y.data.subarray((b * C + c) * H * W, (b * C + c + 1) * H * W));
+    }
+    const mean = v.reduce((a, b) => a + b, 0) / v.length;
+    const variance = v.reduce((a, b) => a + (b - mean) ** 2, 0) / v.length;
+    assert.ok(Math.abs(mean - bias[c]) < 1e-12, `channel ${c} mean ${mean}`);
+    assert.ok(Math.abs(variance - weight[c] ** 2) < 1e-12, `channel ${c} variance ${variance}`);
+  }
+});
+
+Deno.test("batchNormTrainBackwardReference agrees with finite differences", () => {
+  const rand = seededRandom(5);
+  const fill = (n: number) => Float64Array.from({ length: n }, () => rand(-1, 1));
+  const dot = (a: Float64Array, b: Float64Array) => a.reduce((s, v, i) => s + v * b[i], 0);
+  // BatchNorm (training) on 2×3×2×3.
+  const bx = { data: fill(36), B: 2, C: 3, H: 2, W: 3 };
+  const bp = {
+    weight: fill(3),
+    bias: fill(3),
+    runningMean: new Float64Array(3),
+    runningVar: new Float64Array(3).fill(1),
+  };
+  const bdy = fill(36);
+  const grads = { dWeight: new Float64Array(3), dBias: new Float64Array(3) };
+  const bdx = batchNormTrainBackwardReference(
+    bdy,
+    batchNormTrainForwardReference(bx, bp),
+    bp.weight,
+    grads,
+    bx,
+  );
+  const bnLoss = () => dot(batchNormTrainForwardReference(bx, bp).y, bdy);
+  assertClose(bdx, numericGradient(bx.data, bnLoss), { atol: 1e-8, rtol: 1e-6 }, "bn dx");
+  assertClose(
+    grads.dWeight,
+    numericGradient(bp.weight, bnLoss),
+    { atol: 1e-8, rtol: 1e-6 },
+    "bn dw",
+  );
+  assertClose(grads.dBias, numericGradient(bp.bias, bnLoss), { atol: 1e-8, rtol: 1e-6 }, "bn db");
 });

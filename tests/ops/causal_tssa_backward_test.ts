@@ -1,17 +1,12 @@
 import assert from "node:assert/strict";
-import { causalTssaReference } from "../../src/ops/causal_tssa.ts";
+import { causalTssa } from "../../src/ops/causal_tssa.ts";
+import { causalTssaBackward } from "../../src/ops/causal_tssa_backward.ts";
 import {
-  blockScan,
-  causalTssaBackward,
   causalTssaBackwardReference,
-  causalTssaForwardReference,
-  causalTssaForwardWithSaves,
-  reverseScanRows,
-} from "../../src/ops/causal_tssa_backward.ts";
-import type { CausalTssaDims } from "../../src/ops/causal_tssa_backward.ts";
+  causalTssaReference,
+} from "../../src/ops/causal_tssa_reference.ts";
+import type { CausalTssaDims } from "../../src/ops/causal_tssa_reference.ts";
 import { assertClose, assertCloseScaled, randomArray, withGpu } from "../_util.ts";
-import type { Tensor } from "../../src/gpu/runtime.ts";
-import { tokenPieces } from "../../src/ops/tssa_backward.ts";
 import { numericGradient } from "./_gradcheck.ts";
 
 function f64(a: Float32Array): Float64Array {
@@ -37,14 +32,14 @@ function problem(dims: CausalTssaDims, seed: number): Problem {
 }
 
 function loss(p: Problem, dims: CausalTssaDims): number {
-  const { y } = causalTssaForwardReference(p.w, p, dims);
+  const { y } = causalTssaReference(p.w, p, dims);
   let s = 0;
   for (let i = 0; i < y.length; i++) s += p.dy[i] * y[i];
   return s;
 }
 
 function backward(p: Problem, dims: CausalTssaDims) {
-  const { pi } = causalTssaForwardReference(p.w, p, dims);
+  const { pi } = causalTssaReference(p.w, p, dims);
   const dtemp = new Float64Array(dims.heads).fill(0.5);
   const dDenomBias = new Float64Array(dims.heads * dims.blockSize).fill(-0.25);
   const dw = causalTssaBackwardReference({ ...p, pi, dtemp, dDenomBias }, dims);
@@ -70,14 +65,6 @@ for (
     assertClose(dDenomBias, numBias, tol, "dDenomBias");
   });
 }
-
-Deno.test("causalTssaForwardReference agrees with causalTssaReference", () => {
-  const dims = { batches: 2, tokens: 11, heads: 3, headDim: 4, blockSize: 16 };
-  const p = problem(dims, 7);
-  const ours = causalTssaForwardReference(p.w, p, dims).y;
-  const theirs = causalTssaReference(p.w, p.temp, p.denomBias, 2, 11, 3, 4, 16);
-  assertClose(ours, theirs, { atol: 1e-12, rtol: 1e-12 });
-});
 
 Deno.test("causalTssaBackwardReference: leading zero tokens take the clamp", () => {
   const dims = { batches: 1, tokens: 6, heads: 2, headDim: 2, blockSize: 6 };
@@ -112,50 +99,6 @@ Deno.test("causalTssaBackwardReference rejects more tokens than blockSize", () =
   );
 });
 
-Deno.test("reverseScanRows and blockScan give suffix and prefix sums at awkward sizes", async () => {
-  await withGpu(async (gpu) => {
-    for (const [B, L, C] of [[1, 1, 1], [2, 7, 3], [3, 63, 70], [1, 700, 5], [2, 4200, 2]]) {
-      const x = randomArray(B * L * C, L + C);
-      const suffix = new Float64Array(B * L * C);
-      const prefix = new Float64Array(B * L * C); // exclusive
-      for (let b = 0; b < B; b++) {
-        for (let c = 0; c < C; c++) {
-          let run = 0;
-          for (let l = L - 1; l >= 0; l--) {
-            const i = (b * L + l) * C + c;
-            run += x[i];
-            suffix[i] = run;
-          }
-          run = 0;
-          for (let l = 0; l < L; l++) {
-            const i = (b * L + l) * C + c;
-            prefix[i] = run;
-            run += x[i];
-          }
-        }
-      }
-      const scratch: Tensor[] = [];
-      const dims = { batches: B, rows: L, cols: C };
-      const t = gpu.upload(x, [B, L, C]);
-      await reverseScanRows(gpu, t, dims, scratch);
-      assertClose(await t.read(), suffix, { atol: 1e-4, rtol: 1e-5 }, `suffix [${B}, ${L}, ${C}]`);
-      // Block-local prefix sums plus the carry of each 64-row block.
-      gpu.write(t, x);
-      const p = tokenPieces(gpu, "test", { batches: B, tokens: L, dim: C, blockRows: 64 }, {});
-      const carries = await blockScan(gpu, t, p, { reverse: false }, {}, scratch);
-      const local = await t.read();
-      const carry = await carries.read();
-      const full = local.map((v, i) => {
-        const row = Math.floor(i / C);
-        const k = Math.floor((row % L) / 64);
-        return v + carry[(Math.floor(row / L) * Math.ceil(L / 64) + k) * C + (i % C)];
-      });
-      assertClose(full, prefix, { atol: 1e-4, rtol: 1e-5 }, `prefix [${B}, ${L}, ${C}]`);
-      for (const s of [...scratch, t]) s.destroy();
-    }
-  });
-});
-
 const GPU_SIZES = [
   { batches: 1, tokens: 1, heads: 4, headDim: 16, blockSize: 1 },
   { batches: 2, tokens: 7, heads: 3, headDim: 5, blockSize: 9 },
@@ -185,23 +128,19 @@ Deno.test("causalTssaBackward on the GPU matches the float64 reference at awkwar
         const biasT = gpu.upload(denomBias, [H, blockSize, 1]);
         const dtempT = gpu.upload(new Float32Array(H).fill(0.5), [H, 1]);
         const dBiasT = gpu.upload(new Float32Array(H * blockSize).fill(-0.25), [H, blockSize, 1]);
-        const { y, pi } = await causalTssaForwardWithSaves(gpu, {
-          w: wT,
-          temp: tempT,
-          denomBias: biasT,
-          heads: H,
-        });
+        const { y, saves } = await causalTssa(gpu, wT, tempT, biasT, H, { saves: true });
+        const pi = saves.pi;
         const dw = await causalTssaBackward(gpu, {
           dy: dyT,
           w: wT,
           temp: tempT,
           denomBias: biasT,
-          pi,
+          saves,
           dtemp: dtempT,
           dDenomBias: dBiasT,
           heads: H,
         });
-        const saved = causalTssaForwardReference(q.w, q, dims);
+        const saved = causalTssaReference(q.w, q, dims);
         const ref = backward(q, dims);
         assertCloseScaled(await y.read(), saved.y, 1e-5, "y");
         assertCloseScaled(await pi.read(), saved.pi, 1e-5, "pi");
@@ -236,16 +175,17 @@ Deno.test("causalTssaBackward: pieces over the binding limit and folded grids gi
       const dtempT = gpu.upload(new Float32Array(H).fill(0.5), [H, 1]);
       const dBiasT = gpu.upload(new Float32Array(H * blockSize).fill(-0.25), [H, blockSize, 1]);
       const args = { w: wT, temp: tempT, denomBias: biasT, heads: H };
-      const { y, pi } = await causalTssaForwardWithSaves(gpu, args, options);
+      const { y, saves } = await causalTssa(gpu, wT, tempT, biasT, H, { ...options, saves: true });
+      const pi = saves.pi;
       const dw = await causalTssaBackward(gpu, {
         ...args,
         dy: dyT,
-        pi,
+        saves,
         dtemp: dtempT,
         dDenomBias: dBiasT,
       }, options);
       const what = JSON.stringify(options);
-      assertCloseScaled(await pi.read(), causalTssaForwardReference(q.w, q, dims).pi, 1e-5, what);
+      assertCloseScaled(await pi.read(), causalTssaReference(q.w, q, dims).pi, 1e-5, what);
       assertCloseScaled(await dw.read(), ref.dw, 1e-4, `dw ${what}`);
       assertCloseScaled(await dtempT.read(), ref.dtemp, 1e-4, `dtemp ${what}`);
       assertCloseScaled(await dBiasT.read(), ref.dDenomBias, 1e-4, `dDenomBias ${what}`);

@@ -6,11 +6,14 @@
  */
 
 import assert from "node:assert/strict";
-import { causalTssa, causalTssaReference } from "../../src/ops/causal_tssa.ts";
+import { causalTssa } from "../../src/ops/causal_tssa.ts";
 import {
-  causalTssaStep,
+  causalTssaReference,
   causalTssaStepReference,
   createCausalTssaHostState,
+} from "../../src/ops/causal_tssa_reference.ts";
+import {
+  causalTssaStep,
   createCausalTssaState,
   destroyCausalTssaState,
   resetCausalTssaState,
@@ -121,7 +124,13 @@ Deno.test("causalTssaStep fed in pieces reproduces the whole-sequence operator",
       const what = JSON.stringify(c);
       const data = inputs(c, 100 + 7 * i);
       const { yGpu, yHost, state, host } = await feed(gpu, c, data);
-      const full = causalTssaReference(data.w, data.temp, data.bias, c.B, c.N, c.H, c.d, c.P);
+      const full = causalTssaReference(data.w, { temp: data.temp, denomBias: data.bias }, {
+        batches: c.B,
+        tokens: c.N,
+        heads: c.H,
+        headDim: c.d,
+        blockSize: c.P,
+      }).y;
       // The float64 step is the full reference up to rounding of the sums' order.
       assertClose(yHost, full, { atol: 1e-12, rtol: 1e-10 }, `${what}: reference step`);
       assertClose(yGpu, full, { atol: 1e-6, rtol: 1e-5 }, `${what}: GPU step vs reference`);

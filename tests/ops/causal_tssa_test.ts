@@ -1,8 +1,7 @@
 import assert from "node:assert/strict";
-import { causalTssa, causalTssaReference } from "../../src/ops/causal_tssa.ts";
-import { blockSums, exclusiveScanRows } from "../../src/ops/_scan.ts";
-import { blockLayout, blockPieces } from "../../src/ops/_tssa_blocks.ts";
-import type { Gpu, Tensor } from "../../src/gpu/runtime.ts";
+import { causalTssa } from "../../src/ops/causal_tssa.ts";
+import { causalTssaReference } from "../../src/ops/causal_tssa_reference.ts";
+import type { Gpu } from "../../src/gpu/runtime.ts";
 import type { TssaOptions } from "../../src/ops/_tssa_blocks.ts";
 import { assertClose, randomArray, withGpu } from "../_util.ts";
 
@@ -42,7 +41,8 @@ async function runCausal(
 }
 
 function reference(c: Case, data: ReturnType<typeof inputs>): Float64Array {
-  return causalTssaReference(data.w, data.temp, data.bias, c.B, c.N, c.H, c.d, c.T);
+  const dims = { batches: c.B, tokens: c.N, heads: c.H, headDim: c.d, blockSize: c.T };
+  return causalTssaReference(data.w, { temp: data.temp, denomBias: data.bias }, dims).y;
 }
 
 Deno.test("causalTssa matches the float64 reference at awkward sizes", async () => {
@@ -99,50 +99,6 @@ Deno.test("causalTssa with grids folded over x, y and z equals the unfolded resu
   });
 });
 
-Deno.test("exclusiveScanRows: a three-level scan is exact on integers", async () => {
-  // 2 batches × 4500 rows × 3 columns: three levels (4500 → 71 → 2 rows) and a
-  // batch boundary; small integers keep every sum exact in f32.
-  const B = 2, L = 4500, C = 3;
-  const x = new Float32Array(B * L * C);
-  for (let i = 0; i < x.length; i++) x[i] = (i * 7919) % 13;
-  await withGpu(async (gpu) => {
-    const t = gpu.upload(x, [B, L, C]);
-    const scratch: Tensor[] = [];
-    await exclusiveScanRows(gpu, t, B, L, C, scratch);
-    const got = await t.read();
-    const want = new Float64Array(x.length);
-    for (let b = 0; b < B; b++) {
-      for (let c = 0; c < C; c++) {
-        let run = 0;
-        for (let l = 0; l < L; l++) {
-          const i = (b * L + l) * C + c;
-          want[i] = run;
-          run += x[i];
-        }
-      }
-    }
-    assert.deepEqual([...got], [...want]);
-    for (const s of scratch) s.destroy();
-  });
-});
-
-Deno.test("blockSums over 66 000 workgroups (a real folded grid)", async () => {
-  // One-row blocks of 64 columns: 66 000 workgroups of the barrier-free kernel.
-  const rows = 66_000, cols = 64;
-  const x = randomArray(rows * cols, 11);
-  await withGpu(async (gpu) => {
-    const t = gpu.upload(x, [1, rows, cols]);
-    const layout = blockLayout(1, rows, cols, 1);
-    const pieces = blockPieces(gpu, "test", layout);
-    const scratch: Tensor[] = [];
-    const sums = await blockSums(gpu, t, layout, pieces, true, scratch);
-    assert.deepEqual(sums.shape, [1, rows, cols]);
-    const got = await sums.read();
-    assertClose(got, x.map((v) => v * v), { atol: 0, rtol: 1e-6 });
-    for (const s of scratch) s.destroy();
-  });
-});
-
 Deno.test("causalTssa rejects too many tokens and wrong shapes", async () => {
   await withGpu(async (gpu) => {
     const w = gpu.upload(new Float32Array(2 * 5 * 8), [2, 5, 8]);
@@ -155,7 +111,32 @@ Deno.test("causalTssa rejects too many tokens and wrong shapes", async () => {
     await assert.rejects(() => causalTssa(gpu, w, temp, odd, 2), TypeError);
   });
   assert.throws(
-    () => causalTssaReference(new Float64Array(3), [1], [0, 0], 1, 3, 1, 1, 2),
+    () =>
+      causalTssaReference(new Float64Array(3), { temp: [1], denomBias: [0, 0] }, {
+        batches: 1,
+        tokens: 3,
+        heads: 1,
+        headDim: 1,
+        blockSize: 2,
+      }),
     RangeError,
   );
+});
+
+Deno.test("causalTssa with saves: the same output, and the reference's Pi", async () => {
+  const c: Case = { B: 2, N: 150, H: 3, d: 5, T: 160 };
+  const data = inputs(c, 77);
+  const D = c.H * c.d;
+  const dims = { batches: c.B, tokens: c.N, heads: c.H, headDim: c.d, blockSize: c.T };
+  const ref = causalTssaReference(data.w, { temp: data.temp, denomBias: data.bias }, dims);
+  await withGpu(async (gpu) => {
+    const w = gpu.upload(data.w, [c.B, c.N, D]);
+    const temp = gpu.upload(data.temp, [c.H, 1]);
+    const bias = gpu.upload(data.bias, [c.H, c.T, 1]);
+    const plain = await causalTssa(gpu, w, temp, bias, c.H);
+    const { y, saves } = await causalTssa(gpu, w, temp, bias, c.H, { saves: true });
+    assert.deepEqual([...(await y.read())], [...(await plain.read())], "bit-identical y");
+    assertClose(await saves.pi.read(), ref.pi, { atol: 1e-6, rtol: 1e-5 }, "pi");
+    for (const t of [w, temp, bias, plain, y, saves.pi]) t.destroy();
+  });
 });

@@ -8,18 +8,19 @@ import assert from "node:assert/strict";
 import type { Gpu } from "../../src/gpu/runtime.ts";
 import { classAttentionBackward } from "../../src/ops/class_attention_backward.ts";
 import {
-  classAttentionBackwardReference,
-  classAttentionForwardReference,
-} from "../../src/model/reference/vision_backward.ts";
-import { assertClose, randomArray, withGpu } from "../_util.ts";
+  attentionReference,
+  softmaxAttentionBackwardReference,
+} from "../../src/ops/attention_reference.ts";
+import { assertClose, randomArray, seededRandom, withGpu } from "../_util.ts";
+import { numericGradient } from "./_gradcheck.ts";
 
 async function check(gpu: Gpu, B: number, M: number, H: number, d: number, seed: number) {
   const C = H * d;
-  const dims = { batches: B, tokens: M, heads: H, headDim: d };
   const qkvHost = randomArray(B * M * 3 * C, seed, -1.5, 1.5);
   const dOutHost = randomArray(B * C, seed + 1);
-  const { p } = classAttentionForwardReference(qkvHost, dims);
-  const want = classAttentionBackwardReference(dOutHost, qkvHost, p, dims);
+  const want = softmaxAttentionBackwardReference(qkvHost, dOutHost, B, M, H, d, {
+    classToken: true,
+  });
   const qkv = gpu.upload(qkvHost, [B, M, 3 * C]);
   const dOut = gpu.upload(dOutHost, [B, 1, C]);
   const dqkv = await classAttentionBackward(gpu, { dOut, qkv, heads: H });
@@ -53,4 +54,17 @@ Deno.test("class attention backward: shape errors are TypeErrors", async () => {
     qkv.destroy();
     dOut.destroy();
   });
+});
+
+Deno.test("class attention's backward reference agrees with finite differences", () => {
+  const rand = seededRandom(5);
+  const fill = (n: number) => Float64Array.from({ length: n }, () => rand(-1, 1));
+  const dot = (a: Float64Array, b: Float64Array) => a.reduce((s, v, i) => s + v * b[i], 0);
+  // qkv [2, 7, 3·2·3]: class attention of 7 tokens, 2 heads of 3.
+  const qkv = fill(2 * 7 * 18);
+  const cdy = fill(2 * 6);
+  const cls = { classToken: true };
+  const cdq = softmaxAttentionBackwardReference(qkv, cdy, 2, 7, 2, 3, cls);
+  const caLoss = () => dot(attentionReference(qkv, 2, 7, 2, 3, cls), cdy);
+  assertClose(cdq, numericGradient(qkv, caLoss), { atol: 1e-8, rtol: 1e-6 }, "class attention");
 });

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import type { Gpu } from "../../src/gpu/runtime.ts";
-import { classAttention, classAttentionReference } from "../../src/ops/class_attention.ts";
-import { attentionReference } from "../../src/ops/attention.ts";
+import { classAttention } from "../../src/ops/class_attention.ts";
+import { attentionReference } from "../../src/ops/attention_reference.ts";
 import { flashAttention } from "../../src/ops/flash_attention.ts";
 import type { ChunkOptions } from "../../src/ops/_shapes.ts";
 import { assertClose, randomArray, withGpu } from "../_util.ts";
@@ -24,7 +24,12 @@ async function cls(
   return out;
 }
 
-Deno.test("classAttentionReference is row 0 of full attention", () => {
+/** The float64 reference of class attention. */
+function classAttentionReference(x: ArrayLike<number>, B: number, N: number, H: number, d: number) {
+  return attentionReference(x, B, N, H, d, { classToken: true });
+}
+
+Deno.test("class attention's reference is row 0 of full attention", () => {
   const [B, N, H, d] = [2, 9, 3, 5];
   const x = randomArray(B * N * 3 * H * d, 5);
   const full = attentionReference(x, B, N, H, d);
@@ -37,6 +42,8 @@ Deno.test("classAttentionReference is row 0 of full attention", () => {
     });
   }
   assert.throws(() => classAttentionReference(new Float64Array(0), 1, 0, 1, 1), TypeError);
+  const causal = { classToken: true, causal: true };
+  assert.throws(() => attentionReference(x, B, N, H, d, causal), /not causal/);
 });
 
 Deno.test("classAttention matches the float64 reference at awkward sizes", async () => {

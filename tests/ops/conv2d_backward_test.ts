@@ -7,9 +7,9 @@
 import assert from "node:assert/strict";
 import type { Gpu } from "../../src/gpu/runtime.ts";
 import { conv3x3s2Backward, conv3x3s2Train } from "../../src/ops/conv2d_backward.ts";
-import { conv2d } from "../../src/model/reference/layers.ts";
-import { conv2dBackwardReference } from "../../src/model/reference/vision_backward.ts";
-import { assertClose, randomArray, withGpu } from "../_util.ts";
+import { conv2dBackwardReference, conv2dReference } from "../../src/ops/conv2d_reference.ts";
+import { assertClose, randomArray, seededRandom, withGpu } from "../_util.ts";
+import { numericGradient } from "./_gradcheck.ts";
 
 const GEOM = { kernel: 3, stride: 2, padding: 1 };
 
@@ -32,7 +32,7 @@ async function check(
 ) {
   const x = randomArray(B * cin * H * W, seed);
   const weight = randomArray(cout * cin * 9, seed + 100);
-  const ref = conv2d(
+  const ref = conv2dReference(
     { data: Float64Array.from(x), B, C: cin, H, W },
     Float64Array.from(weight),
     cout,
@@ -109,4 +109,20 @@ Deno.test("conv3x3s2 backward: first stage skips ∂x; shape errors are TypeErro
     );
     for (const t of [x, w, dW, dy]) t.destroy();
   });
+});
+
+Deno.test("conv2dBackwardReference agrees with finite differences", () => {
+  const rand = seededRandom(5);
+  const fill = (n: number) => Float64Array.from({ length: n }, () => rand(-1, 1));
+  const dot = (a: Float64Array, b: Float64Array) => a.reduce((s, v, i) => s + v * b[i], 0);
+  // conv 3×3 stride 2 pad 1 on a 5×7 map; loss = Σ dy·y.
+  const x = { data: fill(2 * 3 * 5 * 7), B: 2, C: 3, H: 5, W: 7 };
+  const kernel = fill(4 * 3 * 9);
+  const geom = { kernel: 3, stride: 2, padding: 1 };
+  const dy = fill(2 * 4 * 3 * 4);
+  const dWeight = new Float64Array(kernel.length);
+  const dx = conv2dBackwardReference(dy, x, kernel, dWeight, geom);
+  const convLoss = () => dot(conv2dReference(x, kernel, 4, geom).data, dy);
+  assertClose(dx, numericGradient(x.data, convLoss), { atol: 1e-8, rtol: 1e-7 }, "conv dx");
+  assertClose(dWeight, numericGradient(kernel, convLoss), { atol: 1e-8, rtol: 1e-7 }, "conv dw");
 });

@@ -1,5 +1,13 @@
 import assert from "node:assert/strict";
-import { conv3x3s2, conv3x3s2Reference, convOutSize, foldBatchNorm } from "../../src/ops/conv2d.ts";
+import {
+  conv3x3s2,
+  convOutSize,
+  foldBatchNorm,
+  foldBatchNormReference,
+} from "../../src/ops/conv2d.ts";
+import { conv2dReference } from "../../src/ops/conv2d_reference.ts";
+import type { FeatureMap } from "../../src/ops/conv2d_reference.ts";
+import { batchNormReference } from "../../src/ops/batch_norm_reference.ts";
 import { assertClose, randomArray, withGpu } from "../_util.ts";
 
 /** NHWC → NCHW. */
@@ -52,16 +60,21 @@ Deno.test("conv3x3s2 with folded BatchNorm matches the reference at awkward size
         mean: randomArray(cout, 5),
         variance: randomArray(cout, 6, 0.5, 2),
       };
-      const folded = foldBatchNorm(weight, cout, cin, bn, 1e-5);
-      // The reference convolution with BatchNorm applied after it, in float64.
-      const conv = conv3x3s2Reference(x, B, cin, H, W, weight, new Float32Array(cout), cout);
+      const folded = foldBatchNormReference(weight, cout, cin, bn, 1e-5);
+      // The reference convolution with eval-mode BatchNorm after it, in float64.
+      const conv = conv2dReference({ data: Float64Array.from(x), B, C: cin, H, W }, weight, cout, {
+        kernel: 3,
+        stride: 2,
+        padding: 1,
+      });
+      const want = batchNormReference(conv, {
+        weight: bn.weight,
+        bias: bn.bias,
+        runningMean: bn.mean,
+        runningVar: bn.variance,
+        eps: 1e-5,
+      }).data;
       const [ho, wo] = [convOutSize(H), convOutSize(W)];
-      const want = new Float32Array(conv.length);
-      for (let i = 0; i < conv.length; i++) {
-        const c = Math.floor(i / (ho * wo)) % cout;
-        want[i] = (conv[i] - bn.mean[c]) / Math.sqrt(bn.variance[c] + 1e-5) * bn.weight[c] +
-          bn.bias[c];
-      }
       const w = gpu.upload(folded.weight, [cin * 9, Math.ceil(cout / 4) * 4]);
       const b = gpu.upload(folded.bias, [cout]);
       for (const layout of ["nchw", "nhwc"] as const) {
@@ -91,4 +104,64 @@ Deno.test("conv3x3s2 rejects mismatched weights", async () => {
       /weight must have shape \[18,4\]/,
     );
   });
+});
+
+Deno.test("foldBatchNorm on the GPU matches the float64 fold at awkward channel counts", async () => {
+  await withGpu(async (gpu) => {
+    for (const [cin, cout] of [[1, 1], [3, 7], [5, 16], [24, 13]]) {
+      const weight = randomArray(cout * cin * 9, cin + cout);
+      const bn = {
+        weight: randomArray(cout, 3, 0.5, 1.5),
+        bias: randomArray(cout, 4),
+        mean: randomArray(cout, 5),
+        variance: randomArray(cout, 6, 0.01, 2),
+      };
+      const want = foldBatchNormReference(weight, cout, cin, bn, 1e-5);
+      const got = await foldBatchNorm(gpu, gpu.upload(weight, [cout, cin, 3, 3]), {
+        weight: gpu.upload(bn.weight, [cout]),
+        bias: gpu.upload(bn.bias, [cout]),
+        runningMean: gpu.upload(bn.mean, [cout]),
+        runningVar: gpu.upload(bn.variance, [cout]),
+      }, 1e-5);
+      assert.deepEqual(got.weight.shape, [cin * 9, Math.ceil(cout / 4) * 4]);
+      assertClose(await got.weight.read(), want.weight, { atol: 1e-6, rtol: 1e-6 }, "weight");
+      assertClose(await got.bias.read(), want.bias, { atol: 1e-6, rtol: 1e-6 }, "bias");
+    }
+  });
+});
+
+Deno.test("conv2dReference: geometry, padding and a hand-computed 3×3 stride-2 case", () => {
+  // 1 image, 1 channel, 3×3 input 1..9; kernel all ones; stride 2, padding 1 → 2×2 of corner sums.
+  const x = { data: Float64Array.from({ length: 9 }, (_, i) => i + 1), B: 1, C: 1, H: 3, W: 3 };
+  const y = conv2dReference(x, new Float64Array(9).fill(1), 1, {
+    kernel: 3,
+    stride: 2,
+    padding: 1,
+  });
+  assert.deepEqual([y.H, y.W], [2, 2]);
+  assert.deepEqual(Array.from(y.data), [
+    1 + 2 + 4 + 5,
+    2 + 3 + 5 + 6,
+    4 + 5 + 7 + 8,
+    5 + 6 + 8 + 9,
+  ]);
+  // Two output channels, bias, two input channels.
+  const x2 = { data: new Float64Array([1, 2, 3, 4, 10, 20, 30, 40]), B: 1, C: 2, H: 2, W: 2 };
+  const y2 = conv2dReference(x2, new Float64Array([1, 0, 0, 1]), 2, {
+    kernel: 1,
+    stride: 1,
+    padding: 0,
+    bias: new Float64Array([0.5, -0.5]),
+  });
+  assert.deepEqual(Array.from(y2.data), [1.5, 2.5, 3.5, 4.5, 9.5, 19.5, 29.5, 39.5]);
+  // Stem geometry: 48×40 halves three times to 6×5.
+  let m: FeatureMap = { data: new Float64Array(48 * 40), B: 1, C: 1, H: 48, W: 40 };
+  for (let s = 0; s < 3; s++) {
+    m = conv2dReference(m, new Float64Array(9), 1, { kernel: 3, stride: 2, padding: 1 });
+  }
+  assert.deepEqual([m.H, m.W], [6, 5]);
+  assert.throws(
+    () => conv2dReference(m, new Float64Array(49), 1, { kernel: 7, stride: 1, padding: 0 }),
+    RangeError,
+  );
 });

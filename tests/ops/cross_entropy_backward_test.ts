@@ -1,9 +1,10 @@
 import assert from "node:assert/strict";
+import { crossEntropyForwardBackward } from "../../src/ops/cross_entropy_backward.ts";
+import { checkTargets, meanLoss } from "../../src/ops/cross_entropy.ts";
 import {
   crossEntropyBackwardReference,
-  crossEntropyForwardBackward,
-} from "../../src/ops/cross_entropy_backward.ts";
-import { checkTargets, crossEntropyRowsReference, meanLoss } from "../../src/ops/cross_entropy.ts";
+  crossEntropyRowsReference,
+} from "../../src/ops/cross_entropy_reference.ts";
 import { assertClose, assertCloseScaled, randomArray, seededRandom, withGpu } from "../_util.ts";
 import { numericGradient } from "./_gradcheck.ts";
 

@@ -1,10 +1,9 @@
 import assert from "node:assert/strict";
+import { checkTargets, crossEntropy, meanLoss } from "../../src/ops/cross_entropy.ts";
 import {
-  checkTargets,
-  crossEntropy,
+  crossEntropyReference,
   crossEntropyRowsReference,
-  meanLoss,
-} from "../../src/ops/cross_entropy.ts";
+} from "../../src/ops/cross_entropy_reference.ts";
 import { assertClose, randomArray, withGpu } from "../_util.ts";
 
 Deno.test("crossEntropy per row matches float64, ignores −1, over pieces and > 65535 rows", async () => {
@@ -41,4 +40,16 @@ Deno.test("targets outside the classes are errors; all ignored gives NaN", () =>
   );
   assert.throws(() => checkTargets([-2], 3), /Target -2/);
   assert.ok(Number.isNaN(meanLoss([0, 0], [-1, -1])));
+});
+
+Deno.test("crossEntropyReference: ignored targets, NaN when all are, bad targets and sizes", () => {
+  // Targets of -1 are ignored, as F.cross_entropy(ignore_index=-1) does.
+  const logits = [0, 0, 5, 1, 1, 1];
+  assert.ok(Math.abs(crossEntropyReference(logits, [-1, 2], 2, 3) - Math.log(3)) < 1e-15);
+  assert.ok(Math.abs(crossEntropyReference(logits, [0n, -1n], 2, 3) - 5.013385901721449) < 1e-14);
+  assert.ok(Number.isNaN(crossEntropyReference(logits, [-1, -1], 2, 3)));
+  assert.throws(() => crossEntropyReference(logits, [0, 3], 2, 3), RangeError);
+  assert.throws(() => crossEntropyReference(logits, [0, 0.5], 2, 3), RangeError);
+  assert.throws(() => crossEntropyReference(logits, [0], 2, 3), TypeError);
+  assert.throws(() => crossEntropyRowsReference(logits, [0], 3), TypeError);
 });

@@ -3,7 +3,7 @@ import {
   flashAttentionBackward,
   flashBackwardTiles,
 } from "../../src/ops/flash_attention_backward.ts";
-import { softmaxAttentionBackwardReference } from "../../src/ops/attention_backward.ts";
+import { softmaxAttentionBackwardReference } from "../../src/ops/attention_reference.ts";
 import { flashAttention } from "../../src/ops/flash_attention.ts";
 import { assertCloseScaled, randomArray, withGpu } from "../_util.ts";
 

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { erfcReference, gelu, geluReference } from "../../src/ops/gelu.ts";
+import { gelu } from "../../src/ops/gelu.ts";
+import { erf, erfc, geluReference } from "../../src/ops/gelu_reference.ts";
 import { assertClose, randomArray, withGpu } from "../_util.ts";
 
 // Values from mpmath at 30 digits.
@@ -18,26 +19,52 @@ const ERFC = [
 // GELU error budget: the kernel's erfc is 1.2e-7 relative, plus f32 rounding.
 const TOL = { atol: 1e-7, rtol: 4e-7 };
 
-Deno.test("erfcReference matches mpmath on both sides of the series/fraction switch", () => {
+Deno.test("erfc matches mpmath on both sides of the series/fraction switch", () => {
   for (const [z, want] of ERFC) {
-    assert.ok(Math.abs(erfcReference(z) / want - 1) < 1e-14, `erfc(${z}) = ${erfcReference(z)}`);
-    assert.ok(Math.abs(erfcReference(-z) - (2 - want)) < 1e-15, `erfc(${-z})`);
+    assert.ok(Math.abs(erfc(z) / want - 1) < 1e-14, `erfc(${z}) = ${erfc(z)}`);
+    assert.ok(Math.abs(erfc(-z) - (2 - want)) < 1e-15, `erfc(${-z})`);
   }
-  assert.ok(Number.isNaN(erfcReference(NaN)));
+  assert.ok(Number.isNaN(erfc(NaN)));
 });
 
-Deno.test("geluReference at known points", () => {
-  const y = geluReference(new Float32Array([0, 1, -1, 3, -3, 10]));
-  // x·Φ(x) from mpmath; the reference rounds to f32 (6e-8 relative).
-  const want = [
-    0,
-    0.84134474606854295,
-    -0.15865525393145705,
-    2.9959503059051097,
-    -0.0040496940948902836,
-    10,
+Deno.test("erf, erfc and GELU match Python's math.erf to double precision", () => {
+  // [x, math.erf(x), math.erfc(x)] from CPython 3 (its own erf implementation).
+  const table: [number, number, number][] = [
+    [-3.5, -0.9999992569016276, 1.9999992569016276],
+    [-1, -0.8427007929497149, 1.842700792949715],
+    [-0.001, -0.0011283787909692365, 1.0011283787909693],
+    [0, 0, 1],
+    [0.3, 0.3286267594591274, 0.6713732405408726],
+    [1.4, 0.9522851197626487, 0.04771488023735121],
+    [1.5, 0.9661051464753108, 0.033894853524689274],
+    [1.6, 0.976348383344644, 0.023651616655355985],
+    [2.5, 0.999593047982555, 0.0004069520174449589],
+    [3, 0.9999779095030014, 2.2090496998585438e-05],
+    [5, 0.9999999999984626, 1.5374597944280351e-12],
+    [6, 1, 2.1519736712498916e-17],
+    [10, 1, 2.088487583762545e-45],
   ];
-  assertClose(y, want, { atol: 0, rtol: 6e-8 });
+  for (const [x, e, c] of table) {
+    assert.ok(Math.abs(erf(x) - e) <= 1e-15, `erf(${x}) = ${erf(x)}, expected ${e}`);
+    assert.ok(Math.abs(erfc(x) - c) <= 1e-14 * c, `erfc(${x}) = ${erfc(x)}, expected ${c}`);
+  }
+  assert.ok(Number.isNaN(erf(NaN)) && Number.isNaN(erfc(NaN)));
+  // 0.5·x·erfc(−x/√2) from CPython and x·Φ(x) from mpmath; the left tail keeps
+  // its relative accuracy.
+  const gelu: [number, number][] = [
+    [-8, -4.9767684594174555e-15],
+    [-3, -0.004049694094890287],
+    [-1, -0.15865525393145705],
+    [-0.1, -0.0460172162722971],
+    [0, 0],
+    [1, 0.8413447460685429],
+    [3, 2.99595030590511],
+    [10, 10],
+  ];
+  const y = geluReference(gelu.map(([x]) => x));
+  gelu.forEach(([x, want], i) => {
+    assert.ok(Math.abs(y[i] - want) <= 1e-14 * Math.abs(want), `gelu(${x}) = ${y[i]}`);
+  });
 });
 
 Deno.test("gelu matches the reference at awkward sizes and shapes", async () => {

@@ -9,8 +9,8 @@ import {
   gemmVariant,
   releaseGemmTextures,
 } from "../../src/ops/gemm.ts";
-import { linearForwardReference } from "../../src/ops/linear.ts";
-import { erfcReference } from "../../src/ops/gelu.ts";
+import { linearForwardReference } from "../../src/ops/linear_reference.ts";
+import { erfc } from "../../src/ops/gelu_reference.ts";
 import type { Gpu, HostArray } from "../../src/gpu/runtime.ts";
 import { assertClose, randomArray, withGpu } from "../_util.ts";
 
@@ -32,7 +32,7 @@ const SIZES: [number, number, number][] = [
 ];
 
 function exactGelu(v: number): number {
-  const tail = 0.5 * erfcReference(Math.abs(v) / Math.SQRT2);
+  const tail = 0.5 * erfc(Math.abs(v) / Math.SQRT2);
   return v >= 0 ? v * (1 - tail) : v * tail;
 }
 

@@ -4,7 +4,7 @@
  */
 
 import assert from "node:assert/strict";
-import { attentionReference } from "../../src/ops/attention.ts";
+import { attentionReference } from "../../src/ops/attention_reference.ts";
 import {
   createKvCache,
   destroyKvCache,

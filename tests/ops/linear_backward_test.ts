@@ -1,9 +1,6 @@
 import assert from "node:assert/strict";
-import {
-  linearBackward,
-  type LinearBackwardOptions,
-  linearBackwardReference,
-} from "../../src/ops/linear_backward.ts";
+import { linearBackward, type LinearBackwardOptions } from "../../src/ops/linear_backward.ts";
+import { linearBackwardReference } from "../../src/ops/linear_reference.ts";
 import { GEMM_VARIANTS } from "../../src/ops/gemm.ts";
 import type { Gpu } from "../../src/gpu/runtime.ts";
 import { assertClose, randomArray, withGpu } from "../_util.ts";

@@ -1,12 +1,8 @@
 import assert from "node:assert/strict";
-import {
-  linear,
-  linearForwardReference,
-  type LinearOptions,
-  linearReference,
-} from "../../src/ops/linear.ts";
+import { linear, type LinearOptions } from "../../src/ops/linear.ts";
+import { linearForwardReference, linearReference } from "../../src/ops/linear_reference.ts";
 import { GEMM_VARIANTS } from "../../src/ops/gemm.ts";
-import { erfcReference } from "../../src/ops/gelu.ts";
+import { erfc } from "../../src/ops/gelu_reference.ts";
 import { linear as modelLinear } from "../../src/model/reference/layers.ts";
 import { assertClose, randomArray, withGpu } from "../_util.ts";
 import type { Gpu } from "../../src/gpu/runtime.ts";
@@ -22,7 +18,7 @@ function hashedArray(n: number, seed: number): Float32Array<ArrayBuffer> {
 }
 
 function exactGelu(v: number): number {
-  const tail = 0.5 * erfcReference(Math.abs(v) / Math.SQRT2);
+  const tail = 0.5 * erfc(Math.abs(v) / Math.SQRT2);
   return v >= 0 ? v * (1 - tail) : v * tail;
 }
 

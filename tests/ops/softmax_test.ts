@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { softmax, softmaxReference } from "../../src/ops/softmax.ts";
+import { softmax } from "../../src/ops/softmax.ts";
+import { softmaxReference, softmaxRowsInPlace } from "../../src/ops/softmax_reference.ts";
 import { assertClose, randomArray, withGpu } from "../_util.ts";
 
 // exp in f32 is accurate to ~1e-7·|argument| relative; arguments here reach ~20.
@@ -10,10 +11,16 @@ Deno.test("softmaxReference sums to one and is shift-invariant", () => {
   const p = softmaxReference(x, 2, 3);
   assertClose(p.subarray(0, 3), [0.09003057317038046, 0.24472847105479767, 0.6652409557748219], {
     atol: 0,
-    rtol: 1e-7,
+    rtol: 1e-15,
   });
   assertClose(p.subarray(3), p.subarray(0, 3), { atol: 0, rtol: 0 });
   assert.throws(() => softmaxReference(x, 2, 2), TypeError);
+  // −Infinity masks a position; the input array is left alone, unlike in place.
+  const masked = new Float64Array([0, -Infinity, 0]);
+  assert.deepEqual([...softmaxReference(masked, 1, 3)], [0.5, 0, 0.5]);
+  assert.equal(masked[0], 0);
+  assert.equal(softmaxRowsInPlace(masked, 1, 3), masked);
+  assert.deepEqual([...masked], [0.5, 0, 0.5]);
 });
 
 Deno.test("softmax matches the reference at awkward sizes", async () => {

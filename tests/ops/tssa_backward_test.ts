@@ -1,22 +1,23 @@
 import assert from "node:assert/strict";
-import { tssaReference } from "../../src/ops/tssa.ts";
-import {
-  destroySaves,
-  tssaBackward,
-  tssaBackwardReference,
-  tssaForwardReference,
-  tssaForwardWithSaves,
-} from "../../src/ops/tssa_backward.ts";
-import type { TssaDims } from "../../src/ops/tssa_backward.ts";
+import { tssa } from "../../src/ops/tssa.ts";
+import type { TssaSaves } from "../../src/ops/tssa.ts";
+import { tssaBackward } from "../../src/ops/tssa_backward.ts";
+import { tssaBackwardReference, tssaReference } from "../../src/ops/tssa_reference.ts";
+import type { TssaDims } from "../../src/ops/tssa_reference.ts";
+import type { Tensor } from "../../src/gpu/runtime.ts";
 import { assertClose, assertCloseScaled, randomArray, withGpu } from "../_util.ts";
 import { numericGradient } from "./_gradcheck.ts";
 
 /** Σ dy·y of the float64 forward, the loss whose gradient is checked. */
 function loss(w: Float64Array, temp: Float64Array, dy: Float64Array, dims: TssaDims): number {
-  const { y } = tssaForwardReference(w, temp, dims);
+  const { y } = tssaReference(w, temp, dims);
   let s = 0;
   for (let i = 0; i < y.length; i++) s += dy[i] * y[i];
   return s;
+}
+
+function destroySaves(saves: TssaSaves): void {
+  for (const t of Object.values(saves) as Tensor[]) t.destroy();
 }
 
 function f64(a: Float32Array): Float64Array {
@@ -36,7 +37,7 @@ for (
     const w = f64(randomArray(n, 11, -1.5, 1.5));
     const dy = f64(randomArray(n, 12));
     const temp = f64(randomArray(dims.heads, 13, 0.5, 2));
-    const saved = tssaForwardReference(w, temp, dims);
+    const saved = tssaReference(w, temp, dims);
     const dtemp = new Float64Array(dims.heads).fill(0.25);
     const dw = tssaBackwardReference({ dy, w, temp, saved, dtemp }, dims);
     const f = () => loss(w, temp, dy, dims);
@@ -47,21 +48,13 @@ for (
   });
 }
 
-Deno.test("tssaForwardReference agrees with tssaReference", () => {
-  const dims = { batches: 2, tokens: 9, heads: 3, headDim: 4 };
-  const w = randomArray(2 * 9 * 12, 21);
-  const temp = randomArray(3, 22, 0.5, 2);
-  const ours = tssaForwardReference(w, temp, dims).y;
-  assertClose(ours, tssaReference(w, temp, 2, 9, 3, 4), { atol: 1e-12, rtol: 1e-12 });
-});
-
 Deno.test("tssaBackwardReference: a zero column takes the F.normalize clamp, no NaN", () => {
   const dims = { batches: 1, tokens: 4, heads: 2, headDim: 2 };
   const w = f64(randomArray(16, 31));
   for (let n = 0; n < 4; n++) w[n * 4 + 1] = 0; // column 1 is all zeros
   const dy = f64(randomArray(16, 32));
   const temp = new Float64Array([1.3, 0.7]);
-  const saved = tssaForwardReference(w, temp, dims);
+  const saved = tssaReference(w, temp, dims);
   const dtemp = new Float64Array(2);
   const dw = tssaBackwardReference({ dy, w, temp, saved, dtemp }, dims);
   assert.ok(dw.every(Number.isFinite) && dtemp.every(Number.isFinite));
@@ -86,7 +79,7 @@ Deno.test("tssaBackwardReference: a zero column takes the F.normalize clamp, no 
 
 Deno.test("tssaBackwardReference rejects mismatched sizes", () => {
   const dims = { batches: 1, tokens: 2, heads: 1, headDim: 2 };
-  const saved = tssaForwardReference([1, 2, 3, 4], [1], dims);
+  const saved = tssaReference([1, 2, 3, 4], [1], dims);
   assert.throws(
     () =>
       tssaBackwardReference({
@@ -121,7 +114,7 @@ Deno.test("tssaBackward on the GPU matches the float64 reference at awkward size
         const tempT = gpu.upload(temp, [H, 1]);
         const dyT = gpu.upload(dy, [B, N, D]);
         const dtempT = gpu.upload(new Float32Array(H).fill(0.5), [H]);
-        const { y, saves } = await tssaForwardWithSaves(gpu, { w: wT, temp: tempT, heads: H });
+        const { y, saves } = await tssa(gpu, wT, tempT, H, { saves: true });
         const dw = await tssaBackward(gpu, {
           dy: dyT,
           w: wT,
@@ -130,7 +123,7 @@ Deno.test("tssaBackward on the GPU matches the float64 reference at awkward size
           dtemp: dtempT,
           heads: H,
         });
-        const saved = tssaForwardReference(w, temp, dims);
+        const saved = tssaReference(w, temp, dims);
         const dtemp = new Float64Array(H).fill(0.5);
         const dwRef = tssaBackwardReference({ dy, w, temp, saved, dtemp }, dims);
         assertCloseScaled(await y.read(), saved.y, 1e-5, "y");
@@ -157,18 +150,14 @@ Deno.test("tssaBackward: pieces over the binding limit and folded grids give the
     const wT = gpu.upload(w, [B, N, D]);
     const dyT = gpu.upload(dy, [B, N, D]);
     const tempT = gpu.upload(temp, [H]);
-    const saved = tssaForwardReference(w, temp, dims);
+    const saved = tssaReference(w, temp, dims);
     const dtemp = new Float64Array(H);
     const dwRef = tssaBackwardReference({ dy, w, temp, saved, dtemp }, dims);
     // 12 000 bytes hold two blocks of 128 tokens: 6 pieces. Folding grids
     // at 7 workgroups per dimension uses y and z (≤ 343 workgroups here).
     for (const options of [{ maxBindingBytes: 12_000 }, { foldWorkgroupsAt: 7 }]) {
       const dtempT = gpu.empty([H]);
-      const { y, saves } = await tssaForwardWithSaves(
-        gpu,
-        { w: wT, temp: tempT, heads: H },
-        options,
-      );
+      const { y, saves } = await tssa(gpu, wT, tempT, H, { ...options, saves: true });
       const dw = await tssaBackward(gpu, {
         dy: dyT,
         w: wT,
@@ -191,11 +180,46 @@ Deno.test("tssaBackward rejects a saved Pi of the wrong shape", async () => {
   await withGpu(async (gpu) => {
     const w = gpu.upload(randomArray(2 * 3 * 4, 91), [2, 3, 4]);
     const temp = gpu.upload(new Float32Array([1, 1]), [2]);
-    const { saves } = await tssaForwardWithSaves(gpu, { w, temp, heads: 2 });
+    const { saves } = await tssa(gpu, w, temp, 2, { saves: true });
     const wrong = { ...saves, pi: gpu.empty([5, 2]) };
     await assert.rejects(
       tssaBackward(gpu, { dy: w, w, temp, saves: wrong, dtemp: gpu.empty([2]), heads: 2 }),
       TypeError,
     );
+  });
+});
+
+Deno.test("tssa with saves and tssaBackward: an all-zero feature takes the F.normalize clamp on the GPU", async () => {
+  const dims = { batches: 2, tokens: 5, heads: 2, headDim: 3 };
+  const { batches: B, tokens: N, heads: H } = dims;
+  const D = 6;
+  const w = randomArray(B * N * D, 41, -1.5, 1.5);
+  for (let r = 0; r < B * N; r++) w[r * D + 4] = 0; // feature 4 is zero in every token
+  const dy = randomArray(B * N * D, 42);
+  const temp = new Float32Array([1.2, 0.8]);
+  await withGpu(async (gpu) => {
+    const wT = gpu.upload(w, [B, N, D]);
+    const tempT = gpu.upload(temp, [H]);
+    const dyT = gpu.upload(dy, [B, N, D]);
+    const dtempT = gpu.empty([H]);
+    const { y, saves } = await tssa(gpu, wT, tempT, H, { saves: true });
+    const dw = await tssaBackward(gpu, {
+      dy: dyT,
+      w: wT,
+      temp: tempT,
+      saves,
+      dtemp: dtempT,
+      heads: H,
+    });
+    const saved = tssaReference(w, temp, dims);
+    const dtemp = new Float64Array(H);
+    const dwRef = tssaBackwardReference({ dy, w, temp, saved, dtemp }, dims);
+    const got = { y: await y.read(), dw: await dw.read(), dtemp: await dtempT.read() };
+    assert.ok([got.y, got.dw, got.dtemp].every((a) => a.every(Number.isFinite)), "no NaN");
+    assertCloseScaled(got.y, saved.y, 1e-5, "y");
+    assertCloseScaled(got.dw, dwRef, 1e-4, "dw");
+    assertCloseScaled(got.dtemp, dtemp, 1e-4, "dtemp");
+    destroySaves(saves);
+    for (const t of [wT, tempT, dyT, dtempT, y, dw]) t.destroy();
   });
 });

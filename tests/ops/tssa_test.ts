@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { tssa, tssaReference } from "../../src/ops/tssa.ts";
+import { tssa } from "../../src/ops/tssa.ts";
+import { tssaReference } from "../../src/ops/tssa_reference.ts";
 import type { Gpu } from "../../src/gpu/runtime.ts";
 import type { TssaOptions } from "../../src/ops/_tssa_blocks.ts";
 import { assertClose, randomArray, withGpu } from "../_util.ts";
@@ -49,7 +50,7 @@ Deno.test("tssa matches the float64 reference at awkward sizes", async () => {
     for (const [i, c] of cases.entries()) {
       const { w, temp } = inputs(c, 10 + i);
       const got = await runTssa(gpu, w, temp, c);
-      const ref = tssaReference(w, temp, c.B, c.N, c.H, c.d);
+      const ref = tssaReference(w, temp, { batches: c.B, tokens: c.N, heads: c.H, headDim: c.d }).y;
       assertClose(got, ref, { atol: 1e-6, rtol: 1e-5 }, `tssa ${JSON.stringify(c)}`);
     }
   });
@@ -61,7 +62,7 @@ Deno.test("tssa at 100 000 tokens matches the float64 reference", async () => {
   await withGpu(async (gpu) => {
     const { w, temp } = inputs(c, 3);
     const got = await runTssa(gpu, w, temp, c);
-    const ref = tssaReference(w, temp, c.B, c.N, c.H, c.d);
+    const ref = tssaReference(w, temp, { batches: c.B, tokens: c.N, heads: c.H, headDim: c.d }).y;
     assertClose(got, ref, { atol: 1e-7, rtol: 1e-5 }, "tssa N=100000");
   });
 });
@@ -74,7 +75,11 @@ Deno.test("tssa in binding-sized pieces equals the one-piece result", async () =
     const whole = await runTssa(gpu, w, temp, c);
     const pieces = await runTssa(gpu, w, temp, c, { maxBindingBytes: 12 * 1024 });
     assert.deepEqual(pieces, whole);
-    assertClose(pieces, tssaReference(w, temp, c.B, c.N, c.H, c.d), { atol: 1e-6, rtol: 1e-5 });
+    assertClose(
+      pieces,
+      tssaReference(w, temp, { batches: c.B, tokens: c.N, heads: c.H, headDim: c.d }).y,
+      { atol: 1e-6, rtol: 1e-5 },
+    );
     await assert.rejects(() => runTssa(gpu, w, temp, c, { maxBindingBytes: 4096 }), RangeError);
   });
 });
@@ -97,7 +102,7 @@ Deno.test("tssa: an all-zero feature gives zeros, not NaN (F.normalize's clamp)"
   for (let i = 4; i < w.length; i += 6) w[i] = 0; // feature 4 of every token
   await withGpu(async (gpu) => {
     const got = await runTssa(gpu, w, temp, c);
-    const ref = tssaReference(w, temp, c.B, c.N, c.H, c.d);
+    const ref = tssaReference(w, temp, { batches: c.B, tokens: c.N, heads: c.H, headDim: c.d }).y;
     assert.ok(ref.every(Number.isFinite));
     assertClose(got, ref, { atol: 1e-6, rtol: 1e-5 });
   });
@@ -118,7 +123,42 @@ Deno.test("tssa rejects wrong shapes", async () => {
 });
 
 Deno.test("tssaReference: one head and one token give y = -w / (1 + w²)", () => {
-  const y = tssaReference(new Float64Array([2, -3]), [1.7], 2, 1, 1, 1);
+  const { y } = tssaReference(new Float64Array([2, -3]), [1.7], {
+    batches: 2,
+    tokens: 1,
+    heads: 1,
+    headDim: 1,
+  });
   assertClose(y, [-2 / (1 + 4 / (1 + 1e-8)), 3 / (1 + 9 / (1 + 1e-8))], { atol: 1e-15, rtol: 0 });
-  assert.throws(() => tssaReference(new Float64Array(3), [1], 1, 2, 1, 1), TypeError);
+  assert.throws(
+    () =>
+      tssaReference(new Float64Array(3), [1], { batches: 1, tokens: 2, heads: 1, headDim: 1 }).y,
+    TypeError,
+  );
+});
+
+Deno.test("tssa with saves: the same output, and Pi and the statistics of the reference", async () => {
+  const c: Case = { B: 2, N: 300, H: 3, d: 5 };
+  const dims = { batches: c.B, tokens: c.N, heads: c.H, headDim: c.d };
+  const D = c.H * c.d;
+  const { w, temp } = inputs(c, 71);
+  const ref = tssaReference(w, temp, dims);
+  await withGpu(async (gpu) => {
+    const wt = gpu.upload(w, [c.B, c.N, D]);
+    const tt = gpu.upload(temp, [c.H]);
+    const plain = await tssa(gpu, wt, tt, c.H);
+    const { y, saves } = await tssa(gpu, wt, tt, c.H, { saves: true });
+    assert.deepEqual([...(await y.read())], [...(await plain.read())], "bit-identical y");
+    assertClose(await saves.pi.read(), ref.pi, { atol: 1e-6, rtol: 1e-5 }, "pi");
+    assertClose(await saves.sq.read(), ref.sq, { atol: 1e-5, rtol: 1e-5 }, "sq");
+    const stats = await saves.stats.read();
+    for (let b = 0; b < c.B; b++) {
+      const row = stats.subarray(b * 2 * D, (b + 1) * 2 * D);
+      const num = ref.num.subarray(b * D, (b + 1) * D);
+      const den = Array.from({ length: D }, (_, k) => ref.den[b * c.H + Math.floor(k / c.d)]);
+      assertClose(row.subarray(0, D), num, { atol: 1e-5, rtol: 1e-5 }, "Σ Pi·w²");
+      assertClose(row.subarray(D), den, { atol: 1e-5, rtol: 1e-5 }, "Σ Pi");
+    }
+    for (const t of [wt, tt, plain, y, saves.pi, saves.sq, saves.stats]) t.destroy();
+  });
 });

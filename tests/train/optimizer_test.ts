@@ -11,10 +11,10 @@ import { adamwStep, adamwStepReference, decays } from "../../src/train/adamw.ts"
 import type { AdamWStateReference, OptimizedParam } from "../../src/train/adamw.ts";
 import { gradNormSquared, gradNormSquaredReference } from "../../src/train/clip.ts";
 import { learningRate } from "../../src/train/schedule.ts";
-import { destroyLanguageParams, uploadLanguageParams } from "../../src/model/language.ts";
 import type { LanguageConfig } from "../../src/model/config.ts";
-import { languageForwardBackward } from "../../src/train/language_backward.ts";
-import { namedLanguageTensors, zerosLikeLanguage } from "../../src/train/params.ts";
+import { ParamStore } from "../../src/model/params.ts";
+import { languageForwardBackward } from "../../src/model/language/model.ts";
+import { Arena } from "../../src/gpu/arena.ts";
 import { randomStateDict } from "../model/_weights.ts";
 
 const SHAPES: [string, number[]][] = [
@@ -136,22 +136,21 @@ Deno.test("accumulation: two micro-batches add up to the sum of separate passes"
     return { B: 2, T: 16, x, y: x.map((v) => (v + seed) % 13) };
   };
   await withGpu(async (gpu) => {
-    const params = uploadLanguageParams(gpu, cfg, sd);
-    const both = zerosLikeLanguage(gpu, params);
-    const one = zerosLikeLanguage(gpu, params);
-    const two = zerosLikeLanguage(gpu, params);
+    const params = ParamStore.upload(gpu, cfg, sd);
+    const both = ParamStore.zeros(gpu, cfg);
+    const one = ParamStore.zeros(gpu, cfg);
+    const two = ParamStore.zeros(gpu, cfg);
+    const arena = new Arena(gpu);
     try {
-      for (
-        const t of [
-          await languageForwardBackward(gpu, params, both, batch(3)),
-          await languageForwardBackward(gpu, params, both, batch(5)),
-          await languageForwardBackward(gpu, params, one, batch(3)),
-          await languageForwardBackward(gpu, params, two, batch(5)),
-        ]
-      ) t.destroy();
-      const a = namedLanguageTensors(both);
-      const b = namedLanguageTensors(one);
-      const c = namedLanguageTensors(two);
+      await arena.use(async () => {
+        await languageForwardBackward(gpu, params, both, batch(3));
+        await languageForwardBackward(gpu, params, both, batch(5));
+        await languageForwardBackward(gpu, params, one, batch(3));
+        await languageForwardBackward(gpu, params, two, batch(5));
+      });
+      const a = both.entries();
+      const b = one.entries();
+      const c = two.entries();
       for (let i = 0; i < a.length; i++) {
         const sum = await gpu.read(a[i][1]);
         const x = await gpu.read(b[i][1]);
@@ -159,7 +158,8 @@ Deno.test("accumulation: two micro-batches add up to the sum of separate passes"
         assertCloseScaled(sum, x.map((v, j) => v + y[j]), 1e-5, a[i][0]);
       }
     } finally {
-      for (const p of [params, both, one, two]) destroyLanguageParams(p);
+      arena.destroy();
+      for (const p of [params, both, one, two]) p.destroy();
     }
   });
 });

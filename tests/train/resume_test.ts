@@ -116,3 +116,37 @@ Deno.test("a diverging run stops with a clear error and keeps the last good chec
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("resume after a crash logs every step once; the untrained model is never best", async () => {
+  const a = await Deno.makeTempDir();
+  const b = await Deno.makeTempDir();
+  try {
+    await withGpu(async (gpu) => {
+      const dataset = await data();
+      const s = settings({ log_interval: 1 });
+      await train(gpu, s, { out: a, stopAfter: 10, dataset });
+      // A crash after the checkpoint at step 10: the log already holds later steps, one cut.
+      await Deno.writeTextFile(
+        `${a}/log.jsonl`,
+        '{"step":11,"loss":9}\n{"step":12,"val_loss":9,"best":true}\n{"step":13,"lo',
+        { append: true },
+      );
+      await train(gpu, s, { out: a, resume: true, dataset });
+      const whole = await train(gpu, s, { out: b, dataset });
+      assert.equal(whole.bestValLoss !== null && whole.bestValLoss < whole.curve[0].loss, true);
+    });
+    const steps = async (dir: string) =>
+      (await Deno.readTextFile(`${dir}/log.jsonl`)).trim().split("\n").map((l) => {
+        const r = JSON.parse(l);
+        return `${r.step}:${"val_loss" in r ? `val ${r.val_loss} ${r.best}` : `train ${r.loss}`}`;
+      });
+    assert.deepEqual(await steps(a), await steps(b));
+    const first = (await steps(b))[0];
+    assert.match(first, /^0:val .* false$/, "step 0 is a baseline, never the best");
+    const best = JSON.parse((await readSafetensors(`${b}/best.safetensors`)).metadata.training);
+    assert.ok(best.step > 0);
+  } finally {
+    await Deno.remove(a, { recursive: true });
+    await Deno.remove(b, { recursive: true });
+  }
+});

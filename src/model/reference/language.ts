@@ -18,10 +18,12 @@
  */
 
 import type { LanguageConfig } from "../config.ts";
-import { addScaledInPlace, geluInPlace, layerNorm, linear, param } from "./layers.ts";
+import { addScaledInPlace, linear, param } from "./layers.ts";
 import type { Capture, Weights } from "./layers.ts";
-
-export { crossEntropyReference } from "./layers.ts";
+import { causalTssaAttentionReference } from "../../nn/causal_tssa_attention_reference.ts";
+import { softmaxSelfAttentionReference } from "../../nn/softmax_self_attention_reference.ts";
+import { geluReference } from "../../ops/gelu_reference.ts";
+import { layerNormReference } from "../../ops/layer_norm_reference.ts";
 
 /** Options of {@linkcode languageForwardReference}. */
 export interface LanguageForwardOptions {
@@ -42,9 +44,30 @@ export interface CausalAttentionLayer {
   prefix: string;
 }
 
+/** A module's `state_dict` projections as host arrays (`c_attn` → `inFeatures`). */
+function projections(layer: CausalAttentionLayer, inFeatures: number) {
+  const { cfg, weights: w, prefix } = layer;
+  const C = cfg.n_embd;
+  const bias = (name: string, n: number) =>
+    cfg.bias ? param(w, `${prefix}.${name}.bias`, [n]).data : null;
+  return {
+    inWeight: param(w, `${prefix}.c_attn.weight`, [inFeatures, C]).data,
+    inBias: bias("c_attn", inFeatures),
+    outWeight: param(w, `${prefix}.c_proj.weight`, [C, C]).data,
+    outBias: bias("c_proj", C),
+  };
+}
+
+function dims(layer: CausalAttentionLayer) {
+  const { cfg, tokens: T } = layer;
+  return { batches: 1, tokens: T, heads: cfg.n_head, headDim: cfg.n_embd / cfg.n_head };
+}
+
 /**
  * Causal Token Statistics Self-Attention (`CausalSelfAttention_TSSA`) of one
  * sequence `T × C` (already normalised), returning `T × C` after `c_proj`:
+ * the module's reference (`nn/causal_tssa_attention_reference.ts`) on the
+ * weights of `prefix`.
  *
  *     w = c_attn(x) split into heads;  S[t,k] = Σ_{s≤t} w[s,k]²  (clamped ≥ 1e-12)
  *     Pi[t,h]   = softmax over h of temp[h]·Σ_k (w[t,k]²/S[t,k] + denom_bias[h,t])
@@ -60,72 +83,21 @@ export function causalSelfAttentionTssa(
   x: Float64Array,
   layer: CausalAttentionLayer,
 ): Float64Array {
-  const { cfg, tokens: T, weights: w, prefix } = layer;
-  const C = cfg.n_embd;
+  const { cfg, weights: w, prefix } = layer;
   const NH = cfg.n_head;
-  const HS = C / NH;
-  const bias = (name: string, n: number) =>
-    cfg.bias ? param(w, `${prefix}.${name}.bias`, [n]).data : undefined;
-  const wq = linear(
-    x,
-    T,
-    param(w, `${prefix}.c_attn.weight`, [C, C]).data,
-    C,
-    C,
-    bias("c_attn", C),
-  );
-  const temp = param(w, `${prefix}.temp`, [NH, 1]).data;
-  const denomBias = param(w, `${prefix}.denom_bias`, [NH, cfg.block_size, 1]).data;
-
-  // Pi[t, h]: prefix sums of w² normalise each feature; softmax over the heads.
-  const pi = new Float64Array(T * NH);
-  const sumSq = new Float64Array(C);
-  for (let t = 0; t < T; t++) {
-    for (let c = 0; c < C; c++) sumSq[c] += wq[t * C + c] ** 2;
-    let max = -Infinity;
-    for (let h = 0; h < NH; h++) {
-      let s = 0;
-      for (let k = 0; k < HS; k++) {
-        const c = h * HS + k;
-        s += wq[t * C + c] ** 2 / Math.max(sumSq[c], 1e-12) + denomBias[h * cfg.block_size + t];
-      }
-      const z = s * temp[h];
-      pi[t * NH + h] = z;
-      max = Math.max(max, z);
-    }
-    let total = 0;
-    for (let h = 0; h < NH; h++) {
-      const e = Math.exp(pi[t * NH + h] - max);
-      pi[t * NH + h] = e;
-      total += e;
-    }
-    for (let h = 0; h < NH; h++) pi[t * NH + h] /= total;
-  }
-
-  // dots from the running sums Σ w²·Pi and Σ Pi; then y.
-  const y = new Float64Array(T * C);
-  const sumSqPi = new Float64Array(C);
-  const sumPi = new Float64Array(NH);
-  for (let t = 0; t < T; t++) {
-    for (let h = 0; h < NH; h++) {
-      const p = pi[t * NH + h];
-      sumPi[h] += p;
-      for (let k = 0; k < HS; k++) {
-        const c = h * HS + k;
-        const v = wq[t * C + c];
-        sumSqPi[c] += v * v * p;
-        const dots = sumSqPi[c] / (sumPi[h] + 1e-8);
-        y[t * C + c] = -(v * p) * (1 / (1 + dots));
-      }
-    }
-  }
-  return linear(y, T, param(w, `${prefix}.c_proj.weight`, [C, C]).data, C, C, bias("c_proj", C));
+  const params = {
+    ...projections(layer, cfg.n_embd),
+    temp: param(w, `${prefix}.temp`, [NH, 1]).data,
+    denomBias: param(w, `${prefix}.denom_bias`, [NH, cfg.block_size, 1]).data,
+  };
+  return causalTssaAttentionReference(x, params, dims(layer)).out;
 }
 
 /**
  * Causal multi-head softmax attention (nanoGPT's `CausalSelfAttention`) of
  * one sequence `T × C`: `c_attn [3C, C]` gives q, k, v (in that order, heads
- * side by side), scale `HS^-½`, each position attends to itself and the past.
+ * side by side), scale `HS^-½`, each position attends to itself and the past
+ * — the module's reference (`nn/softmax_self_attention_reference.ts`).
  *
  * @example
  * ```ts ignore
@@ -133,57 +105,18 @@ export function causalSelfAttentionTssa(
  * ```
  */
 export function causalSelfAttention(x: Float64Array, layer: CausalAttentionLayer): Float64Array {
-  const { cfg, tokens: T, weights: w, prefix } = layer;
-  const C = cfg.n_embd;
-  const NH = cfg.n_head;
-  const HS = C / NH;
-  const bias = (name: string, n: number) =>
-    cfg.bias ? param(w, `${prefix}.${name}.bias`, [n]).data : undefined;
-  const qkv = linear(
-    x,
-    T,
-    param(w, `${prefix}.c_attn.weight`, [3 * C, C]).data,
-    C,
-    3 * C,
-    bias("c_attn", 3 * C),
-  ); // [t, (q | k | v)]
-  const scale = 1 / Math.sqrt(HS);
-  const y = new Float64Array(T * C);
-  const att = new Float64Array(T);
-  for (let h = 0; h < NH; h++) {
-    for (let i = 0; i < T; i++) {
-      let max = -Infinity;
-      for (let j = 0; j <= i; j++) {
-        let s = 0;
-        for (let k = 0; k < HS; k++) {
-          s += qkv[i * 3 * C + h * HS + k] * qkv[j * 3 * C + C + h * HS + k];
-        }
-        att[j] = s * scale;
-        max = Math.max(max, att[j]);
-      }
-      let total = 0;
-      for (let j = 0; j <= i; j++) {
-        att[j] = Math.exp(att[j] - max);
-        total += att[j];
-      }
-      for (let k = 0; k < HS; k++) {
-        let s = 0;
-        for (let j = 0; j <= i; j++) s += att[j] * qkv[j * 3 * C + 2 * C + h * HS + k];
-        y[i * C + h * HS + k] = s / total;
-      }
-    }
-  }
-  return linear(y, T, param(w, `${prefix}.c_proj.weight`, [C, C]).data, C, C, bias("c_proj", C));
+  const params = projections(layer, 3 * layer.cfg.n_embd);
+  return softmaxSelfAttentionReference(x, params, dims(layer), { causal: true }).out;
 }
 
 function norm(cfg: LanguageConfig, w: Weights, p: string, x: Float64Array, rows: number) {
   const C = cfg.n_embd;
-  return layerNorm(
+  return layerNormReference(
     x,
+    param(w, `${p}.weight`, [C]).data,
+    cfg.bias ? param(w, `${p}.bias`, [C]).data : null,
     rows,
     C,
-    param(w, `${p}.weight`, [C]).data,
-    cfg.bias ? param(w, `${p}.bias`, [C]).data : undefined,
     cfg.norm_eps,
   );
 }
@@ -200,9 +133,8 @@ function mlp(cfg: LanguageConfig, w: Weights, p: string, x: Float64Array, rows: 
     4 * C,
     bias("c_fc", 4 * C),
   );
-  geluInPlace(h);
   return linear(
-    h,
+    geluReference(h),
     rows,
     param(w, `${p}.c_proj.weight`, [C, 4 * C]).data,
     4 * C,
@@ -220,7 +152,7 @@ function mlp(cfg: LanguageConfig, w: Weights, p: string, x: Float64Array, rows: 
  * @example
  * ```ts ignore
  * const logits = languageForwardReference(cfg, weights, [0, 1, 2], 1, 3);
- * const loss = crossEntropyReference(logits, [1, 2, 3], 3, cfg.vocab_size);
+ * const loss = crossEntropyReference(logits, [1, 2, 3], 3, cfg.vocab_size); // cross_entropy_reference.ts
  * ```
  */
 export function languageForwardReference(

@@ -27,17 +27,16 @@
 import type { VisionConfig } from "../config.ts";
 import { fourierEncoding } from "../fourier.ts";
 import { mlpHidden, stemWidths } from "../names.ts";
-import {
-  addScaledInPlace,
-  batchNorm2dInPlace,
-  conv2d,
-  geluInPlace,
-  layerNorm,
-  linear,
-  param,
-  softmaxRowsInPlace,
-} from "./layers.ts";
-import type { Capture, FeatureMap, Weights } from "./layers.ts";
+import { addScaledInPlace, linear, param } from "./layers.ts";
+import type { Capture, Weights } from "./layers.ts";
+import { conv2dReference } from "../../ops/conv2d_reference.ts";
+import type { FeatureMap } from "../../ops/conv2d_reference.ts";
+import { BATCH_NORM_EPS, batchNormReference } from "../../ops/batch_norm_reference.ts";
+import { geluReference } from "../../ops/gelu_reference.ts";
+import { layerNormReference } from "../../ops/layer_norm_reference.ts";
+import { attentionReference } from "../../ops/attention_reference.ts";
+import { tssaAttentionReference } from "../../nn/tssa_attention_reference.ts";
+import { softmaxSelfAttentionReference } from "../../nn/softmax_self_attention_reference.ts";
 
 /** Options of {@linkcode visionForwardReference}. */
 export interface VisionForwardOptions {
@@ -49,9 +48,6 @@ export interface VisionForwardOptions {
    */
   batchNorm?: "eval" | "batch";
 }
-
-/** BatchNorm epsilon of the stem (PyTorch's default). */
-const BN_EPS = 1e-5;
 
 function checkConfig(cfg: VisionConfig): void {
   const D = cfg.embed_dim;
@@ -78,16 +74,16 @@ function stem(
   widths.forEach((cout, s) => {
     const pre = `patch_embed.proj.${2 * s}`;
     const kernel = param(w, `${pre}.0.weight`, [cout, cin, 3, 3]).data;
-    x = conv2d(x, kernel, cout, { kernel: 3, stride: 2, padding: 1 });
+    x = conv2dReference(x, kernel, cout, { kernel: 3, stride: 2, padding: 1 });
     const vec = (n: string) => param(w, `${pre}.1.${n}`, [cout]).data;
-    batchNorm2dInPlace(x, {
+    x = batchNormReference(x, {
       weight: vec("weight"),
       bias: vec("bias"),
       runningMean: vec("running_mean"),
       runningVar: vec("running_var"),
-      eps: BN_EPS,
+      eps: BATCH_NORM_EPS, // the stem's, PyTorch's default
     }, mode);
-    if (s < widths.length - 1) geluInPlace(x.data);
+    if (s < widths.length - 1) x = { ...x, data: geluReference(x.data) };
     cin = cout;
   });
   return x;
@@ -121,11 +117,22 @@ export interface AttentionLayer {
   qkvBias: boolean;
 }
 
+/** A module's `state_dict` projections as host arrays. */
+function projections(layer: AttentionLayer, inName: string, outName: string, inFeatures: number) {
+  const { dim: D, weights: w, prefix, qkvBias } = layer;
+  return {
+    inWeight: param(w, `${prefix}.${inName}.weight`, [inFeatures, D]).data,
+    inBias: qkvBias ? param(w, `${prefix}.${inName}.bias`, [inFeatures]).data : null,
+    outWeight: param(w, `${prefix}.${outName}.weight`, [D, D]).data,
+    outBias: param(w, `${prefix}.${outName}.bias`, [D]).data,
+  };
+}
+
 /**
  * Token Statistics Self-Attention (`AttentionTSSA`) of one image's tokens
- * `N × D` (already normalised), returning `N × D` after `to_out`; the
- * formulas are those of `tests/fixtures/README.md`, in the reference's order
- * of operations (`F.normalize` with its 1e-12 floor included).
+ * `N × D` (already normalised), returning `N × D` after `to_out`: the
+ * module's reference (`nn/tssa_attention_reference.ts`) on the weights of
+ * `prefix`.
  *
  * @example
  * ```ts ignore
@@ -135,55 +142,18 @@ export interface AttentionLayer {
  * ```
  */
 export function attentionTssa(x: Float64Array, layer: AttentionLayer): Float64Array {
-  const { tokens: N, dim: D, heads: NH, weights: w, prefix, qkvBias } = layer;
-  const HS = D / NH;
-  const qkvW = param(w, `${prefix}.qkv.weight`, [D, D]).data;
-  const qkvB = qkvBias ? param(w, `${prefix}.qkv.bias`, [D]).data : undefined;
-  const temp = param(w, `${prefix}.temp`, [NH, 1]).data;
-  const proj = linear(x, N, qkvW, D, D, qkvB); // w[n, h·HS + k]
-  // F.normalize over tokens: w / max(‖w[h, :, k]‖₂, 1e-12), then squared.
-  const norm = new Float64Array(D);
-  for (let n = 0; n < N; n++) for (let c = 0; c < D; c++) norm[c] += proj[n * D + c] ** 2;
-  for (let c = 0; c < D; c++) norm[c] = Math.max(Math.sqrt(norm[c]), 1e-12);
-  // Pi[n, h] = softmax over heads of temp[h]·Σ_k w_normed²
-  const pi = new Float64Array(N * NH);
-  for (let n = 0; n < N; n++) {
-    for (let h = 0; h < NH; h++) {
-      let s = 0;
-      for (let k = 0; k < HS; k++) s += (proj[n * D + h * HS + k] / norm[h * HS + k]) ** 2;
-      pi[n * NH + h] = s * temp[h];
-    }
-  }
-  softmaxRowsInPlace(pi, N, NH);
-  // dots[h, k] = Σ_n (Pi[n,h] / (Σ_n' Pi[n',h] + 1e-8))·w[n,h,k]²
-  const piSum = new Float64Array(NH);
-  for (let n = 0; n < N; n++) for (let h = 0; h < NH; h++) piSum[h] += pi[n * NH + h];
-  const dots = new Float64Array(D);
-  for (let n = 0; n < N; n++) {
-    for (let h = 0; h < NH; h++) {
-      const weight = pi[n * NH + h] / (piSum[h] + 1e-8);
-      for (let k = 0; k < HS; k++) dots[h * HS + k] += weight * proj[n * D + h * HS + k] ** 2;
-    }
-  }
-  // y = −(w·Pi)·1/(1 + dots)
-  const y = new Float64Array(N * D);
-  for (let n = 0; n < N; n++) {
-    for (let h = 0; h < NH; h++) {
-      for (let k = 0; k < HS; k++) {
-        const c = h * HS + k;
-        y[n * D + c] = -(proj[n * D + c] * pi[n * NH + h]) * (1 / (1 + dots[c]));
-      }
-    }
-  }
-  const outW = param(w, `${prefix}.to_out.0.weight`, [D, D]).data;
-  const outB = param(w, `${prefix}.to_out.0.bias`, [D]).data;
-  return linear(y, N, outW, D, D, outB);
+  const { tokens: N, dim: D, heads: NH, weights: w, prefix } = layer;
+  const params = {
+    ...projections(layer, "qkv", "to_out.0", D),
+    temp: param(w, `${prefix}.temp`, [NH, 1]).data,
+  };
+  return tssaAttentionReference(x, params, dims(N, D, NH)).out;
 }
 
 /**
  * Multi-head softmax attention (timm-style `Attention`, the ViT twin) of one
  * image's tokens `N × D`: `qkv [3D, D]` laid out `(3, NH, HS)`, scale `HS^-½`,
- * then `proj`.
+ * then `proj` — the module's reference (`nn/softmax_self_attention_reference.ts`).
  *
  * @example
  * ```ts ignore
@@ -193,34 +163,13 @@ export function attentionTssa(x: Float64Array, layer: AttentionLayer): Float64Ar
  * ```
  */
 export function attentionSoftmax(x: Float64Array, layer: AttentionLayer): Float64Array {
-  const { tokens: N, dim: D, heads: NH, weights: w, prefix, qkvBias } = layer;
-  const HS = D / NH;
-  const qkvW = param(w, `${prefix}.qkv.weight`, [3 * D, D]).data;
-  const qkvB = qkvBias ? param(w, `${prefix}.qkv.bias`, [3 * D]).data : undefined;
-  const qkv = linear(x, N, qkvW, D, 3 * D, qkvB); // [n, (s, h, k)]
-  const scale = HS ** -0.5;
-  const y = new Float64Array(N * D);
-  const att = new Float64Array(N);
-  for (let h = 0; h < NH; h++) {
-    for (let i = 0; i < N; i++) {
-      for (let j = 0; j < N; j++) {
-        let s = 0;
-        for (let k = 0; k < HS; k++) {
-          s += qkv[i * 3 * D + h * HS + k] * qkv[j * 3 * D + D + h * HS + k];
-        }
-        att[j] = s * scale;
-      }
-      softmaxRowsInPlace(att, 1, N);
-      for (let k = 0; k < HS; k++) {
-        let s = 0;
-        for (let j = 0; j < N; j++) s += att[j] * qkv[j * 3 * D + 2 * D + h * HS + k];
-        y[i * D + h * HS + k] = s;
-      }
-    }
-  }
-  const outW = param(w, `${prefix}.proj.weight`, [D, D]).data;
-  const outB = param(w, `${prefix}.proj.bias`, [D]).data;
-  return linear(y, N, outW, D, D, outB);
+  const { tokens: N, dim: D, heads: NH } = layer;
+  const params = projections(layer, "qkv", "proj", 3 * D);
+  return softmaxSelfAttentionReference(x, params, dims(N, D, NH), { causal: false }).out;
+}
+
+function dims(N: number, D: number, NH: number) {
+  return { batches: 1, tokens: N, heads: NH, headDim: D / NH };
 }
 
 /** timm `Mlp`: fc1 → GELU → fc2 over `rows × D`. */
@@ -233,9 +182,8 @@ function mlp(x: Float64Array, rows: number, D: number, hidden: number, w: Weight
     hidden,
     param(w, `${p}.fc1.bias`, [hidden]).data,
   );
-  geluInPlace(h);
   return linear(
-    h,
+    geluReference(h),
     rows,
     param(w, `${p}.fc2.weight`, [D, hidden]).data,
     hidden,
@@ -246,12 +194,12 @@ function mlp(x: Float64Array, rows: number, D: number, hidden: number, w: Weight
 
 function norm(cfg: VisionConfig, w: Weights, p: string, x: Float64Array, rows: number) {
   const D = cfg.embed_dim;
-  return layerNorm(
+  return layerNormReference(
     x,
-    rows,
-    D,
     param(w, `${p}.weight`, [D]).data,
     param(w, `${p}.bias`, [D]).data,
+    rows,
+    D,
     cfg.norm_eps,
   );
 }
@@ -292,23 +240,8 @@ function classAttention(
   const qkvW = param(w, `${p}.qkv.weight`, [3 * D, D]).data;
   const qkvB = cfg.qkv_bias ? param(w, `${p}.qkv.bias`, [3 * D]).data : undefined;
   const qkv = linear(x, M, qkvW, D, 3 * D, qkvB); // [m, (s, h, k)]
-  const scale = HS ** -0.5;
-  const cls = new Float64Array(D);
-  const att = new Float64Array(M);
-  for (let h = 0; h < NH; h++) {
-    // Only the class token's query; softmax over all M tokens (class token included).
-    for (let j = 0; j < M; j++) {
-      let s = 0;
-      for (let k = 0; k < HS; k++) s += qkv[h * HS + k] * qkv[j * 3 * D + D + h * HS + k];
-      att[j] = s * scale;
-    }
-    softmaxRowsInPlace(att, 1, M);
-    for (let k = 0; k < HS; k++) {
-      let s = 0;
-      for (let j = 0; j < M; j++) s += att[j] * qkv[j * 3 * D + 2 * D + h * HS + k];
-      cls[h * HS + k] = s;
-    }
-  }
+  // Only the class token's query; softmax over all M tokens (class token included).
+  const cls = attentionReference(qkv, 1, M, NH, HS, { classToken: true });
   const out = x.slice();
   out.set(
     linear(

@@ -7,13 +7,12 @@
  * against, and is itself checked against the PyTorch fixture
  * (`train.grad.*`) and against finite differences.
  *
- * BatchNorm in training mode (PyTorch's `BatchNorm2d.train()`): every channel
- * is normalised with the mean and the *biased* variance of that channel over
- * the batch and all positions; the running statistics are then updated with
- * momentum 0.1 using the *unbiased* variance
- * (`running_var ← 0.9·running_var + 0.1·var·K/(K−1)`, K values per channel),
- * and `num_batches_tracked` grows by one. The updates are returned, never
- * applied to the weights given.
+ * BatchNorm runs in training mode (PyTorch's `BatchNorm2d.train()`, see
+ * `src/ops/batch_norm_reference.ts`): batch statistics, running statistics
+ * updated with momentum 0.1, `num_batches_tracked` grown by one; the updates
+ * are returned, never applied to the weights given. Each layer's forward and
+ * backward is the float64 reference beside its op (`src/ops/*_reference.ts`
+ * and the linear and TSSA modules); this module composes them.
  *
  * Gradient convention (as in llm.c and the GPU ops): parameter gradients
  * **accumulate** (`+=`) into arrays the caller provides; activation gradients
@@ -28,356 +27,34 @@
 import type { VisionConfig } from "../config.ts";
 import { fourierFeatures } from "../fourier.ts";
 import { mlpHidden, stemWidths } from "../names.ts";
-import { conv2d, geluScalar, param } from "./layers.ts";
-import type { FeatureMap, Weights } from "./layers.ts";
-import { linearBackwardReference, linearForwardReference } from "../../ops/linear_backward.ts";
+import { param } from "./layers.ts";
+import type { Weights } from "./layers.ts";
+import { linearBackwardReference, linearForwardReference } from "../../ops/linear_reference.ts";
+import { conv2dBackwardReference, conv2dReference } from "../../ops/conv2d_reference.ts";
+import type { FeatureMap } from "../../ops/conv2d_reference.ts";
 import {
-  layerNormBackwardReference,
-  layerNormForwardReference,
-} from "../../ops/layer_norm_backward.ts";
-import { geluBackwardReference } from "../../ops/gelu_backward.ts";
-import { attentionReference } from "../../ops/attention.ts";
-import { softmaxAttentionBackwardReference } from "../../ops/attention_backward.ts";
+  batchNormTrainBackwardReference,
+  batchNormTrainForwardReference,
+} from "../../ops/batch_norm_reference.ts";
+import { layerNormBackwardReference, layerNormReference } from "../../ops/layer_norm_reference.ts";
+import { geluBackwardReference, geluReference } from "../../ops/gelu_reference.ts";
+import {
+  attentionReference,
+  softmaxAttentionBackwardReference,
+} from "../../ops/attention_reference.ts";
+import { crossEntropyBackwardReference } from "../../ops/cross_entropy_reference.ts";
 import {
   tssaAttentionBackwardReference,
-  tssaAttentionForwardReference,
-} from "../../nn/tssa_attention_backward.ts";
-import type {
-  TssaAttentionParamsReference,
-  TssaAttentionSavesReference,
-} from "../../nn/tssa_attention_backward.ts";
+  tssaAttentionReference,
+} from "../../nn/tssa_attention_reference.ts";
+import type { TssaAttentionParamsReference } from "../../nn/tssa_attention_reference.ts";
+import {
+  softmaxSelfAttentionBackwardReference,
+  softmaxSelfAttentionReference,
+} from "../../nn/softmax_self_attention_reference.ts";
 
-/** PyTorch's default BatchNorm momentum. */
-export const BN_MOMENTUM = 0.1;
-/** BatchNorm epsilon of the stem (PyTorch's default). */
-export const BN_EPS = 1e-5;
-
-// ------------------------------------------------------------ conv 2-D
-
-/** Geometry of a square convolution without bias (groups 1, dilation 1). */
-export interface ConvGeometry {
-  /** Square kernel size. */
-  kernel: number;
-  stride: number;
-  /** Zero padding on every side. */
-  padding: number;
-}
-
-/**
- * Backward of `y = conv2d(x, weight)` (no bias): `∂x` (assigned) and
- * `∂weight` (added to `dWeight`, `Cout × Cin × k × k`).
- *
- * @param dy `B × Cout × Ho × Wo`, the output size `conv2d` gives for `x`
- * @throws {TypeError} when the sizes disagree
- * @example
- * ```ts
- * import { conv2dBackwardReference } from "./vision_backward.ts";
- * const x = { data: new Float64Array([1, 2, 3, 4]), B: 1, C: 1, H: 2, W: 2 };
- * const dWeight = new Float64Array(1);
- * const dx = conv2dBackwardReference(new Float64Array([1]), x, new Float64Array([5]), dWeight, {
- *   kernel: 1, stride: 2, padding: 0,
- * });
- * if (dx.join() !== "5,0,0,0" || dWeight[0] !== 1) throw new Error("conv backward");
- * ```
- */
-export function conv2dBackwardReference(
-  dy: Float64Array,
-  x: FeatureMap,
-  weight: Float64Array,
-  dWeight: Float64Array,
-  { kernel: k, stride: s, padding: p }: ConvGeometry,
-): Float64Array {
-  const { B, C: Cin, H, W } = x;
-  const Ho = Math.floor((H + 2 * p - k) / s) + 1;
-  const Wo = Math.floor((W + 2 * p - k) / s) + 1;
-  const Cout = weight.length / (Cin * k * k);
-  if (!Number.isInteger(Cout) || dy.length !== B * Cout * Ho * Wo) {
-    throw new TypeError(
-      `conv2dBackwardReference: dy has ${dy.length} values and weight ${weight.length}, ` +
-        `expected ${B}×Cout×${Ho}×${Wo} and Cout×${Cin}×${k}×${k}`,
-    );
-  }
-  if (dWeight.length !== weight.length) {
-    throw new TypeError(`conv2dBackwardReference: dWeight has ${dWeight.length} values`);
-  }
-  const dx = new Float64Array(x.data.length);
-  for (let b = 0; b < B; b++) {
-    for (let o = 0; o < Cout; o++) {
-      for (let i = 0; i < Ho; i++) {
-        for (let j = 0; j < Wo; j++) {
-          const g = dy[((b * Cout + o) * Ho + i) * Wo + j];
-          for (let c = 0; c < Cin; c++) {
-            const xc = (b * Cin + c) * H * W;
-            const wc = (o * Cin + c) * k * k;
-            for (let u = 0; u < k; u++) {
-              const row = i * s + u - p;
-              if (row < 0 || row >= H) continue;
-              for (let v = 0; v < k; v++) {
-                const col = j * s + v - p;
-                if (col < 0 || col >= W) continue;
-                dx[xc + row * W + col] += g * weight[wc + u * k + v];
-                dWeight[wc + u * k + v] += g * x.data[xc + row * W + col];
-              }
-            }
-          }
-        }
-      }
-    }
-  }
-  return dx;
-}
-
-// ------------------------------------------------------------ BatchNorm
-
-/** Parameters and running statistics of a training-mode BatchNorm2d. */
-export interface BatchNormTrainParams {
-  weight: Float64Array;
-  bias: Float64Array;
-  runningMean: Float64Array;
-  /** Running unbiased variance. */
-  runningVar: Float64Array;
-  /** Default {@linkcode BN_EPS}. */
-  eps?: number;
-  /** Default {@linkcode BN_MOMENTUM}. */
-  momentum?: number;
-}
-
-/** What {@linkcode batchNormTrainForwardReference} computes and keeps. */
-export interface BatchNormTrainSaves {
-  /** Output `B × C × H × W`. */
-  y: Float64Array;
-  /** Normalised input `(x − mean)·invStd`, `B × C × H × W`. */
-  xhat: Float64Array;
-  /** Batch mean per channel. */
-  mean: Float64Array;
-  /** `1/√(biased variance + eps)` per channel. */
-  invStd: Float64Array;
-  /** Updated running mean (new array). */
-  runningMean: Float64Array;
-  /** Updated running variance, from the unbiased batch variance (new array). */
-  runningVar: Float64Array;
-}
-
-/**
- * BatchNorm2d forward in training mode: batch statistics (biased variance in
- * the normalisation) and the momentum update of the running statistics with
- * the unbiased variance, as PyTorch does. With a single value per channel
- * (K = 1) the unbiased variance is NaN, as in PyTorch.
- *
- * @example
- * ```ts
- * import { batchNormTrainForwardReference } from "./vision_backward.ts";
- * const x = { data: new Float64Array([1, 2, 3, 4]), B: 1, C: 1, H: 2, W: 2 };
- * const one = new Float64Array([1]);
- * const s = batchNormTrainForwardReference(x, {
- *   weight: one, bias: new Float64Array(1), runningMean: new Float64Array(1), runningVar: one,
- * });
- * // mean 2.5, biased variance 1.25, unbiased 5/3
- * if (Math.abs(s.runningVar[0] - (0.9 + 0.1 * 5 / 3)) > 1e-15) throw new Error("running var");
- * ```
- */
-export function batchNormTrainForwardReference(
-  x: FeatureMap,
-  p: BatchNormTrainParams,
-): BatchNormTrainSaves {
-  const { B, C, H, W } = x;
-  const hw = H * W;
-  const K = B * hw;
-  const eps = p.eps ?? BN_EPS;
-  const momentum = p.momentum ?? BN_MOMENTUM;
-  for (const [name, v] of Object.entries({ weight: p.weight, bias: p.bias })) {
-    if (v.length !== C) throw new TypeError(`BatchNorm ${name} has ${v.length} values, not ${C}`);
-  }
-  const y = new Float64Array(x.data.length);
-  const xhat = new Float64Array(x.data.length);
-  const mean = new Float64Array(C);
-  const invStd = new Float64Array(C);
-  const runningMean = new Float64Array(C);
-  const runningVar = new Float64Array(C);
-  for (let c = 0; c < C; c++) {
-    let m = 0;
-    for (let b = 0; b < B; b++) {
-      for (let i = 0; i < hw; i++) m += x.data[(b * C + c) * hw + i];
-    }
-    m /= K;
-    let ss = 0;
-    for (let b = 0; b < B; b++) {
-      for (let i = 0; i < hw; i++) ss += (x.data[(b * C + c) * hw + i] - m) ** 2;
-    }
-    const inv = 1 / Math.sqrt(ss / K + eps);
-    mean[c] = m;
-    invStd[c] = inv;
-    runningMean[c] = (1 - momentum) * p.runningMean[c] + momentum * m;
-    runningVar[c] = (1 - momentum) * p.runningVar[c] + momentum * (ss / (K - 1));
-    for (let b = 0; b < B; b++) {
-      for (let i = 0; i < hw; i++) {
-        const at = (b * C + c) * hw + i;
-        xhat[at] = (x.data[at] - m) * inv;
-        y[at] = xhat[at] * p.weight[c] + p.bias[c];
-      }
-    }
-  }
-  return { y, xhat, mean, invStd, runningMean, runningVar };
-}
-
-/**
- * Backward of the training-mode BatchNorm2d (the batch statistics depend on
- * the input): `∂x = invStd·(g − mean(g) − x̂·mean(g·x̂))` per channel with
- * `g = ∂y·weight`; `∂weight += Σ ∂y·x̂`, `∂bias += Σ ∂y`.
- *
- * @param dims the map's `B, C, H, W`
- * @returns `∂x` (assigned)
- */
-export function batchNormTrainBackwardReference(
-  dy: Float64Array,
-  saved: Pick<BatchNormTrainSaves, "xhat" | "invStd">,
-  weight: Float64Array,
-  grads: { dWeight: Float64Array; dBias: Float64Array },
-  dims: { B: number; C: number; H: number; W: number },
-): Float64Array {
-  const { B, C, H, W } = dims;
-  const hw = H * W;
-  const K = B * hw;
-  if (dy.length !== B * C * hw || saved.xhat.length !== dy.length) {
-    throw new TypeError(`batchNormTrainBackwardReference: expected ${B}×${C}×${H}×${W} values`);
-  }
-  const dx = new Float64Array(dy.length);
-  for (let c = 0; c < C; c++) {
-    let sumDy = 0;
-    let sumDyX = 0;
-    for (let b = 0; b < B; b++) {
-      for (let i = 0; i < hw; i++) {
-        const at = (b * C + c) * hw + i;
-        sumDy += dy[at];
-        sumDyX += dy[at] * saved.xhat[at];
-      }
-    }
-    grads.dWeight[c] += sumDyX;
-    grads.dBias[c] += sumDy;
-    const g = weight[c] * saved.invStd[c];
-    for (let b = 0; b < B; b++) {
-      for (let i = 0; i < hw; i++) {
-        const at = (b * C + c) * hw + i;
-        dx[at] = g * (dy[at] - sumDy / K - saved.xhat[at] * sumDyX / K);
-      }
-    }
-  }
-  return dx;
-}
-
-// ------------------------------------------------------------ attention
-
-/** Sizes of an attention call on packed `qkv [B, N, 3·heads·headDim]`. */
-export interface QkvDims {
-  batches: number;
-  tokens: number;
-  heads: number;
-  headDim: number;
-}
-
-function qkvChecked(op: string, qkv: ArrayLike<number>, dims: QkvDims) {
-  const { batches: B, tokens: N, heads: H, headDim: d } = dims;
-  const C = H * d;
-  if (qkv.length !== B * N * 3 * C || N < 1) {
-    throw new TypeError(`${op}: qkv has ${qkv.length} values, expected ${B}×${N}×3·${H}·${d}`);
-  }
-  return { B, N, H, d, C };
-}
-
-/**
- * Class attention (token 0 queries all `N` tokens) in float64, keeping the
- * attention weights: `out [B, C]`, `p [B, H, N]`.
- *
- * @example
- * ```ts
- * import { classAttentionForwardReference } from "./vision_backward.ts";
- * const { out } = classAttentionForwardReference([1, 1, 2, 0, 1, 4], {
- *   batches: 1, tokens: 2, heads: 1, headDim: 1,
- * });
- * if (out[0] !== 3) throw new Error("class attention");
- * ```
- */
-export function classAttentionForwardReference(
-  qkv: ArrayLike<number>,
-  dims: QkvDims,
-): { out: Float64Array; p: Float64Array } {
-  const { B, N, H, d, C } = qkvChecked("classAttentionForwardReference", qkv, dims);
-  const scale = 1 / Math.sqrt(d);
-  const out = new Float64Array(B * C);
-  const p = new Float64Array(B * H * N);
-  for (let b = 0; b < B; b++) {
-    for (let h = 0; h < H; h++) {
-      const q = b * N * 3 * C + h * d;
-      const pr = (b * H + h) * N;
-      let max = -Infinity;
-      for (let j = 0; j < N; j++) {
-        const k = (b * N + j) * 3 * C + C + h * d;
-        let s = 0;
-        for (let c = 0; c < d; c++) s += qkv[q + c] * qkv[k + c];
-        p[pr + j] = s * scale;
-        max = Math.max(max, p[pr + j]);
-      }
-      let sum = 0;
-      for (let j = 0; j < N; j++) sum += p[pr + j] = Math.exp(p[pr + j] - max);
-      for (let j = 0; j < N; j++) {
-        p[pr + j] /= sum;
-        const v = (b * N + j) * 3 * C + 2 * C + h * d;
-        for (let c = 0; c < d; c++) out[b * C + h * d + c] += p[pr + j] * qkv[v + c];
-      }
-    }
-  }
-  return { out, p };
-}
-
-/**
- * Backward of class attention: `∂qkv [B, N, 3C]` (assigned) from
- * `∂out [B, C]`, the input `qkv` and the saved weights `p [B, H, N]`.
- * Only token 0 gets a query gradient; every token gets key and value gradients.
- */
-export function classAttentionBackwardReference(
-  dOut: ArrayLike<number>,
-  qkv: ArrayLike<number>,
-  p: Float64Array,
-  dims: QkvDims,
-): Float64Array {
-  const { B, N, H, d, C } = qkvChecked("classAttentionBackwardReference", qkv, dims);
-  if (dOut.length !== B * C || p.length !== B * H * N) {
-    throw new TypeError("classAttentionBackwardReference: dOut or p has the wrong size");
-  }
-  const scale = 1 / Math.sqrt(d);
-  const dqkv = new Float64Array(qkv.length);
-  const ds = new Float64Array(N);
-  for (let b = 0; b < B; b++) {
-    for (let h = 0; h < H; h++) {
-      const pr = (b * H + h) * N;
-      const go = b * C + h * d;
-      const q = b * N * 3 * C + h * d;
-      // dp_j = ∂out·v_j; ∂v_j = p_j·∂out
-      let dot = 0;
-      for (let j = 0; j < N; j++) {
-        const v = (b * N + j) * 3 * C + 2 * C + h * d;
-        let s = 0;
-        for (let c = 0; c < d; c++) {
-          s += dOut[go + c] * qkv[v + c];
-          dqkv[v + c] += p[pr + j] * dOut[go + c];
-        }
-        ds[j] = s;
-        dot += p[pr + j] * s;
-      }
-      for (let j = 0; j < N; j++) {
-        const g = p[pr + j] * (ds[j] - dot) * scale;
-        const k = (b * N + j) * 3 * C + C + h * d;
-        for (let c = 0; c < d; c++) {
-          dqkv[q + c] += g * qkv[k + c];
-          dqkv[k + c] += g * qkv[q + c];
-        }
-      }
-    }
-  }
-  return dqkv;
-}
-
-// ------------------------------------------------------------ the model
+/** Class attention: only the class token (token 0) queries. */
+const CLASS_TOKEN = { classToken: true };
 
 /** Result of {@linkcode visionTrainStepReference}. */
 export interface VisionTrainStepReference {
@@ -451,7 +128,7 @@ function lnFwd(cfg: VisionConfig, w: Weights, g: Grads, p: string, x: Float64Arr
   const D = cfg.embed_dim;
   const weight = param(w, `${p}.weight`, [D]).data;
   const bias = param(w, `${p}.bias`, [D]).data;
-  const y = layerNormForwardReference(x, weight, bias, D, cfg.norm_eps);
+  const y = layerNormReference(x, weight, bias, x.length / D, D, cfg.norm_eps);
   const back = (dy: Float64Array) =>
     layerNormBackwardReference(
       {
@@ -474,7 +151,7 @@ function mlpFwd(cfg: VisionConfig, w: Weights, g: Grads, p: string, x: Float64Ar
   const fc1 = linearLayer(w, `${p}.fc1`, D, hidden, true);
   const fc2 = linearLayer(w, `${p}.fc2`, hidden, D, true);
   const pre = linFwd(fc1, x, rows);
-  const act = pre.map(geluScalar);
+  const act = geluReference(pre);
   const y = linFwd(fc2, act, rows);
   const back = (dy: Float64Array) => {
     const dAct = linBwd(fc2, g, dy, act, rows);
@@ -504,13 +181,13 @@ function blockAttentionFwd(
       outWeight: param(w, `${p}.to_out.0.weight`, [D, D]).data,
       outBias: param(w, `${p}.to_out.0.bias`, [D]).data,
     };
-    const saved: TssaAttentionSavesReference = tssaAttentionForwardReference(x, params, dims);
+    const { out, saves } = tssaAttentionReference(x, params, dims);
     const back = (dy: Float64Array) =>
       tssaAttentionBackwardReference({
         dy,
         x,
         params,
-        saved,
+        saves,
         grads: {
           inWeight: g.get(`${p}.qkv.weight`),
           inBias: cfg.qkv_bias ? g.get(`${p}.qkv.bias`) : null,
@@ -519,19 +196,34 @@ function blockAttentionFwd(
           outBias: g.get(`${p}.to_out.0.bias`),
         },
       }, dims);
-    return { y: saved.out, back };
+    return { y: out, back };
   }
-  const qkvL = linearLayer(w, `${p}.qkv`, D, 3 * D, cfg.qkv_bias);
-  const projL = linearLayer(w, `${p}.proj`, D, D, true);
-  const qkv = linFwd(qkvL, x, B * N);
-  const att = attentionReference(qkv, B, N, NH, D / NH);
-  const y = linFwd(projL, att, B * N);
-  const back = (dy: Float64Array) => {
-    const dAtt = linBwd(projL, g, dy, att, B * N);
-    const dqkv = softmaxAttentionBackwardReference(qkv, dAtt, B, N, NH, D / NH);
-    return linBwd(qkvL, g, dqkv, x, B * N);
+  const params = {
+    inWeight: param(w, `${p}.qkv.weight`, [3 * D, D]).data,
+    inBias: cfg.qkv_bias ? param(w, `${p}.qkv.bias`, [3 * D]).data : null,
+    outWeight: param(w, `${p}.proj.weight`, [D, D]).data,
+    outBias: param(w, `${p}.proj.bias`, [D]).data,
   };
-  return { y, back };
+  const options = { causal: false };
+  const { out, saves } = softmaxSelfAttentionReference(x, params, dims, options);
+  const back = (dy: Float64Array) =>
+    softmaxSelfAttentionBackwardReference(
+      {
+        dy,
+        x,
+        params,
+        saves,
+        grads: {
+          inWeight: g.get(`${p}.qkv.weight`),
+          inBias: cfg.qkv_bias ? g.get(`${p}.qkv.bias`) : null,
+          outWeight: g.get(`${p}.proj.weight`),
+          outBias: g.get(`${p}.proj.bias`),
+        },
+      },
+      dims,
+      options,
+    );
+  return { y: out, back };
 }
 
 /** `x + γ⊙y` over rows of D; the backward adds ∂γ and returns ∂y (∂x is the input). */
@@ -606,13 +298,12 @@ function classBlockFwd(
   const D = cfg.embed_dim;
   const NH = cfg.num_heads;
   const p = `cls_attn_blocks.${i}`;
-  const dims = { batches: B, tokens: M, heads: NH, headDim: D / NH };
   const n1 = lnFwd(cfg, w, g, `${p}.norm1`, x);
   const qkvL = linearLayer(w, `${p}.attn.qkv`, D, 3 * D, cfg.qkv_bias);
   const projL = linearLayer(w, `${p}.attn.proj`, D, D, true);
   const qkv = linFwd(qkvL, n1.y, B * M);
-  const att = classAttentionForwardReference(qkv, dims);
-  const cls = linFwd(projL, att.out, B);
+  const att = attentionReference(qkv, B, M, NH, D / NH, CLASS_TOKEN);
+  const cls = linFwd(projL, att, B);
   const a = n1.y.slice(); // patch tokens pass through the attention module
   for (let b = 0; b < B; b++) a.set(cls.subarray(b * D, (b + 1) * D), b * M * D);
   const r1 = scaledResidual(w, g, `${p}.gamma1`, x, a, D);
@@ -673,8 +364,8 @@ function classBlockFwd(
     // goes back through proj, class attention and qkv (over every token).
     const dAttOut = new Float64Array(B * D);
     for (let b = 0; b < B; b++) dAttOut.set(da.subarray(b * M * D, b * M * D + D), b * D);
-    const dAtt = linBwd(projL, g, dAttOut, att.out, B);
-    const dqkv = classAttentionBackwardReference(dAtt, qkv, att.p, dims);
+    const dAtt = linBwd(projL, g, dAttOut, att, B);
+    const dqkv = softmaxAttentionBackwardReference(qkv, dAtt, B, M, NH, D / NH, CLASS_TOKEN);
     const dn1 = linBwd(qkvL, g, dqkv, n1.y, B * M);
     for (let b = 0; b < B; b++) {
       for (let r = D; r < M * D; r++) dn1[b * M * D + r] += da[b * M * D + r];
@@ -734,7 +425,7 @@ export function visionTrainStepReference(
     const pre = `patch_embed.proj.${2 * s}`;
     const input = map;
     const kernel = param(w, `${pre}.0.weight`, [cout, input.C, 3, 3]).data;
-    const conv = conv2d(input, kernel, cout, geometry);
+    const conv = conv2dReference(input, kernel, cout, geometry);
     const vec = (n: string) => param(w, `${pre}.1.${n}`, [cout]).data;
     const bn = batchNormTrainForwardReference(conv, {
       weight: vec("weight"),
@@ -747,7 +438,7 @@ export function visionTrainStepReference(
     const tracked = w.get(`${pre}.1.num_batches_tracked`)?.data[0] ?? 0;
     buffers.set(`${pre}.1.num_batches_tracked`, new Float64Array([tracked + 1]));
     const last = s === widths.length - 1;
-    const out = last ? bn.y : bn.y.map(geluScalar);
+    const out = last ? bn.y : geluReference(bn.y);
     backs.push((dy) => {
       const dBn = last ? dy : geluBackwardReference(dy, bn.y);
       const dConv = batchNormTrainBackwardReference(dBn, bn, vec("weight"), {
@@ -831,19 +522,7 @@ export function visionTrainStepReference(
   const fin = lnFwd(cfg, w, g, "norm", clsRows);
   const head = linearLayer(w, "head", D, K, true);
   const logits = linFwd(head, fin.y, B);
-  let loss = 0;
-  const dLogits = new Float64Array(B * K);
-  for (let b = 0; b < B; b++) {
-    const row = logits.subarray(b * K, (b + 1) * K);
-    const max = Math.max(...row);
-    let sum = 0;
-    for (let k = 0; k < K; k++) sum += Math.exp(row[k] - max);
-    loss += max + Math.log(sum) - row[targets[b]];
-    for (let k = 0; k < K; k++) {
-      dLogits[b * K + k] = (Math.exp(row[k] - max) / sum - (k === targets[b] ? 1 : 0)) / B;
-    }
-  }
-  loss /= B;
+  const { loss, dlogits: dLogits } = crossEntropyBackwardReference(logits, targets, K);
 
   // Backward, in reverse.
   const dCls = fin.back(linBwd(head, g, dLogits, fin.y, B));

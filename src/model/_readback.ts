@@ -1,0 +1,58 @@
+/**
+ * Reading a forward's results back: the logits and, for the fixture checks,
+ * copies of the named intermediate activations a forward reports.
+ *
+ * @module
+ */
+
+import type { Gpu, Tensor } from "../gpu/runtime.ts";
+
+/** Called with every named intermediate activation while a forward is recorded. */
+export type ActivationHook = (name: string, t: Tensor) => void;
+
+/** Logits of a forward and, when requested, copies of its named activations. */
+export interface ForwardOutput {
+  logits: Float32Array;
+  /** Fixture-named activations, when requested. */
+  activations: Map<string, { shape: number[]; data: Float32Array }>;
+}
+
+/**
+ * Record a whole forward with `encode`, submit it once and read back the
+ * logits and, with `activations`, a copy of every activation the forward
+ * reports through its hook.
+ */
+export async function readForward(
+  gpu: Gpu,
+  activations: boolean,
+  encode: (onActivation: ActivationHook | undefined) => Promise<Tensor>,
+): Promise<ForwardOutput> {
+  const saved: [string, Tensor][] = [];
+  try {
+    const onActivation: ActivationHook | undefined = activations
+      ? (name, t) => {
+        const copy = gpu.empty(t.shape, "f32", `act.${name}`);
+        gpu.copy(t, copy);
+        saved.push([name, copy]);
+      }
+      : undefined;
+    const logits = await encode(onActivation);
+    try {
+      const out: ForwardOutput = {
+        logits: (await gpu.read(logits)) as Float32Array,
+        activations: new Map(),
+      };
+      for (const [name, t] of saved) {
+        out.activations.set(name, {
+          shape: [...t.shape],
+          data: (await gpu.read(t)) as Float32Array,
+        });
+      }
+      return out;
+    } finally {
+      logits.destroy();
+    }
+  } finally {
+    for (const [, t] of saved) t.destroy();
+  }
+}
