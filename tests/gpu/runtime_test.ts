@@ -51,7 +51,10 @@ Deno.test("includes pull snippets from kernels/lib once, with a line map", () =>
     /kernels\/lib\/bad\.wgsl:1 includes unknown snippet "nowhere"/,
   );
   assert.throws(() => renderKernel("k", "let x = 1; {{include a}}", {}, lib), /alone on its line/);
-  assert.throws(() => renderWgsl("k", "{{x}}", { x: "a\nb" }), /spans several lines/);
+  // A slot of several lines maps each of them to the line holding the slot.
+  const multi = renderKernel("k", "x\n  {{body}}\ny", { body: "a;\nb;" }, lib);
+  assert.equal(multi.code, "x\n  a;\nb;\ny");
+  assert.deepEqual(multi.origins.map((o) => o.line), [1, 2, 2, 3]);
 });
 
 Deno.test("the WGSL library table lists exactly the files in kernels/lib", () => {
