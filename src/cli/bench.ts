@@ -121,6 +121,10 @@ export function benchCommand() {
     .option("--shapes <list>", "with --ops linear: layers m×k×n (default: the models' shapes)")
     .option("--variants <list>", "with --ops linear: GEMM variants to time (chosen, all, names)")
     .option("--json", "print the records as JSON on stdout")
+    .option(
+      "--profile",
+      "with --train or --eval: GPU time per kernel (each dispatch timed alone: slower overall)",
+    )
     .option("--train", "time optimizer steps of a preset's model instead (tokens or images/s)")
     .option("--preset <name>", "with --train: the model and batch of this preset", DEFAULT_PRESET)
     .option("--config <file.json>", "with --train: settings over the preset (nanoGPT names)")

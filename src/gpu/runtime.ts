@@ -60,6 +60,91 @@ export interface Kernel {
   readonly key: string;
 }
 
+/** GPU time of one kernel over a {@linkcode Gpu.startKernelProfile} run. */
+export interface KernelTime {
+  kernel: string;
+  dispatches: number;
+  ms: number;
+}
+
+/** Timestamp pairs of profiled dispatches, resolved and read in chunks. */
+class KernelProfiler {
+  static readonly CHUNK = 2048; // dispatches per query set
+  #set: GPUQuerySet | null = null;
+  #labels: string[] = [];
+  #pending: Promise<[string[], BigUint64Array]>[] = [];
+
+  constructor(readonly device: GPUDevice) {}
+
+  /** The timestamp writes of the next dispatch, named `kernel`. */
+  next(kernel: string, gpu: Gpu): GPUComputePassTimestampWrites {
+    if (this.#labels.length === KernelProfiler.CHUNK) this.collect(gpu);
+    this.#set ??= this.device.createQuerySet({
+      type: "timestamp",
+      count: 2 * KernelProfiler.CHUNK,
+    });
+    const i = this.#labels.length;
+    this.#labels.push(kernel);
+    return {
+      querySet: this.#set,
+      beginningOfPassWriteIndex: 2 * i,
+      endOfPassWriteIndex: 2 * i + 1,
+    };
+  }
+
+  /** Resolve the current chunk into a buffer read later (submits the batch). */
+  collect(gpu: Gpu): void {
+    const set = this.#set;
+    const labels = this.#labels;
+    this.#set = null;
+    this.#labels = [];
+    if (!set || labels.length === 0) {
+      set?.destroy();
+      return;
+    }
+    const bytes = labels.length * 16;
+    const resolve = this.device.createBuffer({
+      label: "tost.kernelProfile.resolve",
+      size: bytes,
+      usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
+    });
+    const staging = this.device.createBuffer({
+      label: "tost.kernelProfile.read",
+      size: bytes,
+      usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+    });
+    const encoder = gpu._encoderForProfile();
+    encoder.resolveQuerySet(set, 0, 2 * labels.length, resolve, 0);
+    encoder.copyBufferToBuffer(resolve, 0, staging, 0, bytes);
+    gpu.flush();
+    this.#pending.push(
+      staging.mapAsync(GPUMapMode.READ).then((): [string[], BigUint64Array] => {
+        const ts = new BigUint64Array(staging.getMappedRange().slice(0));
+        staging.unmap();
+        return [labels, ts];
+      }).finally(() => {
+        staging.destroy();
+        resolve.destroy();
+        set.destroy();
+      }),
+    );
+  }
+
+  /** Per-kernel totals of every collected chunk, slowest first. */
+  async results(): Promise<KernelTime[]> {
+    const totals = new Map<string, KernelTime>();
+    for (const [labels, ts] of await Promise.all(this.#pending)) {
+      labels.forEach((kernel, i) => {
+        const t = totals.get(kernel) ?? { kernel, dispatches: 0, ms: 0 };
+        t.dispatches++;
+        t.ms += Number(ts[2 * i + 1] - ts[2 * i]) / 1e6;
+        totals.set(kernel, t);
+      });
+    }
+    return [...totals.values()].sort((a, b) => b.ms - a.ms);
+  }
+}
+
 /** Called with the kernel of every recorded dispatch (see {@linkcode Gpu.onDispatch}). */
 export type DispatchListener = (kernel: Kernel) => void;
 
@@ -302,6 +387,7 @@ export class Gpu implements TensorOwner {
    * when unset.
    */
   onDispatch: DispatchListener | null = null;
+  #kernelProfile: KernelProfiler | null = null;
 
   private constructor(adapter: GPUAdapter, device: GPUDevice) {
     this.adapter = adapter;
@@ -660,6 +746,20 @@ export class Gpu implements TensorOwner {
       ? foldWorkgroups(options.workgroups, this.limits.maxComputeWorkgroupsPerDimension)
       : options.workgroups;
     if (grid[0] * grid[1] * grid[2] === 0) return;
+    if (this.#kernelProfile) {
+      // Profiling: every dispatch in a pass of its own, bracketed by timestamps.
+      this.#endPass();
+      const writes = this.#kernelProfile.next(kernel.name, this);
+      const pass = this.#currentEncoder().beginComputePass({
+        label: "tost.kernelProfile",
+        timestampWrites: writes,
+      });
+      pass.setPipeline(kernel.pipeline);
+      pass.setBindGroup(0, bindGroup);
+      pass.dispatchWorkgroups(grid[0], grid[1], grid[2]);
+      pass.end();
+      return;
+    }
     const pass = this.#currentPass();
     pass.setPipeline(kernel.pipeline);
     pass.setBindGroup(0, bindGroup);
@@ -819,6 +919,40 @@ export class Gpu implements TensorOwner {
         timestampWrites: { querySet: querySet ?? this.#querySet, ...writes },
       })
       .end();
+  }
+
+  /**
+   * Start timing every dispatch by kernel name, until
+   * {@linkcode stopKernelProfile}: each dispatch then runs in a compute pass
+   * of its own with timestamp queries around it (which costs some speed: use
+   * it to see where time goes, not to measure totals).
+   *
+   * @throws {Error} without the `timestamp-query` feature, or when already profiling
+   */
+  startKernelProfile(): void {
+    if (!this.hasTimestamps) {
+      throw new Error("Kernel profiles need the timestamp-query feature, which this adapter lacks");
+    }
+    if (this.#kernelProfile) throw new Error("A kernel profile is already running");
+    this.#endPass();
+    this.#kernelProfile = new KernelProfiler(this.device);
+  }
+
+  /** Stop profiling; per kernel, the dispatches and their GPU time, slowest first. */
+  async stopKernelProfile(): Promise<KernelTime[]> {
+    const profiler = this.#kernelProfile;
+    if (!profiler) throw new Error("No kernel profile is running");
+    this.#kernelProfile = null;
+    profiler.collect(this);
+    const times = await profiler.results();
+    this.checkError();
+    return times;
+  }
+
+  /** @internal for the kernel profiler: the encoder of the current batch (its pass ended). */
+  _encoderForProfile(): GPUCommandEncoder {
+    this.#endPass();
+    return this.#currentEncoder();
   }
 
   /**

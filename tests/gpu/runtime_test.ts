@@ -401,3 +401,26 @@ Deno.test("copyToTexture copies rows of whole texels, in program order", async (
     );
   });
 });
+
+Deno.test("kernel profiles time every dispatch by kernel name", async () => {
+  await withGpu(async (gpu) => {
+    if (!gpu.hasTimestamps) return; // lavapipe has them; the API refuses without
+    const k = await gpu.kernel("axpi", AXPI, { wg: 64 });
+    const j = await gpu.kernel("axpi2", AXPI, { wg: 32 });
+    const x = gpu.upload(new Float32Array(4096).fill(1), [4096]);
+    const y = gpu.empty([4096]);
+    gpu.startKernelProfile();
+    assert.throws(() => gpu.startKernelProfile(), /already running/);
+    for (let i = 0; i < 3; i++) {
+      gpu.dispatch(k, { bindings: [x, y], params: [4096, f32(2)], workgroups: 64 });
+    }
+    gpu.dispatch(j, { bindings: [x, y], params: [4096, f32(3)], workgroups: 128 });
+    const times = await gpu.stopKernelProfile();
+    assert.deepEqual(times.map((t) => t.kernel).sort(), ["axpi", "axpi2"]);
+    assert.equal(times.find((t) => t.kernel === "axpi")!.dispatches, 3);
+    assert.ok(times.every((t) => t.ms > 0 && Number.isFinite(t.ms)));
+    // The work itself ran: the last dispatch wrote y = 3x + i.
+    assert.equal((await y.read())[10], 3 + 10);
+    await assert.rejects(gpu.stopKernelProfile(), /No kernel profile/);
+  });
+});
