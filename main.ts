@@ -17,7 +17,7 @@ import { sampleCommand } from "./src/cli/sample.ts";
 import { trainCommand } from "./src/cli/train.ts";
 import { tuneCommand } from "./src/cli/tune.ts";
 import { fileTuneStore } from "./src/cli/_tune_file.ts";
-import { setTuneStore } from "./src/ops/gemm_tune.ts";
+import { setTuneStore } from "./src/gpu/tune.ts";
 import { VERSION } from "./src/version.ts";
 
 /** Build the root command with every working subcommand registered. */
@@ -56,7 +56,7 @@ export async function main(
   const writeErr = (str: string) => console.error(str.replace(/\n$/, ""));
   for (const c of [cli, ...cli.commands]) c.exitOverride().configureOutput({ writeErr });
   const verbose = args.includes("--verbose") || args.includes("-v");
-  setTuneStore(fileTuneStore()); // GEMM variant choices persist on disk for the CLI
+  setTuneStore(fileTuneStore()); // kernel variant choices persist on disk for the CLI
   const unwatch = watchInterrupts(exit);
   try {
     await cli.parseAsync(args, { from: "user" });

@@ -13,7 +13,7 @@
 
 import type { Gpu, Tensor } from "../gpu/runtime.ts";
 import { gemm, type GemmKind, gemmKind, type GemmProduct, type GemmVariant } from "../ops/gemm.ts";
-import { chooseVariant, gemmTestValues as values } from "../ops/gemm_tune.ts";
+import { chooseGemmVariant, gemmTestValues as values } from "../ops/gemm_tune.ts";
 import { linearBackwardReference, linearForwardReference } from "../ops/linear_reference.ts";
 import { median } from "./stats.ts";
 
@@ -178,7 +178,7 @@ export async function runLinearBench(
     const [m, k, n] = shape;
     for (const pass of options.passes) {
       const p = linearProduct(gpu, pass, shape);
-      const chosen = await chooseVariant(gpu, p.kind, p.prod.m, p.prod.n, p.prod.k);
+      const chosen = await chooseGemmVariant(gpu, p.kind, p.prod.m, p.prod.n, p.prod.k);
       const variants = [
         ...new Set(options.variants.map((v) => (v === "chosen" ? chosen : v))),
       ];

@@ -1,17 +1,20 @@
 /**
- * The GEMM tuning cache on disk, for the command line (the core keeps
- * choices in memory: it must run where there is no file system). One JSON
- * file, `TOST_TUNE_CACHE`, else `$XDG_CACHE_HOME/tost/tune.json`, else
- * `~/.cache/tost/tune.json`, holding the choices of every adapter seen.
- * Writes are atomic (temporary file, then rename) and merge with what other
- * processes saved meanwhile.
+ * The tuning cache on disk, for the command line (the core keeps choices in
+ * memory: it must run where there is no file system). One JSON file,
+ * `TOST_TUNE_CACHE`, else `$XDG_CACHE_HOME/tost/tune.json`, else
+ * `~/.cache/tost/tune.json`, holding every tuned op's choices for every
+ * adapter seen (`src/gpu/tune.ts`). Writes are atomic (temporary file, then
+ * rename) and merge with what other processes saved meanwhile.
+ *
+ * A training run pins its choices in its run directory
+ * ({@linkcode pinnedTuneStore}), so that a resumed run uses the variants it
+ * started with even if the global cache was retuned since.
  *
  * @module
  */
 
 import { atomicTempPath } from "../io/atomic.ts";
-import type { TuneStore, TuneTable } from "../ops/gemm_tune.ts";
-import { TUNE_VERSION } from "../ops/gemm_tune.ts";
+import { TUNE_FORMAT, type TuneStore, type TuneTable } from "../gpu/tune.ts";
 
 /** Where the cache lives: `TOST_TUNE_CACHE`, `$XDG_CACHE_HOME/tost/tune.json` or `~/.cache/…`. */
 export function tuneCachePath(): string {
@@ -50,7 +53,20 @@ function parseTable(text: string, path: string): TuneTable {
       }
     }
   }
-  return { version: TUNE_VERSION, adapters: t.adapters };
+  return { version: TUNE_FORMAT, adapters: t.adapters };
+}
+
+async function writeTable(path: string, table: TuneTable): Promise<void> {
+  const slash = path.lastIndexOf("/");
+  if (slash > 0) await Deno.mkdir(path.slice(0, slash), { recursive: true });
+  const tmp = atomicTempPath(path);
+  try {
+    await Deno.writeTextFile(tmp, JSON.stringify(table, null, 1) + "\n");
+    await Deno.rename(tmp, path);
+  } catch (err) {
+    await Deno.remove(tmp).catch(() => {});
+    throw err;
+  }
 }
 
 async function readTable(path: string): Promise<TuneTable | null> {
@@ -91,7 +107,7 @@ export function fileTuneStore(explicitPath?: string): TuneStore {
       try {
         const disk = await readTable(path);
         if (disk) {
-          merged = { version: TUNE_VERSION, adapters: { ...disk.adapters } };
+          merged = { version: TUNE_FORMAT, adapters: { ...disk.adapters } };
           for (const [key, classes] of Object.entries(table.adapters)) {
             merged.adapters[key] = { ...disk.adapters[key], ...classes };
           }
@@ -99,16 +115,50 @@ export function fileTuneStore(explicitPath?: string): TuneStore {
       } catch {
         // An unreadable file is replaced by what this process knows.
       }
-      const slash = path.lastIndexOf("/");
-      if (slash > 0) await Deno.mkdir(path.slice(0, slash), { recursive: true });
-      const tmp = atomicTempPath(path);
+      await writeTable(path, merged);
+    },
+  };
+}
+
+/**
+ * A store that pins the choices a run starts with in `path` (a file in the
+ * run directory) on top of `global`: the first load copies the global
+ * table into `path`; later loads (a resumed run) take `path`'s choices
+ * first and the global ones only for shape classes the run had not seen.
+ * New choices are saved to both.
+ *
+ * @example
+ * ```ts ignore
+ * setTuneStore(pinnedTuneStore(`${out}/tune.json`, tuneStore())); // what tost train does
+ * ```
+ */
+export function pinnedTuneStore(path: string, global: TuneStore): TuneStore {
+  return {
+    get where() {
+      return `${path} (pinned for this run), ${global.where}`;
+    },
+    async load(): Promise<TuneTable | null> {
+      const pinned = await readTable(path);
+      let shared: TuneTable | null = null;
       try {
-        await Deno.writeTextFile(tmp, JSON.stringify(merged, null, 1) + "\n");
-        await Deno.rename(tmp, path);
-      } catch (err) {
-        await Deno.remove(tmp).catch(() => {});
-        throw err;
+        shared = await global.load();
+      } catch {
+        shared = null; // the run's own file still pins what it used
       }
+      if (!pinned) {
+        const first = shared ?? { version: TUNE_FORMAT, adapters: {} };
+        await writeTable(path, first);
+        return first;
+      }
+      const merged: TuneTable = { version: TUNE_FORMAT, adapters: { ...shared?.adapters } };
+      for (const [key, classes] of Object.entries(pinned.adapters)) {
+        merged.adapters[key] = { ...merged.adapters[key], ...classes };
+      }
+      return merged;
+    },
+    async save(table: TuneTable): Promise<void> {
+      await writeTable(path, table);
+      await global.save(table);
     },
   };
 }

@@ -28,7 +28,7 @@ import type { Gpu, Tensor } from "../gpu/runtime.ts";
 import embeddingBackwardWgsl from "../../kernels/embedding_backward.wgsl" with { type: "text" };
 import { assertF32 } from "./_shapes.ts";
 import { checkTokenIds } from "./embedding.ts";
-import { accumulateRowSums } from "./linear_backward.ts";
+import { accumulateRowSums } from "./column_sums.ts";
 
 /** Rows summed by one thread in the first level of the ∂wte reduction. */
 export const SEGMENT_ROWS = 32;

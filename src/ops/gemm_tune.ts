@@ -1,16 +1,14 @@
 /**
- * Choosing a GEMM variant per adapter by measuring.
+ * The GEMM's side of the tuner (`src/gpu/tune.ts`): its variants as a
+ * {@linkcode Tunable}, its shape classes and how they are measured.
  *
  * At the first product of a (kind, shape class) on an adapter, the variants
  * that can run there are validated against a float64 reference at a small
- * awkward size (a variant that fails is excluded and reported), then timed at
- * the product's size capped to a few hundred MFLOP (timestamp queries; wall
- * time without them), and the fastest is kept: in memory, and in a
- * {@linkcode TuneStore} keyed by the adapter's description so later runs skip
- * the measurement. The core has only an in-memory store (it runs in a
- * browser too); the command line installs a file store
- * (`src/cli/_tune_file.ts`). `TOST_TUNE=off` (or {@linkcode setTuneMode})
- * skips tuning and uses a fixed default per adapter kind.
+ * awkward size (a variant that fails is excluded and reported), screened by
+ * one product at a small size, and the survivors timed at the product's
+ * size capped to a few hundred MFLOP (timestamp queries; wall time without
+ * them); the fastest is kept and saved like every op's choice.
+ * `TOST_TUNE=off` uses a fixed default per adapter kind.
  *
  * All variants sum in the same order, so the choice changes speed only,
  * never the results (see `gemm.ts`).
@@ -18,8 +16,15 @@
  * @module
  */
 
-import type { Gpu, Tensor } from "../gpu/runtime.ts";
-import type { AdapterDescription } from "../gpu/device.ts";
+import type { Gpu } from "../gpu/runtime.ts";
+import {
+  bucket,
+  chooseVariant,
+  testValues,
+  type Tunable,
+  type TuneChoice,
+  validateOnce,
+} from "../gpu/tune.ts";
 import {
   gemm,
   GEMM_VARIANTS,
@@ -34,121 +39,14 @@ import {
 import { linearForwardReference } from "./linear_reference.ts";
 
 /** Bump when the variants change in a way that invalidates saved choices. */
-export const TUNE_VERSION = 1;
+export const GEMM_TUNE_VERSION = 1;
 
-/** One tuned shape class: the chosen variant and what the measurement saw. */
-export interface TuneChoice {
-  /** The chosen variant's name. */
-  variant: string;
-  /** The size of the final timing, `[m, n, k]`. */
-  shape: [number, number, number];
-  /** Fastest of the final timings of each variant that passed screening, ms. */
-  ms: Record<string, number>;
-  /** The screening product of every valid variant (null when only one could run). */
-  screen: { shape: [number, number, number]; ms: Record<string, number> } | null;
-  /** Variants excluded, with the reason (failed validation, cannot run here). */
-  rejected: Record<string, string>;
-  /** Wall time the tuning took, ms (compilation included). */
-  spent_ms: number;
-  /** "timestamps" or "wall" (no timestamp queries on this adapter). */
-  clock: "timestamps" | "wall";
-}
-
-/** Saved choices of every adapter seen: `adapters[adapterKey][shapeClass]`. */
-export interface TuneTable {
-  version: number;
-  adapters: Record<string, Record<string, TuneChoice>>;
-}
-
-/** Where choices persist between runs. */
-export interface TuneStore {
-  /** Where the choices live, for messages (a path, "memory"). */
-  readonly where: string;
-  /** The saved table, or null when there is none yet. Throws when it cannot be read. */
-  load(): Promise<TuneTable | null>;
-  /** Save the table (merging with what others saved meanwhile is the store's business). */
-  save(table: TuneTable): Promise<void>;
-}
-
-/** A store that keeps choices for this process only (the default). */
-export function memoryTuneStore(): TuneStore {
-  let saved: TuneTable | null = null;
-  return {
-    where: "memory",
-    load: () => Promise.resolve(saved && structuredClone(saved)),
-    save: (t) => {
-      saved = structuredClone(t);
-      return Promise.resolve();
-    },
-  };
-}
-
-interface TuneState {
-  store: TuneStore;
-  table: Promise<TuneTable> | null;
-  warned: boolean;
-}
-
-let state: TuneState = { store: memoryTuneStore(), table: null, warned: false };
-let modeOverride: "on" | "off" | null = null;
-const chosen = new WeakMap<Gpu, Map<string, Promise<GemmVariant>>>();
-const validated = new WeakMap<Gpu, Map<string, string | null>>();
-
-/** Install the store choices are loaded from and saved to (the CLI installs a file). */
-export function setTuneStore(store: TuneStore): void {
-  state = { store, table: null, warned: false };
-}
-
-/** The store in use. */
-export function tuneStore(): TuneStore {
-  return state.store;
-}
-
-/**
- * Force tuning on or off for this process (null: back to `TOST_TUNE`, whose
- * default is on).
- */
-export function setTuneMode(mode: "on" | "off" | null): void {
-  modeOverride = mode;
-}
-
-/** Whether products are tuned: {@linkcode setTuneMode}, else `TOST_TUNE` (on/off). */
-export function tuneMode(): "on" | "off" {
-  if (modeOverride) return modeOverride;
-  // Read through globalThis: the core must also run where there is no Deno.
-  const env = (globalThis as { Deno?: { env: { get(k: string): string | undefined } } }).Deno
-    ?.env;
-  let value: string | undefined;
-  try {
-    value = env?.get("TOST_TUNE");
-  } catch {
-    value = undefined; // no env permission: the default
-  }
-  if (value === undefined || value === "" || value === "on") return "on";
-  if (value === "off") return "off";
-  throw new RangeError(`TOST_TUNE must be "on" or "off", got "${value}"`);
-}
-
-function warnOnce(message: string): void {
-  if (state.warned) return;
-  state.warned = true;
-  console.warn(`warning: ${message}`);
-}
-
-function errorText(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
-}
-
-/** The key saved choices are filed under: the adapter, its driver and the variants' version. */
-export function adapterKey(info: AdapterDescription): string {
-  const parts = [info.name, info.vendor, info.architecture, info.backend];
-  return `${parts.map((p) => p || "-").join(" | ")} | gemm v${TUNE_VERSION}`;
-}
-
-function bucket(v: number): number {
-  let b = 4;
-  while (b < v) b *= 4;
-  return b;
+/** A product's size as the tuner sees it. */
+export interface GemmShape {
+  kind: GemmKind;
+  m: number;
+  n: number;
+  k: number;
 }
 
 /**
@@ -194,71 +92,31 @@ export function candidates(gpu: Gpu, kind: GemmKind, m: number): GemmVariant[] {
   return names.map(gemmVariant).filter((v) => v.unsupported(gpu, kind) === null);
 }
 
-async function table(): Promise<TuneTable> {
-  state.table ??= state.store.load().then(
-    (t) => t ?? { version: TUNE_VERSION, adapters: {} },
-    (err) => {
-      warnOnce(
-        `cannot read the GEMM tuning cache (${state.store.where}): ${
-          errorText(err)
-        }; tuning again in memory`,
-      );
-      return { version: TUNE_VERSION, adapters: {} };
-    },
-  );
-  return await state.table;
-}
-
-/** The saved choices for an adapter (empty when none). */
-export async function savedChoices(info: AdapterDescription): Promise<Record<string, TuneChoice>> {
-  return (await table()).adapters[adapterKey(info)] ?? {};
-}
-
-async function remember(gpu: Gpu, cls: string, choice: TuneChoice): Promise<void> {
-  const t = await table();
-  const key = adapterKey(gpu.info);
-  t.adapters[key] = { ...t.adapters[key], [cls]: choice };
-  try {
-    await state.store.save(t);
-  } catch (err) {
-    warnOnce(
-      `cannot write the GEMM tuning cache (${state.store.where}): ${
-        errorText(err)
-      }; keeping choices in memory`,
-    );
-  }
-}
+/** The GEMM as a {@linkcode Tunable}: its variants, shape classes and measurement. */
+export const GEMM_TUNABLE: Tunable<GemmShape> = {
+  op: "gemm",
+  version: GEMM_TUNE_VERSION,
+  variants: [...GEMM_VARIANTS.keys()],
+  unsupported: (gpu, name, s) => gemmVariant(name).unsupported(gpu, s.kind),
+  shapeClass: (_gpu, s) =>
+    s.m * s.n * s.k < TUNE_MIN_MACS ? null : shapeClass(s.kind, s.m, s.n, s.k),
+  fallback: (gpu, s) => defaultVariant(gpu, s.m, s.n, s.k).name,
+  measure: (gpu, s, names) =>
+    tuneShape(gpu, s.kind, s.m, s.n, s.k, names && names.map((n) => gemmVariant(n))),
+};
 
 /**
  * The variant for a product: the tuned choice of its shape class on this
  * adapter (tuning it now if nobody has), or the default when tuning is off.
  */
-export function chooseVariant(
+export async function chooseGemmVariant(
   gpu: Gpu,
   kind: GemmKind,
   m: number,
   n: number,
   k: number,
 ): Promise<GemmVariant> {
-  if (tuneMode() === "off" || m * n * k < TUNE_MIN_MACS) {
-    return Promise.resolve(defaultVariant(gpu, m, n, k));
-  }
-  const cls = shapeClass(kind, m, n, k);
-  let perGpu = chosen.get(gpu);
-  if (!perGpu) chosen.set(gpu, perGpu = new Map());
-  let v = perGpu.get(cls);
-  if (!v) {
-    v = (async () => {
-      const saved = (await savedChoices(gpu.info))[cls];
-      const known = saved && GEMM_VARIANTS.get(saved.variant);
-      if (known && known.unsupported(gpu, kind) === null) return known;
-      const choice = await tuneShape(gpu, kind, m, n, k);
-      await remember(gpu, cls, choice);
-      return gemmVariant(choice.variant);
-    })();
-    perGpu.set(cls, v);
-  }
-  return v;
+  return gemmVariant(await chooseVariant(gpu, GEMM_TUNABLE, { kind, m, n, k }));
 }
 
 /**
@@ -273,21 +131,13 @@ export async function gemmAuto(
 ): Promise<GemmVariant> {
   const variant = options.variant
     ? gemmVariant(options.variant)
-    : await chooseVariant(gpu, gemmKind(prod), prod.m, prod.n, prod.k);
+    : await chooseGemmVariant(gpu, gemmKind(prod), prod.m, prod.n, prod.k);
   await gemm(gpu, prod, variant, options, op);
   return variant;
 }
 
-/** `n` deterministic values in [-1, 1) (a linear congruential sequence), for measuring. */
-export function gemmTestValues(n: number, seed: number): Float32Array<ArrayBuffer> {
-  const out = new Float32Array(n);
-  let s = seed >>> 0;
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    out[i] = s / 2 ** 31 - 1;
-  }
-  return out;
-}
+/** `n` deterministic values in [-1, 1), for measuring (see `testValues`). */
+export const gemmTestValues = testValues;
 
 /** Operands of a `kind` product of `[m, n, k]` in fresh tensors. */
 function operands(
@@ -328,57 +178,34 @@ function depthMajor(data: Float32Array, o: GemmOperand, rows: number, k: number)
 const CHECK_SHAPE = [37, 29, 19] as const;
 
 /**
- * Check each variant's `kind` product against the float64 reference at a
- * small awkward size (once per device): null when it passes, else why not.
+ * Check a variant's `kind` product against the float64 reference at a small
+ * awkward size (once per device): null when it passes, else why not.
  */
-async function validate(
-  gpu: Gpu,
-  kind: GemmKind,
-  variants: GemmVariant[],
-): Promise<Map<string, string | null>> {
-  let seen = validated.get(gpu);
-  if (!seen) validated.set(gpu, seen = new Map());
-  const todo = variants.filter((v) => !seen.has(`${kind} ${v.name}`));
-  if (todo.length > 0) {
+function validate(gpu: Gpu, kind: GemmKind, v: GemmVariant): Promise<string | null> {
+  return validateOnce(gpu, "gemm", `${kind} ${v.name}`, async () => {
     const [m, n, k] = CHECK_SHAPE;
     const { a, b, ha, hb } = operands(gpu, kind, m, n, k);
-    const outs: (Tensor | string)[] = [];
+    const c = gpu.empty([m, n], "f32", "tune.check");
     try {
-      for (const v of todo) {
-        const c = gpu.empty([m, n], "f32", "tune.check");
-        outs.push(c);
-        try {
-          await gpu.scoped(() => gemm(gpu, { a, b, c, m, n, k }, v));
-        } catch (err) {
-          outs[outs.length - 1] = `failed to run: ${errorText(err)}`;
-          c.destroy();
-        }
-      }
+      await gemm(gpu, { a, b, c, m, n, k }, v);
       const ref = linearForwardReference(depthMajor(ha, a, m, k), depthMajor(hb, b, n, k), null, {
         rows: m,
         inFeatures: k,
         outFeatures: n,
       });
-      const got = await Promise.all(outs.map((o) => typeof o === "string" ? o : o.read()));
-      todo.forEach((v, i) => {
-        const g = got[i];
-        let why: string | null = typeof g === "string" ? g : null;
-        if (typeof g !== "string") {
-          for (let e = 0; e < ref.length && !why; e++) {
-            if (!(Math.abs(g[e] - ref[e]) <= 1e-5 + 1e-5 * Math.abs(ref[e]))) {
-              why = `wrong result at ${m}×${n}×${k}: element ${e} is ${g[e]}, expected ${ref[e]}`;
-            }
-          }
+      const g = await c.read();
+      for (let e = 0; e < ref.length; e++) {
+        if (!(Math.abs(g[e] - ref[e]) <= 1e-5 + 1e-5 * Math.abs(ref[e]))) {
+          return `wrong result at ${m}×${n}×${k}: element ${e} is ${g[e]}, expected ${ref[e]}`;
         }
-        seen.set(`${kind} ${v.name}`, why);
-      });
+      }
+      return null;
     } finally {
       a.tensor.destroy();
       b.tensor.destroy();
-      for (const o of outs) if (typeof o !== "string") o.destroy();
+      c.destroy();
     }
-  }
-  return new Map(variants.map((v) => [v.name, seen.get(`${kind} ${v.name}`) ?? null]));
+  });
 }
 
 /**
@@ -465,11 +292,11 @@ export async function tuneShape(
     const why = gemmVariant(name).unsupported(gpu, kind);
     if (why) rejected[name] = `cannot run here: ${why}`;
   }
-  const checks = await validate(gpu, kind, all);
-  let ok = all.filter((v) => {
-    const why = checks.get(v.name);
-    if (why) rejected[v.name] = why;
-    return !why;
+  const checks: (string | null)[] = [];
+  for (const v of all) checks.push(await validate(gpu, kind, v));
+  let ok = all.filter((v, i) => {
+    if (checks[i]) rejected[v.name] = checks[i]!;
+    return !checks[i];
   });
   if (ok.length === 0) {
     throw new Error(
@@ -498,6 +325,7 @@ export async function tuneShape(
   const best = ok.reduce((x, y) => ((ms[y.name] ?? 0) < (ms[x.name] ?? 0) ? y : x));
   return {
     variant: best.name,
+    version: GEMM_TUNE_VERSION,
     shape,
     ms: Object.fromEntries(ok.map((v) => [v.name, ms[v.name]]).filter(([, t]) => t !== undefined)),
     screen,
@@ -505,24 +333,4 @@ export async function tuneShape(
     spent_ms: performance.now() - t0,
     clock: gpu.hasTimestamps ? "timestamps" : "wall",
   };
-}
-
-/**
- * Tune one product shape now (even when a choice is saved or tuning is off),
- * remember and save the choice; returns it with its shape class.
- */
-export async function retune(
-  gpu: Gpu,
-  kind: GemmKind,
-  m: number,
-  n: number,
-  k: number,
-): Promise<{ shapeClass: string; choice: TuneChoice }> {
-  const cls = shapeClass(kind, m, n, k);
-  const choice = await tuneShape(gpu, kind, m, n, k);
-  await remember(gpu, cls, choice);
-  let perGpu = chosen.get(gpu);
-  if (!perGpu) chosen.set(gpu, perGpu = new Map());
-  perGpu.set(cls, Promise.resolve(gemmVariant(choice.variant)));
-  return { shapeClass: cls, choice };
 }

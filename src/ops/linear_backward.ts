@@ -12,40 +12,17 @@
  *
  * GPU: both products run on the GEMM engine (`gemm.ts`: ∂x is its "nn"
  * product, ∂W its "tn" product with the accumulating epilogue) with the
- * variants the tuner chose (`gemm_tune.ts`); ∂b is the row sums of ∂y
- * (`_scan.ts`) added with `kernels/accumulate_transposed.wgsl`.
+ * variants the tuner chose (`gemm_tune.ts`); ∂b is the column sums of ∂y
+ * (`column_sums.ts`, one dispatch for up to a block of rows).
  *
  * @module
  */
 
 import type { Gpu, Tensor } from "../gpu/runtime.ts";
-import { f32 } from "../gpu/runtime.ts";
-import accumulateWgsl from "../../kernels/accumulate_transposed.wgsl" with { type: "text" };
 import { assertF32, assertShape, lastDimRows } from "./_shapes.ts";
-import { totalSums } from "./_scan.ts";
+import { accumulateRowSums } from "./column_sums.ts";
 import type { GemmOptions } from "./gemm.ts";
 import { gemmAuto } from "./gemm_tune.ts";
-
-/**
- * Record `dst[i] += Σ_rows src[row, i]` for `src` viewed as `[rows, count]`.
- * @internal shared by the backward ops
- */
-export async function accumulateRowSums(
-  gpu: Gpu,
-  src: Tensor,
-  dst: Tensor,
-  dims: { rows: number; count: number },
-  scratch: Tensor[],
-): Promise<void> {
-  if (dims.rows === 0 || dims.count === 0) return;
-  const sums = await totalSums(gpu, src, 1, dims.rows, dims.count, scratch);
-  const kernel = await gpu.kernel("accumulate_transposed", accumulateWgsl);
-  gpu.dispatch(kernel, {
-    bindings: [sums, dst],
-    params: [dims.count, 1, 1, f32(1)],
-    workgroups: Math.ceil(dims.count / 64),
-  });
-}
 
 /** Test and bench options of {@linkcode linearBackward}. */
 export interface LinearBackwardOptions extends GemmOptions {
@@ -53,6 +30,8 @@ export interface LinearBackwardOptions extends GemmOptions {
   dxVariant?: string;
   /** GEMM variant of ∂W += ∂yᵀ·x instead of the tuned one. */
   dwVariant?: string;
+  /** Column-sum variant of ∂b instead of the tuned one (see `column_sums.ts`). */
+  dbVariant?: string;
 }
 
 /**
@@ -122,7 +101,11 @@ export async function linearBackward(
       { ...options, variant: options.dwVariant },
       op,
     );
-    if (dBias) await accumulateRowSums(gpu, dy, dBias, { rows: M, count: N }, scratch);
+    if (dBias) {
+      await accumulateRowSums(gpu, dy, dBias, { rows: M, count: N }, scratch, {
+        variant: options.dbVariant,
+      });
+    }
   } catch (err) {
     dx.destroy();
     throw err;
