@@ -9,8 +9,16 @@ import type { Gpu } from "../gpu/runtime.ts";
 import { retune, type Tunable, type TuneChoice } from "../gpu/tune.ts";
 import type { ElementShape, RowShape } from "./_tuned.ts";
 import { COLUMN_SUMS } from "./column_sums.ts";
+import { COPY_ROWS } from "./copy_rows.ts";
+import { CROSS_ENTROPY } from "./cross_entropy.ts";
+import { CROSS_ENTROPY_FORWARD_BACKWARD } from "./cross_entropy_backward.ts";
+import { ELEMENTWISE } from "./elementwise.ts";
+import { EMBEDDING } from "./embedding.ts";
+import { GELU } from "./gelu.ts";
+import { GELU_BACKWARD } from "./gelu_backward.ts";
 import { LAYER_NORM } from "./layer_norm.ts";
 import { LAYER_NORM_BACKWARD } from "./layer_norm_backward.ts";
+import { SOFTMAX } from "./softmax.ts";
 
 /**
  * `[rows, C]` of the models' activations, the MLP's hidden width is 4·C:
@@ -50,7 +58,6 @@ function rowTargets(t: Tunable<RowShape>, shapes: readonly RowShape[]): TuneTarg
   }));
 }
 
-// deno-lint-ignore no-unused-vars
 function elementTargets(t: Tunable<ElementShape>, sizes: readonly number[]): TuneTarget[] {
   return sizes.map((n) => ({
     op: t.op,
@@ -66,12 +73,36 @@ function withHidden(shapes: readonly RowShape[], factors: readonly number[]): Ro
   return shapes.flatMap((s) => factors.map((f) => ({ rows: s.rows, cols: s.cols * f })));
 }
 
+/**
+ * `[rows, classes]` of the losses: character-level language models (97
+ * characters) over the `small` preset's and nanoGPT's batches, and a
+ * vision batch of 128 images over 10 classes.
+ */
+export const LOSS_ROWS: readonly RowShape[] = [
+  { rows: 512, cols: 97 },
+  { rows: 768, cols: 97 },
+  { rows: 128, cols: 10 },
+];
+
+/** Values of every model shape (`[rows, C]`) times `factor`. */
+function sizes(factor: number): number[] {
+  return MODEL_ROWS.map((s) => s.rows * s.cols * factor);
+}
+
 /** Every tuned op but the GEMM, at the models' shapes, in the order `tost tune` runs them. */
 export function tuneTargets(): TuneTarget[] {
   return [
     ...rowTargets(LAYER_NORM, MODEL_ROWS),
     ...rowTargets(LAYER_NORM_BACKWARD, MODEL_ROWS),
     ...rowTargets(COLUMN_SUMS, withHidden(MODEL_ROWS, [1, 3, 4])),
+    ...elementTargets(ELEMENTWISE, sizes(1)),
+    ...elementTargets(GELU, sizes(4)),
+    ...elementTargets(GELU_BACKWARD, sizes(4)),
+    ...elementTargets(COPY_ROWS, sizes(1)),
+    ...elementTargets(EMBEDDING, sizes(1)),
+    ...rowTargets(CROSS_ENTROPY, LOSS_ROWS),
+    ...rowTargets(CROSS_ENTROPY_FORWARD_BACKWARD, LOSS_ROWS),
+    ...rowTargets(SOFTMAX, MODEL_ROWS.slice(0, 2)),
   ];
 }
 
