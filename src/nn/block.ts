@@ -99,7 +99,9 @@ function copyOf(gpu: Gpu, t: Tensor, label: string): Tensor {
 /**
  * Record one block on the stream `x` `[B, N, C]`. Without saves the stream
  * is updated in place and returned; with them the block's output is a new
- * tensor and `x` is kept (it is `saves.xIn`).
+ * tensor and `x` is kept (it is `saves.xIn`). Both residual adds are fused
+ * into the output products of the attention and the MLP (the GEMM's
+ * residual epilogue), which also write `a` and `m` when they are kept.
  */
 export async function block(
   gpu: Gpu,
@@ -110,21 +112,27 @@ export async function block(
   const { eps, heads } = options;
   const keep = options.saves ?? false;
   const h1 = await layerNorm(gpu, x, p.norm1.weight, p.norm1.bias, eps);
-  const at = await attention(gpu, h1, p.attn, heads, { saves: keep, state: options.state });
-  const a = at.out;
-  options.onAttention?.(a);
   const xMid = keep ? copyOf(gpu, x, "block.xMid") : x;
-  await residual(gpu, xMid, a, p.gamma1);
+  // The attention output itself, when the backward or a caller wants it.
+  const a = keep || options.onAttention ? gpu.empty(x.shape, "f32", "block.a") : undefined;
+  const at = await attention(gpu, h1, p.attn, heads, {
+    saves: keep,
+    state: options.state,
+    residual: { x: xMid, gamma: p.gamma1, out: a }, // xMid += γ1·a
+  });
+  if (a) options.onAttention?.(a);
   const h2 = await layerNorm(gpu, xMid, p.norm2.weight, p.norm2.bias, eps);
-  const ml = await mlp(gpu, h2, p.mlp, { saves: keep });
-  const m = ml.out;
   const y = keep ? copyOf(gpu, xMid, "block.xOut") : xMid;
-  await residual(gpu, y, m, p.gamma2);
+  const m = keep ? gpu.empty(x.shape, "f32", "block.m") : undefined;
+  const ml = await mlp(gpu, h2, p.mlp, {
+    saves: keep,
+    residual: { x: y, gamma: p.gamma2, out: m }, // y += γ2·m
+  });
   if (keep) {
-    const saves = { xIn: x, h1, attn: at.saves!, a, xMid, h2, mlp: ml.saves!, m };
+    const saves = { xIn: x, h1, attn: at.saves!, a: a!, xMid, h2, mlp: ml.saves!, m: m! };
     return { y, saves };
   }
-  for (const t of [h1, a, h2, m]) t.destroy();
+  for (const t of [h1, a, h2]) t?.destroy();
   return { y, saves: null };
 }
 

@@ -26,7 +26,7 @@ import { causalTssaBackward } from "../ops/causal_tssa_backward.ts";
 import { causalTssaStep } from "../ops/causal_tssa_step.ts";
 import type { CausalTssaState } from "../ops/causal_tssa_step.ts";
 import { projectedBackward, projectedForward } from "./_projected.ts";
-import type { ProjectedSaves, Projections } from "./_projected.ts";
+import type { ProjectedSaves, Projections, ResidualInto } from "./_projected.ts";
 
 /** GPU parameters of {@linkcode causalTssaAttention} (and, shaped alike, its gradients). */
 export interface CausalTssaAttentionParams extends Projections {
@@ -43,6 +43,11 @@ export type CausalTssaAttentionSaves = ProjectedSaves<CausalTssaSaves>;
 export interface CausalTssaAttentionOptions {
   /** Keep what the backward needs and return it. */
   saves?: boolean;
+  /**
+   * Add the output into this residual stream in place (fused into the
+   * output projection) and return the stream instead of a new tensor.
+   */
+  residual?: ResidualInto;
   /**
    * Decode: `x` holds the next tokens of sequences whose earlier tokens
    * this state has consumed (running statistics, O(1) per token); the
@@ -98,7 +103,7 @@ export async function causalTssaAttention(
     if (state) return { y: await causalTssaStep(gpu, w, p.temp, p.denomBias, state), saves: null };
     if (!keep) return { y: await causalTssa(gpu, w, p.temp, p.denomBias, heads), saves: null };
     return await causalTssa(gpu, w, p.temp, p.denomBias, heads, { saves: true });
-  }, options.saves ?? false);
+  }, options.saves ?? false, options.residual);
   return r.saves ? { out: r.out, saves: r.saves } : r.out;
 }
 

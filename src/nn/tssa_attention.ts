@@ -21,7 +21,7 @@ import { tssa } from "../ops/tssa.ts";
 import type { TssaSaves } from "../ops/tssa.ts";
 import { tssaBackward } from "../ops/tssa_backward.ts";
 import { projectedBackward, projectedForward } from "./_projected.ts";
-import type { ProjectedSaves, Projections } from "./_projected.ts";
+import type { ProjectedSaves, Projections, ResidualInto } from "./_projected.ts";
 
 /** GPU parameters of {@linkcode tssaAttention} (and, shaped alike, its gradients). */
 export interface TssaAttentionParams extends Projections {
@@ -31,6 +31,17 @@ export interface TssaAttentionParams extends Projections {
 
 /** What {@linkcode tssaAttention} keeps for {@linkcode tssaAttentionBackward}. */
 export type TssaAttentionSaves = ProjectedSaves<TssaSaves>;
+
+/** Options of {@linkcode tssaAttention}. */
+export interface TssaAttentionOptions {
+  /** Keep what the backward needs and return it. */
+  saves?: boolean;
+  /**
+   * Add the output into this residual stream in place (fused into the
+   * output projection) and return the stream instead of a new tensor.
+   */
+  residual?: ResidualInto;
+}
 
 /**
  * `AttentionTSSA` forward on the GPU: `x` `[B, N, D]` → `[B, N, D]`. Records
@@ -48,26 +59,26 @@ export async function tssaAttention(
   x: Tensor,
   p: TssaAttentionParams,
   heads: number,
-  options: { saves: true },
+  options: TssaAttentionOptions & { saves: true },
 ): Promise<{ out: Tensor; saves: TssaAttentionSaves }>;
 export async function tssaAttention(
   gpu: Gpu,
   x: Tensor,
   p: TssaAttentionParams,
   heads: number,
-  options?: { saves?: boolean },
+  options?: TssaAttentionOptions,
 ): Promise<Tensor>;
 export async function tssaAttention(
   gpu: Gpu,
   x: Tensor,
   p: TssaAttentionParams,
   heads: number,
-  options: { saves?: boolean } = {},
+  options: TssaAttentionOptions = {},
 ): Promise<Tensor | { out: Tensor; saves: TssaAttentionSaves }> {
   const r = await projectedForward<TssaSaves>(gpu, x, p, async (w, keep) => {
     if (!keep) return { y: await tssa(gpu, w, p.temp, heads), saves: null };
     return await tssa(gpu, w, p.temp, heads, { saves: true });
-  }, options.saves ?? false);
+  }, options.saves ?? false, options.residual);
   return r.saves ? { out: r.out, saves: r.saves } : r.out;
 }
 

@@ -133,18 +133,21 @@ export async function classBlock(
     n2.destroy();
   }
   const cls2 = await takeRows(gpu, x2, 0, 1);
-  const ml = await mlp(gpu, cls2, p.mlp, { saves: options.saves });
-  const m = ml.out;
+  const clsOut = copyOf(gpu, cls2);
+  // clsOut += γ2·m, fused into the MLP's last product (m itself kept for the backward).
+  const m = options.saves ? gpu.empty(cls2.shape, "f32", "cls_block.m") : undefined;
+  const ml = await mlp(gpu, cls2, p.mlp, {
+    saves: options.saves,
+    residual: { x: clsOut, gamma: p.gamma2, out: m },
+  });
   const y = copyOf(gpu, x2);
   await residual(gpu, y, x2, null); // 2·x2: the patch tokens are added to themselves
-  const clsOut = copyOf(gpu, cls2);
-  await residual(gpu, clsOut, m, p.gamma2);
   await putRows(gpu, clsOut, y, 0);
   for (const t of [proj, x2, clsOut]) t.destroy();
-  if (options.saves) {
+  if (m) {
     return { y, saves: { x, n1, qkv, ca, a, x1, cls1, cls2, mlp: ml.saves!, m } };
   }
-  for (const t of [n1, qkv, ca, a, x1, cls2, m]) t.destroy();
+  for (const t of [n1, qkv, ca, a, x1, cls2]) t.destroy();
   cls1?.destroy();
   return { y, saves: null };
 }
