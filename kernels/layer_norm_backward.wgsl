@@ -1,6 +1,6 @@
 // Backward of LayerNorm over the last dimension (biased variance):
 //   x̂ = (x − μ)·r,  r = 1/√(var + eps),  g = dy ⊙ w
-//   dx[c]      = r · (g[c] − mean(g) − x̂[c] · mean(g ⊙ x̂))
+//   dx[c]      = r · (g[c] − mean(g) − x̂[c] · mean(g ⊙ x̂))   (or +=, slot accumulate)
 //   stats[row] = (μ, r), for the parameter gradients (kernels/column_sums.wgsl,
 //                entry layer_norm)
 // One workgroup per row (flat workgroup index folded over 65535): the design
@@ -27,6 +27,7 @@ struct Params {
 @group(0) @binding(5) var<storage, read_write> stats: array<vec2f>;
 
 const WG: u32 = {{workgroupSize}}u; // a power of two
+const ACCUMULATE: bool = {{accumulate}};
 
 @compute @workgroup_size(WG)
 fn main(
@@ -62,7 +63,12 @@ fn main(
   for (var c = lid; c < cols; c += WG) {
     let xhat = (x[start + c] - mean) * rstd;
     let d = dy[start + c];
-    dx[start + c] = rstd * (d * weight[c] - means.x - xhat * means.y);
+    let v = rstd * (d * weight[c] - means.x - xhat * means.y);
+    if (ACCUMULATE) {
+      dx[start + c] += v;
+    } else {
+      dx[start + c] = v;
+    }
   }
   if (lid == 0u) {
     stats[row] = vec2f(mean, rstd);

@@ -8,7 +8,8 @@
 //
 //   forward:  y = (x − mean)·rstd ⊙ w (+ b),  rstd = 1/√(var + eps)
 //   backward: x̂ = (x − mean)·rstd,  g = dy ⊙ w
-//             dx = rstd · (g − mean(g) − x̂ · mean(g ⊙ x̂))
+//             dx = rstd · (g − mean(g) − x̂ · mean(g ⊙ x̂))   (or dx += …, slot
+//             accumulate: the residual stream's gradient takes it in place)
 //             stats[row] = (mean, rstd), for the parameter gradients
 //             (kernels/column_sums.wgsl, entry layer_norm)
 //
@@ -22,6 +23,7 @@
 
 const WG: u32 = 64u;
 const HAS_BIAS: bool = {{hasBias}};
+const ACCUMULATE: bool = {{accumulate}};
 
 struct Params {
   rows: u32, // rows in this piece
@@ -108,7 +110,12 @@ fn backward(
   let mgx = hsum(sgx) * inv_c;
   for (var c = 0u; c < n4; c++) {
     let xhat = (x[s0 + c] - st.x) * st.y;
-    dx[s0 + c] = st.y * (dy[s0 + c] * weight[c] - mg - xhat * mgx);
+    let v = st.y * (dy[s0 + c] * weight[c] - mg - xhat * mgx);
+    if (ACCUMULATE) {
+      dx[s0 + c] += v;
+    } else {
+      dx[s0 + c] = v;
+    }
   }
   stats[row] = st;
 }

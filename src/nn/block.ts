@@ -21,7 +21,6 @@
  */
 
 import type { Gpu, Tensor } from "../gpu/runtime.ts";
-import { residual } from "../ops/elementwise.ts";
 import { layerNorm } from "../ops/layer_norm.ts";
 import { layerNormBackward } from "../ops/layer_norm_backward.ts";
 import { residualBackward } from "../ops/residual_backward.ts";
@@ -157,17 +156,16 @@ export async function blockBackward(
       await residualBackward(gpu, { dy: dx, f: s.m, gamma: p.gamma2, dGamma: g.gamma2 }),
     );
     const dh2 = tmp(await mlpBackward(gpu, { dy: dm, saves: s.mlp, params: p.mlp, grads: g.mlp }));
-    const dMid = tmp(
-      await layerNormBackward(gpu, {
-        dy: dh2,
-        x: s.xMid,
-        weight: p.norm2.weight,
-        eps,
-        dWeight: g.norm2.weight,
-        dBias: g.norm2.bias,
-      }),
-    );
-    await residual(gpu, dx, dMid, null);
+    // dx += ∂xMid through norm2, added in place by the LayerNorm backward.
+    await layerNormBackward(gpu, {
+      dy: dh2,
+      x: s.xMid,
+      weight: p.norm2.weight,
+      eps,
+      dWeight: g.norm2.weight,
+      dBias: g.norm2.bias,
+      dxInto: dx,
+    });
     // xMid = xIn + γ1·a
     const da = tmp(
       await residualBackward(gpu, { dy: dx, f: s.a, gamma: p.gamma1, dGamma: g.gamma1 }),
@@ -175,17 +173,15 @@ export async function blockBackward(
     const dh1 = tmp(
       await attentionBackward(gpu, { dy: da, saves: s.attn, params: p.attn, grads: g.attn, heads }),
     );
-    const dIn = tmp(
-      await layerNormBackward(gpu, {
-        dy: dh1,
-        x: s.xIn,
-        weight: p.norm1.weight,
-        eps,
-        dWeight: g.norm1.weight,
-        dBias: g.norm1.bias,
-      }),
-    );
-    await residual(gpu, dx, dIn, null);
+    await layerNormBackward(gpu, {
+      dy: dh1,
+      x: s.xIn,
+      weight: p.norm1.weight,
+      eps,
+      dWeight: g.norm1.weight,
+      dBias: g.norm1.bias,
+      dxInto: dx, // dx += ∂xIn through norm1
+    });
   } finally {
     for (const t of temps) t.destroy();
   }

@@ -99,11 +99,20 @@ export async function causalTssaAttention(
   if (state && options.saves) {
     throw new TypeError("causalTssaAttention: decoding keeps no saves for a backward");
   }
-  const r = await projectedForward<CausalTssaSaves>(gpu, x, p, async (w, keep) => {
-    if (state) return { y: await causalTssaStep(gpu, w, p.temp, p.denomBias, state), saves: null };
-    if (!keep) return { y: await causalTssa(gpu, w, p.temp, p.denomBias, heads), saves: null };
-    return await causalTssa(gpu, w, p.temp, p.denomBias, heads, { saves: true });
-  }, options.saves ?? false, options.residual);
+  const r = await projectedForward<CausalTssaSaves>(
+    gpu,
+    x,
+    p,
+    async (w, keep) => {
+      if (state) {
+        return { y: await causalTssaStep(gpu, w, p.temp, p.denomBias, state), saves: null };
+      }
+      if (!keep) return { y: await causalTssa(gpu, w, p.temp, p.denomBias, heads), saves: null };
+      return await causalTssa(gpu, w, p.temp, p.denomBias, heads, { saves: true });
+    },
+    options.saves ?? false,
+    options.residual,
+  );
   return r.saves ? { out: r.out, saves: r.saves } : r.out;
 }
 

@@ -86,16 +86,23 @@ export async function softmaxSelfAttention(
   if (cache && (options.saves || !causal)) {
     throw new TypeError("softmaxSelfAttention: decoding is causal and keeps no saves");
   }
-  const r = await projectedForward<SoftmaxAttentionSaves | null>(gpu, x, p, async (w, keep) => {
-    if (cache) return { y: await kvCacheAttention(gpu, w, cache), saves: null };
-    const [B, N] = w.shape;
-    if (B * heads * N * N * 4 > MAX_SCORE_BYTES) {
-      return { y: await flashAttention(gpu, w, heads, { causal }), saves: null };
-    }
-    if (!keep) return { y: await softmaxAttention(gpu, w, heads, { causal }), saves: null };
-    const { out, saves } = await softmaxAttention(gpu, w, heads, { causal, saves: true });
-    return { y: out, saves };
-  }, options.saves ?? false, options.residual);
+  const r = await projectedForward<SoftmaxAttentionSaves | null>(
+    gpu,
+    x,
+    p,
+    async (w, keep) => {
+      if (cache) return { y: await kvCacheAttention(gpu, w, cache), saves: null };
+      const [B, N] = w.shape;
+      if (B * heads * N * N * 4 > MAX_SCORE_BYTES) {
+        return { y: await flashAttention(gpu, w, heads, { causal }), saves: null };
+      }
+      if (!keep) return { y: await softmaxAttention(gpu, w, heads, { causal }), saves: null };
+      const { out, saves } = await softmaxAttention(gpu, w, heads, { causal, saves: true });
+      return { y: out, saves };
+    },
+    options.saves ?? false,
+    options.residual,
+  );
   return r.saves ? { out: r.out, saves: r.saves } : r.out;
 }
 

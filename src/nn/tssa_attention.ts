@@ -75,10 +75,17 @@ export async function tssaAttention(
   heads: number,
   options: TssaAttentionOptions = {},
 ): Promise<Tensor | { out: Tensor; saves: TssaAttentionSaves }> {
-  const r = await projectedForward<TssaSaves>(gpu, x, p, async (w, keep) => {
-    if (!keep) return { y: await tssa(gpu, w, p.temp, heads), saves: null };
-    return await tssa(gpu, w, p.temp, heads, { saves: true });
-  }, options.saves ?? false, options.residual);
+  const r = await projectedForward<TssaSaves>(
+    gpu,
+    x,
+    p,
+    async (w, keep) => {
+      if (!keep) return { y: await tssa(gpu, w, p.temp, heads), saves: null };
+      return await tssa(gpu, w, p.temp, heads, { saves: true });
+    },
+    options.saves ?? false,
+    options.residual,
+  );
   return r.saves ? { out: r.out, saves: r.saves } : r.out;
 }
 

@@ -87,7 +87,10 @@ export async function layerNorm(
   const why = LAYER_NORM.unsupported(gpu, variant, { rows, cols });
   if (why) throw new RangeError(`layerNorm: variant ${variant} ${why}`);
   const kernel = variant === "row"
-    ? await gpu.kernel("layer_norm_row", layerNormRowWgsl, { hasBias: String(!!bias) }, "forward")
+    ? await gpu.kernel("layer_norm_row", layerNormRowWgsl, {
+      hasBias: String(!!bias),
+      accumulate: "false",
+    }, "forward")
     : await gpu.kernel(
       "layer_norm",
       layerNormWgsl,

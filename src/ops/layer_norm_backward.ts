@@ -52,13 +52,19 @@ export interface LayerNormBackwardArgs {
   dWeight: Tensor;
   /** `[C]`, receives `Σ_rows ∂y` (added); null for a LayerNorm without bias. */
   dBias: Tensor | null;
+  /**
+   * Add ∂x into this tensor (shaped like `x`: the residual stream's
+   * gradient, which takes the branch's input gradient in place) instead of
+   * returning a new one; it is then returned.
+   */
+  dxInto?: Tensor;
 }
 
 /**
  * LayerNorm backward on the GPU. Records dispatches only; every tensor must
  * fit one storage binding.
  *
- * @returns ∂x, a new tensor shaped like `x` (assigned)
+ * @returns ∂x, a new tensor shaped like `x` (assigned), or `args.dxInto` with ∂x added
  * @throws {TypeError} on wrong shapes or dtypes
  * @throws {RangeError} for a negative or non-finite eps
  * @example
@@ -88,8 +94,17 @@ export async function layerNormBackward(
   for (const [name, t] of Object.entries({ dy, x })) {
     gpu.assertBindable(`${op}: ${name}`, t.byteSize);
   }
-  const dx = gpu.empty(x.shape, "f32", `${op}.dx`);
+  const into = args.dxInto;
+  if (into) {
+    assertF32(op, "dxInto", into);
+    assertShape(op, "dxInto", into, x.shape);
+    if ([dy, x, weight].some((t) => t.buffer === into.buffer)) {
+      throw new TypeError(`${op}: dxInto must not be one of the inputs`);
+    }
+  }
+  const dx = into ?? gpu.empty(x.shape, "f32", `${op}.dx`);
   if (rows === 0 || cols === 0) return dx;
+  const accumulate = String(Boolean(into));
   const scratch: Tensor[] = [];
   try {
     const shape = { rows, cols };
@@ -101,6 +116,7 @@ export async function layerNormBackward(
     if (variant === "row") {
       const kernel = await gpu.kernel("layer_norm_row", layerNormRowWgsl, {
         hasBias: "false",
+        accumulate,
       }, "backward");
       gpu.dispatch(kernel, {
         bindings: [x, weight, dx, dy, stats],
@@ -110,6 +126,7 @@ export async function layerNormBackward(
     } else {
       const kernel = await gpu.kernel("layer_norm_backward", layerNormBackwardWgsl, {
         workgroupSize: rowWorkgroupSize(cols),
+        accumulate,
       });
       gpu.dispatch(kernel, {
         bindings: [dy, x, weight, dx, stats],
@@ -131,7 +148,7 @@ export async function layerNormBackward(
       outputs: [dWeight, db],
     }, scratch);
   } catch (err) {
-    dx.destroy();
+    if (!into) dx.destroy();
     throw err;
   } finally {
     for (const t of scratch) t.destroy();

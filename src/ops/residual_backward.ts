@@ -8,10 +8,11 @@
  *
  * The stream gradient `∂y` *is* `∂x`: this op neither copies it nor adds
  * into it. The caller keeps using the `∂y` tensor as the gradient of the
- * residual stream and, once the branch's backward has produced the gradient
- * of the branch's input (`∂x_branch`, e.g. from LayerNorm's backward), adds
- * it in place with `residual(gpu, dStream, dxBranch, null)` from
- * `elementwise.ts` (`dStream += dxBranch`).
+ * residual stream and, once the branch's backward reaches the branch's
+ * input, adds that gradient in place: the blocks let LayerNorm's backward
+ * add it (`layerNormBackward(…, { dxInto: dStream })`), or
+ * `residual(gpu, dStream, dxBranch, null)` from `elementwise.ts` does
+ * (`dStream += dxBranch`).
  *
  * What the forward must save: the branch output `f` (only when γ's gradient
  * is wanted).

@@ -71,6 +71,17 @@ async function checkGpu(rows: number, C: number, bias: boolean, seed: number): P
         if (dBias && dBiasRef) {
           assertCloseScaled(await dBias.read(), dBiasRef, tol, `dBias ${what}`);
         }
+        // Into a stream gradient: dxInto += ∂x, and dxInto is returned.
+        const d0 = randomArray(rows * C, seed + 5);
+        const into = gpu.upload(d0, [rows, C]);
+        const got = await layerNormBackward(
+          gpu,
+          { ...inputs, weight, eps, dWeight, dBias, dxInto: into },
+          { variant, columnVariant },
+        );
+        assert.equal(got, into);
+        const want = dxRef.map((v, i) => v + d0[i]);
+        assertCloseScaled(await into.read(), want, 2e-4, `dxInto ${what}`);
       }
     }
   });
@@ -118,6 +129,10 @@ Deno.test("layerNormBackward: batched [B, T, C] input and shape errors", async (
     await assert.rejects(
       layerNormBackward(gpu, { dy: x, x, weight: w, eps: -1, dWeight, dBias: null }),
       RangeError,
+    );
+    await assert.rejects(
+      layerNormBackward(gpu, { dy: x, x, weight: w, eps: 1e-5, dWeight, dBias: null, dxInto: x }),
+      /dxInto must not be one of the inputs/,
     );
   });
 });

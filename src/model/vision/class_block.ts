@@ -249,17 +249,15 @@ export async function classBlockBackward(
       dstBatchRows: M,
     });
     await residual(gpu, dn1, da, null);
-    const dIn = tmp(
-      await layerNormBackward(gpu, {
-        dy: dn1,
-        x: s.x,
-        weight: p.norm1.weight,
-        eps,
-        dWeight: g.norm1.weight,
-        dBias: g.norm1.bias,
-      }),
-    );
-    await residual(gpu, dx1, dIn, null);
+    await layerNormBackward(gpu, {
+      dy: dn1,
+      x: s.x,
+      weight: p.norm1.weight,
+      eps,
+      dWeight: g.norm1.weight,
+      dBias: g.norm1.bias,
+      dxInto: dx1, // dx1 += ∂x through norm1
+    });
     return dx1;
   } finally {
     for (const t of temps) t.destroy();
