@@ -14,6 +14,7 @@ import { CROSS_ENTROPY } from "./cross_entropy.ts";
 import { CROSS_ENTROPY_FORWARD_BACKWARD } from "./cross_entropy_backward.ts";
 import { ELEMENTWISE } from "./elementwise.ts";
 import { EMBEDDING } from "./embedding.ts";
+import { EMBEDDING_BACKWARD } from "./embedding_backward.ts";
 import { GELU } from "./gelu.ts";
 import { GELU_BACKWARD } from "./gelu_backward.ts";
 import { LAYER_NORM } from "./layer_norm.ts";
@@ -100,6 +101,7 @@ export function tuneTargets(): TuneTarget[] {
     ...elementTargets(GELU_BACKWARD, sizes(4)),
     ...elementTargets(COPY_ROWS, sizes(1)),
     ...elementTargets(EMBEDDING, sizes(1)),
+    ...elementTargets(EMBEDDING_BACKWARD, sizes(1)),
     ...rowTargets(CROSS_ENTROPY, LOSS_ROWS),
     ...rowTargets(CROSS_ENTROPY_FORWARD_BACKWARD, LOSS_ROWS),
     ...rowTargets(SOFTMAX, MODEL_ROWS.slice(0, 2)),
