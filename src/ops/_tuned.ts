@@ -23,7 +23,13 @@
  */
 
 import type { BufferRange, Gpu, Tensor } from "../gpu/runtime.ts";
-import { bucket, measureVariants, type Tunable, type Workload } from "../gpu/tune.ts";
+import {
+  bucket,
+  chooseVariant,
+  measureVariants,
+  type Tunable,
+  type Workload,
+} from "../gpu/tune.ts";
 import { bindRows, rowPieces } from "./_shapes.ts";
 
 /** A row op's call: `rows` rows of `cols` values. */
@@ -271,4 +277,53 @@ export function rowVariantUnknown(variant: string): string | null {
 /** The row design without tuning: `row` on a CPU, `workgroup` on a GPU. */
 export function defaultRowVariant(gpu: Gpu): string {
   return gpu.info.software ? "row" : "workgroup";
+}
+
+/** What an op adds to a family's {@linkcode Tunable}: its name, validation and workload. */
+export type OpChecks<S> = Pick<TunableOpSpec<S>, "validate" | "workload" | "callsPerRound"> & {
+  /** Bump when the op's variants change (default 1). */
+  version?: number;
+};
+
+/** An elementwise op's {@linkcode Tunable}: the designs of {@linkcode ELEMENT_VARIANTS}. */
+export function elementTunable(op: string, checks: OpChecks<ElementShape>): Tunable<ElementShape> {
+  return tunableOp<ElementShape>({
+    op,
+    version: checks.version ?? 1,
+    variants: ELEMENT_VARIANTS,
+    unsupported: (_gpu, v, s) => elementUnsupported(v, s.vec4),
+    shapeClass: elementClass,
+    fallback: (gpu, s) => defaultElementVariant(gpu, s.vec4),
+    ...checks,
+  });
+}
+
+/** A serial-row op's {@linkcode Tunable} (softmax, cross-entropy): {@linkcode ROW_VARIANTS}. */
+export function rowTunable(op: string, checks: OpChecks<RowShape>): Tunable<RowShape> {
+  return tunableOp<RowShape>({
+    op,
+    version: checks.version ?? 1,
+    variants: ROW_VARIANTS,
+    unsupported: (_gpu, v) => rowVariantUnknown(v),
+    shapeClass: rowClass,
+    fallback: (gpu) => defaultRowVariant(gpu),
+    ...checks,
+  });
+}
+
+/**
+ * The variant a call runs: `forced` (tests, benches) or the tuned choice;
+ * a RangeError naming the op when it cannot run the call.
+ */
+export async function resolveVariant<S>(
+  gpu: Gpu,
+  op: string,
+  t: Tunable<S>,
+  shape: S,
+  forced?: string,
+): Promise<string> {
+  const variant = forced ?? await chooseVariant(gpu, t, shape);
+  const why = t.unsupported(gpu, variant, shape);
+  if (why) throw new RangeError(`${op}: variant ${variant} ${why}`);
+  return variant;
 }

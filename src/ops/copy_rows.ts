@@ -12,19 +12,16 @@
 
 import type { Gpu, Tensor } from "../gpu/runtime.ts";
 import copyRowsWgsl from "../../kernels/copy_rows.wgsl" with { type: "text" };
-import { chooseVariant, testValues, type Tunable } from "../gpu/tune.ts";
+import { testValues, type Tunable } from "../gpu/tune.ts";
 import { assertF32 } from "./_shapes.ts";
 import {
-  defaultElementVariant,
-  ELEMENT_VARIANTS,
-  elementClass,
   elementDesign,
   type ElementShape,
   elementSlots,
-  elementUnsupported,
+  elementTunable,
   elementWorkgroups,
   mismatch,
-  tunableOp,
+  resolveVariant,
 } from "./_tuned.ts";
 
 /** Where {@linkcode copyRows} reads and writes, in rows of C values. */
@@ -92,9 +89,7 @@ export async function copyRows(
   gpu.assertBindable("copyRows src", src.byteSize);
   gpu.assertBindable("copyRows dst", dst.byteSize);
   const shape = { n, vec4: C % 4 === 0 };
-  const variant = options.variant ?? await chooseVariant(gpu, COPY_ROWS, shape);
-  const why = elementUnsupported(variant, shape.vec4);
-  if (why) throw new RangeError(`copyRows: variant ${variant} ${why}`);
+  const variant = await resolveVariant(gpu, "copyRows", COPY_ROWS, shape, options.variant);
   const d = elementDesign(variant);
   const w = d.vec4 ? 4 : 1;
   const kernel = await gpu.kernel("copy_rows", copyRowsWgsl, elementSlots(d));
@@ -151,13 +146,7 @@ async function validate(gpu: Gpu, variant: string): Promise<string | null> {
 }
 
 /** The row copies as a tuned op ("copy_rows" in `tost tune`, `tost info`). */
-export const COPY_ROWS: Tunable<ElementShape> = tunableOp<ElementShape>({
-  op: "copy_rows",
-  version: 1,
-  variants: ELEMENT_VARIANTS,
-  unsupported: (_gpu, v, s) => elementUnsupported(v, s.vec4),
-  shapeClass: elementClass,
-  fallback: (gpu, s) => defaultElementVariant(gpu, s.vec4),
+export const COPY_ROWS: Tunable<ElementShape> = elementTunable("copy_rows", {
   validate,
   workload(gpu, { n, vec4 }) {
     // Concatenation along tokens: the vision model's class token and patches.

@@ -15,7 +15,7 @@
 
 import type { Gpu, Tensor } from "../gpu/runtime.ts";
 import crossEntropyWgsl from "../../kernels/cross_entropy.wgsl" with { type: "text" };
-import { chooseVariant, testValues, type Tunable } from "../gpu/tune.ts";
+import { testValues, type Tunable } from "../gpu/tune.ts";
 import {
   assertF32,
   bindingLimit,
@@ -26,16 +26,7 @@ import {
   storageAlignment,
 } from "./_shapes.ts";
 import type { ChunkOptions } from "./_shapes.ts";
-import {
-  checkRows,
-  defaultRowVariant,
-  mismatch,
-  ROW_VARIANTS,
-  rowClass,
-  type RowShape,
-  rowVariantUnknown,
-  tunableOp,
-} from "./_tuned.ts";
+import { checkRows, mismatch, resolveVariant, type RowShape, rowTunable } from "./_tuned.ts";
 import { crossEntropyRowsReference } from "./cross_entropy_reference.ts";
 
 /**
@@ -90,9 +81,7 @@ export async function crossEntropy(
   const align = storageAlignment(gpu);
   const pieces = rowPieces(op, rows, cols * 4, bindingLimit(gpu, options), align);
   if (pieces.length === 0) return loss;
-  const variant = options.variant ?? await chooseVariant(gpu, CROSS_ENTROPY, { rows, cols });
-  const why = rowVariantUnknown(variant);
-  if (why) throw new RangeError(`${op}: variant ${variant} ${why}`);
+  const variant = await resolveVariant(gpu, op, CROSS_ENTROPY, { rows, cols }, options.variant);
   const wg = variant === "row" ? 64 : rowWorkgroupSize(cols);
   const kernel = await gpu.kernel("cross_entropy", crossEntropyWgsl, {
     workgroupSize: wg,
@@ -151,13 +140,7 @@ async function validate(gpu: Gpu, variant: string): Promise<string | null> {
 }
 
 /** Per-row cross-entropy as a tuned op ("cross_entropy" in `tost tune`, `tost info`). */
-export const CROSS_ENTROPY: Tunable<RowShape> = tunableOp<RowShape>({
-  op: "cross_entropy",
-  version: 1,
-  variants: ROW_VARIANTS,
-  unsupported: (_gpu, v) => rowVariantUnknown(v),
-  shapeClass: rowClass,
-  fallback: (gpu) => defaultRowVariant(gpu),
+export const CROSS_ENTROPY: Tunable<RowShape> = rowTunable("cross_entropy", {
   validate,
   workload(gpu, { rows, cols }) {
     const z = gpu.upload(testValues(rows * cols, 1), [rows, cols], "tune.logits");

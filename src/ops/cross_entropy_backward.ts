@@ -28,7 +28,7 @@
 
 import type { Gpu } from "../gpu/runtime.ts";
 import { f32, Tensor } from "../gpu/runtime.ts";
-import { chooseVariant, testValues, type Tunable } from "../gpu/tune.ts";
+import { testValues, type Tunable } from "../gpu/tune.ts";
 import crossEntropyForwardBackwardWgsl from "../../kernels/cross_entropy_forward_backward.wgsl" with {
   type: "text",
 };
@@ -42,16 +42,7 @@ import {
   storageAlignment,
 } from "./_shapes.ts";
 import type { ChunkOptions } from "./_shapes.ts";
-import {
-  checkRows,
-  defaultRowVariant,
-  mismatch,
-  ROW_VARIANTS,
-  rowClass,
-  type RowShape,
-  rowVariantUnknown,
-  tunableOp,
-} from "./_tuned.ts";
+import { checkRows, mismatch, resolveVariant, type RowShape, rowTunable } from "./_tuned.ts";
 import { checkTargets, checkTargetValues } from "./cross_entropy.ts";
 import { crossEntropyBackwardReference } from "./cross_entropy_reference.ts";
 
@@ -123,10 +114,13 @@ export async function crossEntropyForwardBackward(
     const align = storageAlignment(gpu);
     const pieces = rowPieces(op, rows, cols * 4, bindingLimit(gpu, options), align);
     gpu.assertBindable(`${op}: targets`, rows * 4);
-    const variant = options.variant ??
-      await chooseVariant(gpu, CROSS_ENTROPY_FORWARD_BACKWARD, { rows, cols });
-    const why = rowVariantUnknown(variant);
-    if (why) throw new RangeError(`${op}: variant ${variant} ${why}`);
+    const variant = await resolveVariant(
+      gpu,
+      op,
+      CROSS_ENTROPY_FORWARD_BACKWARD,
+      { rows, cols },
+      options.variant,
+    );
     const serial = variant === "row";
     const wg = rowWorkgroupSize(cols);
     const kernel = (entry: string, workgroupSize: number) =>
@@ -194,28 +188,25 @@ async function validate(gpu: Gpu, variant: string): Promise<string | null> {
 }
 
 /** The fused cross-entropy as a tuned op ("cross_entropy_forward_backward"): its row pass. */
-export const CROSS_ENTROPY_FORWARD_BACKWARD: Tunable<RowShape> = tunableOp<RowShape>({
-  op: "cross_entropy_forward_backward",
-  version: 1,
-  variants: ROW_VARIANTS,
-  unsupported: (_gpu, v) => rowVariantUnknown(v),
-  shapeClass: rowClass,
-  fallback: (gpu) => defaultRowVariant(gpu),
-  validate,
-  workload(gpu, { rows, cols }) {
-    const z = gpu.upload(testValues(rows * cols, 1), [rows, cols], "tune.logits");
-    const t = gpu.upload(checkTargetValues(rows, cols), [rows], "tune.targets");
-    return {
-      shape: [rows, cols],
-      run: async (variant) => {
-        const r = await crossEntropyForwardBackward(gpu, { logits: z, targets: t }, { variant });
-        r.loss.destroy();
-        r.dlogits.destroy();
-      },
-      destroy() {
-        z.destroy();
-        t.destroy();
-      },
-    };
+export const CROSS_ENTROPY_FORWARD_BACKWARD: Tunable<RowShape> = rowTunable(
+  "cross_entropy_forward_backward",
+  {
+    validate,
+    workload(gpu, { rows, cols }) {
+      const z = gpu.upload(testValues(rows * cols, 1), [rows, cols], "tune.logits");
+      const t = gpu.upload(checkTargetValues(rows, cols), [rows], "tune.targets");
+      return {
+        shape: [rows, cols],
+        run: async (variant) => {
+          const r = await crossEntropyForwardBackward(gpu, { logits: z, targets: t }, { variant });
+          r.loss.destroy();
+          r.dlogits.destroy();
+        },
+        destroy() {
+          z.destroy();
+          t.destroy();
+        },
+      };
+    },
   },
-});
+);

@@ -14,7 +14,7 @@
 
 import type { Gpu, Tensor } from "../gpu/runtime.ts";
 import elementwiseWgsl from "../../kernels/elementwise.wgsl" with { type: "text" };
-import { chooseVariant, testValues, type Tunable } from "../gpu/tune.ts";
+import { testValues, type Tunable } from "../gpu/tune.ts";
 import {
   assertF32,
   assertShape,
@@ -27,16 +27,13 @@ import {
 import type { ChunkOptions } from "./_shapes.ts";
 import {
   checkElements,
-  defaultElementVariant,
-  ELEMENT_VARIANTS,
-  elementClass,
   elementDesign,
   type ElementShape,
   elementSlots,
-  elementUnsupported,
+  elementTunable,
   elementWorkgroups,
   mismatch,
-  tunableOp,
+  resolveVariant,
 } from "./_tuned.ts";
 
 /** Test and bench options of the elementwise ops. */
@@ -71,9 +68,7 @@ async function record(
   const pieces = rowPieces(op, rows, cols * 4, bindingLimit(gpu, options), align);
   if (pieces.length === 0) return;
   const shape = { n: rows * cols, vec4: cols % 4 === 0 };
-  const variant = options.variant ?? await chooseVariant(gpu, ELEMENTWISE, shape);
-  const why = elementUnsupported(variant, shape.vec4);
-  if (why) throw new RangeError(`${op}: variant ${variant} ${why}`);
+  const variant = await resolveVariant(gpu, op, ELEMENTWISE, shape, options.variant);
   const d = elementDesign(variant);
   const w = d.vec4 ? 4 : 1; // values per lane
   const kernel = await gpu.kernel("elementwise", elementwiseWgsl, elementSlots(d), entry);
@@ -213,13 +208,7 @@ async function validate(gpu: Gpu, variant: string): Promise<string | null> {
 }
 
 /** The in-place elementwise updates as a tuned op ("elementwise" in `tost tune`, `tost info`). */
-export const ELEMENTWISE: Tunable<ElementShape> = tunableOp<ElementShape>({
-  op: "elementwise",
-  version: 1,
-  variants: ELEMENT_VARIANTS,
-  unsupported: (_gpu, v, s) => elementUnsupported(v, s.vec4),
-  shapeClass: elementClass,
-  fallback: (gpu, s) => defaultElementVariant(gpu, s.vec4),
+export const ELEMENTWISE: Tunable<ElementShape> = elementTunable("elementwise", {
   validate,
   workload(gpu, { n, vec4 }) {
     const cols = vec4 ? 64 : 63;

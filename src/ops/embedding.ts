@@ -13,19 +13,16 @@
 
 import type { Gpu, Tensor } from "../gpu/runtime.ts";
 import embeddingWgsl from "../../kernels/embedding.wgsl" with { type: "text" };
-import { chooseVariant, testValues, type Tunable } from "../gpu/tune.ts";
+import { testValues, type Tunable } from "../gpu/tune.ts";
 import { assertF32, outputTensor } from "./_shapes.ts";
 import {
-  defaultElementVariant,
-  ELEMENT_VARIANTS,
-  elementClass,
   elementDesign,
   type ElementShape,
   elementSlots,
-  elementUnsupported,
+  elementTunable,
   elementWorkgroups,
   mismatch,
-  tunableOp,
+  resolveVariant,
 } from "./_tuned.ts";
 
 /**
@@ -100,9 +97,7 @@ export async function embedding(
   gpu.assertBindable(`${op} wte`, wte.byteSize);
   gpu.assertBindable(`${op} output`, y.byteSize);
   const shape = { n, vec4: C % 4 === 0 };
-  const variant = options.variant ?? await chooseVariant(gpu, EMBEDDING, shape);
-  const why = elementUnsupported(variant, shape.vec4);
-  if (why) throw new RangeError(`${op}: variant ${variant} ${why}`);
+  const variant = await resolveVariant(gpu, op, EMBEDDING, shape, options.variant);
   const d = elementDesign(variant);
   const w = d.vec4 ? 4 : 1;
   const kernel = await gpu.kernel("embedding", embeddingWgsl, elementSlots(d));
@@ -172,13 +167,7 @@ async function validate(gpu: Gpu, variant: string): Promise<string | null> {
 }
 
 /** The embedding's forward as a tuned op ("embedding" in `tost tune`, `tost info`). */
-export const EMBEDDING: Tunable<ElementShape> = tunableOp<ElementShape>({
-  op: "embedding",
-  version: 1,
-  variants: ELEMENT_VARIANTS,
-  unsupported: (_gpu, v, s) => elementUnsupported(v, s.vec4),
-  shapeClass: elementClass,
-  fallback: (gpu, s) => defaultElementVariant(gpu, s.vec4),
+export const EMBEDDING: Tunable<ElementShape> = elementTunable("embedding", {
   validate,
   workload(gpu, { n, vec4 }) {
     const [T, C, V] = [64, vec4 ? 64 : 63, 97];

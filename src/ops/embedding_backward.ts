@@ -28,19 +28,16 @@
 
 import type { Gpu, Tensor } from "../gpu/runtime.ts";
 import embeddingBackwardWgsl from "../../kernels/embedding_backward.wgsl" with { type: "text" };
-import { chooseVariant, testValues, type Tunable } from "../gpu/tune.ts";
+import { testValues, type Tunable } from "../gpu/tune.ts";
 import { assertF32 } from "./_shapes.ts";
 import {
-  defaultElementVariant,
-  ELEMENT_VARIANTS,
-  elementClass,
   elementDesign,
   type ElementShape,
   elementSlots,
-  elementUnsupported,
+  elementTunable,
   elementWorkgroups,
   mismatch,
-  tunableOp,
+  resolveVariant,
 } from "./_tuned.ts";
 import { checkTokenIds } from "./embedding.ts";
 import { accumulateRowSums } from "./column_sums.ts";
@@ -153,9 +150,7 @@ export async function embeddingBackward(
   const scratch: Tensor[] = [];
   try {
     const shape = { n: B * T * C, vec4: C % 4 === 0 };
-    const variant = options.variant ?? await chooseVariant(gpu, EMBEDDING_BACKWARD, shape);
-    const why = elementUnsupported(variant, shape.vec4);
-    if (why) throw new RangeError(`${op}: variant ${variant} ${why}`);
+    const variant = await resolveVariant(gpu, op, EMBEDDING_BACKWARD, shape, options.variant);
     const d = elementDesign(variant);
     const lanes = d.vec4 ? C / 4 : C;
     const [segmentK, tokenK] = await Promise.all([
@@ -267,13 +262,7 @@ async function validate(gpu: Gpu, variant: string): Promise<string | null> {
 }
 
 /** The embedding's backward as a tuned op ("embedding_backward"): its ∂wte sums. */
-export const EMBEDDING_BACKWARD: Tunable<ElementShape> = tunableOp<ElementShape>({
-  op: "embedding_backward",
-  version: 1,
-  variants: ELEMENT_VARIANTS,
-  unsupported: (_gpu, v, s) => elementUnsupported(v, s.vec4),
-  shapeClass: elementClass,
-  fallback: (gpu, s) => defaultElementVariant(gpu, s.vec4),
+export const EMBEDDING_BACKWARD: Tunable<ElementShape> = elementTunable("embedding_backward", {
   validate,
   workload(gpu, { n, vec4 }) {
     const [T, C, V] = [64, vec4 ? 64 : 63, 97];

@@ -15,22 +15,19 @@
 
 import type { Gpu, Tensor } from "../gpu/runtime.ts";
 import geluWgsl from "../../kernels/gelu.wgsl" with { type: "text" };
-import { chooseVariant, testValues, type Tunable } from "../gpu/tune.ts";
+import { testValues, type Tunable } from "../gpu/tune.ts";
 import { assertF32, bindingLimit, outputTensor, storageAlignment } from "./_shapes.ts";
 import type { ChunkOptions } from "./_shapes.ts";
 import {
   checkElements,
-  defaultElementVariant,
-  ELEMENT_VARIANTS,
-  elementClass,
   elementDesign,
   type ElementShape,
-  elementUnsupported,
+  elementTunable,
   elementWorkgroups,
   lanePieces,
   laneSlots,
   mismatch,
-  tunableOp,
+  resolveVariant,
 } from "./_tuned.ts";
 import { geluReference } from "./gelu_reference.ts";
 
@@ -58,9 +55,7 @@ export async function gelu(
   const n = x.numel;
   if (n === 0) return y;
   const shape = { n, vec4: n % 4 === 0 };
-  const variant = options.variant ?? await chooseVariant(gpu, GELU, shape);
-  const why = elementUnsupported(variant, shape.vec4);
-  if (why) throw new RangeError(`gelu: variant ${variant} ${why}`);
+  const variant = await resolveVariant(gpu, "gelu", GELU, shape, options.variant);
   const d = elementDesign(variant);
   const kernel = await gpu.kernel("gelu", geluWgsl, laneSlots(d), d.vec4 ? "main4" : "main");
   const pieces = lanePieces("gelu", n, d, bindingLimit(gpu, options), storageAlignment(gpu));
@@ -99,13 +94,7 @@ async function validate(gpu: Gpu, variant: string): Promise<string | null> {
 }
 
 /** GELU as a tuned op ("gelu" in `tost tune`, `tost info`). */
-export const GELU: Tunable<ElementShape> = tunableOp<ElementShape>({
-  op: "gelu",
-  version: 1,
-  variants: ELEMENT_VARIANTS,
-  unsupported: (_gpu, v, s) => elementUnsupported(v, s.vec4),
-  shapeClass: elementClass,
-  fallback: (gpu, s) => defaultElementVariant(gpu, s.vec4),
+export const GELU: Tunable<ElementShape> = elementTunable("gelu", {
   validate,
   workload(gpu, { n }) {
     const x = gpu.upload(geluCheckValues(n, 1), [n], "tune.x");

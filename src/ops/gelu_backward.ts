@@ -16,22 +16,19 @@
 
 import type { Gpu, Tensor } from "../gpu/runtime.ts";
 import geluBackwardWgsl from "../../kernels/gelu_backward.wgsl" with { type: "text" };
-import { chooseVariant, testValues, type Tunable } from "../gpu/tune.ts";
+import { testValues, type Tunable } from "../gpu/tune.ts";
 import { assertF32, assertShape, bindingLimit, storageAlignment } from "./_shapes.ts";
 import type { ChunkOptions } from "./_shapes.ts";
 import {
   checkElements,
-  defaultElementVariant,
-  ELEMENT_VARIANTS,
-  elementClass,
   elementDesign,
   type ElementShape,
-  elementUnsupported,
+  elementTunable,
   elementWorkgroups,
   lanePieces,
   laneSlots,
   mismatch,
-  tunableOp,
+  resolveVariant,
 } from "./_tuned.ts";
 import { geluCheckValues } from "./gelu.ts";
 import { geluBackwardReference } from "./gelu_reference.ts";
@@ -62,9 +59,7 @@ export async function geluBackward(
   const n = x.numel;
   if (n === 0) return dx;
   const shape = { n, vec4: n % 4 === 0 };
-  const variant = options.variant ?? await chooseVariant(gpu, GELU_BACKWARD, shape);
-  const why = elementUnsupported(variant, shape.vec4);
-  if (why) throw new RangeError(`${op}: variant ${variant} ${why}`);
+  const variant = await resolveVariant(gpu, op, GELU_BACKWARD, shape, options.variant);
   const d = elementDesign(variant);
   const kernel = await gpu.kernel(
     "gelu_backward",
@@ -106,13 +101,7 @@ async function validate(gpu: Gpu, variant: string): Promise<string | null> {
 }
 
 /** GELU's backward as a tuned op ("gelu_backward"). */
-export const GELU_BACKWARD: Tunable<ElementShape> = tunableOp<ElementShape>({
-  op: "gelu_backward",
-  version: 1,
-  variants: ELEMENT_VARIANTS,
-  unsupported: (_gpu, v, s) => elementUnsupported(v, s.vec4),
-  shapeClass: elementClass,
-  fallback: (gpu, s) => defaultElementVariant(gpu, s.vec4),
+export const GELU_BACKWARD: Tunable<ElementShape> = elementTunable("gelu_backward", {
   validate,
   workload(gpu, { n }) {
     const x = gpu.upload(geluCheckValues(n, 1), [n], "tune.x");

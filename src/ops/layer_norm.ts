@@ -16,10 +16,12 @@ import { f32 } from "../gpu/runtime.ts";
 import type { Gpu, Tensor } from "../gpu/runtime.ts";
 import layerNormWgsl from "../../kernels/layer_norm.wgsl" with { type: "text" };
 import layerNormRowWgsl from "../../kernels/layer_norm_row.wgsl" with { type: "text" };
-import { chooseVariant, testValues, type Tunable } from "../gpu/tune.ts";
+import { testValues, type Tunable } from "../gpu/tune.ts";
 import {
   checkRows,
   mismatch,
+  type OpChecks,
+  resolveVariant,
   rowClass,
   type RowShape,
   tunableOp,
@@ -83,9 +85,13 @@ export async function layerNorm(
   const pieces = rowPieces("layerNorm", rows, cols * 4, limit, align);
   if (pieces.length === 0) return y;
   gpu.assertBindable("layerNorm weight", cols * 4);
-  const variant = options.variant ?? await chooseVariant(gpu, LAYER_NORM, { rows, cols });
-  const why = LAYER_NORM.unsupported(gpu, variant, { rows, cols });
-  if (why) throw new RangeError(`layerNorm: variant ${variant} ${why}`);
+  const variant = await resolveVariant(
+    gpu,
+    "layerNorm",
+    LAYER_NORM,
+    { rows, cols },
+    options.variant,
+  );
   const kernel = variant === "row"
     ? await gpu.kernel("layer_norm_row", layerNormRowWgsl, {
       hasBias: String(!!bias),
@@ -131,6 +137,19 @@ export function layerNormUnsupported(variant: string, cols: number): string | nu
   return variant === "row" ? vec4Unsupported(cols) : null;
 }
 
+/** A LayerNorm pass's {@linkcode Tunable}: the designs of {@linkcode LAYER_NORM_VARIANTS}. */
+export function layerNormTunable(op: string, checks: OpChecks<RowShape>): Tunable<RowShape> {
+  return tunableOp<RowShape>({
+    op,
+    version: checks.version ?? 1,
+    variants: LAYER_NORM_VARIANTS,
+    unsupported: (_gpu, v, s) => layerNormUnsupported(v, s.cols),
+    shapeClass: rowClass,
+    fallback: (gpu, s) => defaultLayerNormVariant(gpu, s.cols),
+    ...checks,
+  });
+}
+
 async function validate(gpu: Gpu, variant: string): Promise<string | null> {
   for (const { rows, cols } of checkRows(variant === "row")) {
     // An offset mean shows a one-pass variance; the affine parameters and a
@@ -163,13 +182,7 @@ async function validate(gpu: Gpu, variant: string): Promise<string | null> {
 }
 
 /** LayerNorm's forward as a tuned op ("layer_norm" in `tost tune` and `tost info`). */
-export const LAYER_NORM: Tunable<RowShape> = tunableOp<RowShape>({
-  op: "layer_norm",
-  version: 1,
-  variants: LAYER_NORM_VARIANTS,
-  unsupported: (_gpu, v, s) => layerNormUnsupported(v, s.cols),
-  shapeClass: rowClass,
-  fallback: (gpu, s) => defaultLayerNormVariant(gpu, s.cols),
+export const LAYER_NORM: Tunable<RowShape> = layerNormTunable("layer_norm", {
   validate,
   workload(gpu, { rows, cols }) {
     const x = gpu.upload(testValues(rows * cols, 1), [rows, cols], "tune.x");

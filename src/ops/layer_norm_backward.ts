@@ -29,13 +29,9 @@ import layerNormBackwardWgsl from "../../kernels/layer_norm_backward.wgsl" with 
 import layerNormRowWgsl from "../../kernels/layer_norm_row.wgsl" with { type: "text" };
 import { chooseVariant, testValues, type Tunable } from "../gpu/tune.ts";
 import { assertF32, assertShape, lastDimRows, rowWorkgroupSize } from "./_shapes.ts";
-import { checkRows, mismatch, rowClass, type RowShape, tunableOp } from "./_tuned.ts";
+import { checkRows, mismatch, resolveVariant, type RowShape } from "./_tuned.ts";
 import { COLUMN_SUMS, columnPass } from "./column_sums.ts";
-import {
-  defaultLayerNormVariant,
-  LAYER_NORM_VARIANTS,
-  layerNormUnsupported,
-} from "./layer_norm.ts";
+import { layerNormTunable } from "./layer_norm.ts";
 import { layerNormBackwardReference } from "./layer_norm_reference.ts";
 
 /** Arguments of {@linkcode layerNormBackward}. */
@@ -108,9 +104,7 @@ export async function layerNormBackward(
   const scratch: Tensor[] = [];
   try {
     const shape = { rows, cols };
-    const variant = options.variant ?? await chooseVariant(gpu, LAYER_NORM_BACKWARD, shape);
-    const why = layerNormUnsupported(variant, cols);
-    if (why) throw new RangeError(`${op}: variant ${variant} ${why}`);
+    const variant = await resolveVariant(gpu, op, LAYER_NORM_BACKWARD, shape, options.variant);
     const stats = gpu.empty([rows, 2], "f32", `${op}.stats`); // (mean, rstd) per row
     scratch.push(stats);
     if (variant === "row") {
@@ -195,13 +189,7 @@ async function validate(gpu: Gpu, variant: string): Promise<string | null> {
 }
 
 /** LayerNorm's backward as a tuned op ("layer_norm_backward"): the design of its row pass. */
-export const LAYER_NORM_BACKWARD: Tunable<RowShape> = tunableOp<RowShape>({
-  op: "layer_norm_backward",
-  version: 1,
-  variants: LAYER_NORM_VARIANTS,
-  unsupported: (_gpu, v, s) => layerNormUnsupported(v, s.cols),
-  shapeClass: rowClass,
-  fallback: (gpu, s) => defaultLayerNormVariant(gpu, s.cols),
+export const LAYER_NORM_BACKWARD: Tunable<RowShape> = layerNormTunable("layer_norm_backward", {
   validate,
   workload(gpu, { rows, cols }) {
     const owned = [

@@ -13,7 +13,7 @@
 
 import type { Gpu, Tensor } from "../gpu/runtime.ts";
 import softmaxWgsl from "../../kernels/softmax.wgsl" with { type: "text" };
-import { chooseVariant, testValues, type Tunable } from "../gpu/tune.ts";
+import { testValues, type Tunable } from "../gpu/tune.ts";
 import {
   assertF32,
   bindingLimit,
@@ -25,16 +25,7 @@ import {
   storageAlignment,
 } from "./_shapes.ts";
 import type { ChunkOptions } from "./_shapes.ts";
-import {
-  checkRows,
-  defaultRowVariant,
-  mismatch,
-  ROW_VARIANTS,
-  rowClass,
-  type RowShape,
-  rowVariantUnknown,
-  tunableOp,
-} from "./_tuned.ts";
+import { checkRows, mismatch, resolveVariant, type RowShape, rowTunable } from "./_tuned.ts";
 import { softmaxReference } from "./softmax_reference.ts";
 
 /**
@@ -66,9 +57,7 @@ export async function softmax(
   const align = storageAlignment(gpu);
   const pieces = rowPieces("softmax", rows, cols * 4, bindingLimit(gpu, options), align);
   if (pieces.length === 0) return y;
-  const variant = options.variant ?? await chooseVariant(gpu, SOFTMAX, { rows, cols });
-  const why = rowVariantUnknown(variant);
-  if (why) throw new RangeError(`softmax: variant ${variant} ${why}`);
+  const variant = await resolveVariant(gpu, "softmax", SOFTMAX, { rows, cols }, options.variant);
   const wg = variant === "row" ? 64 : rowWorkgroupSize(cols);
   const kernel = await gpu.kernel("softmax", softmaxWgsl, { workgroupSize: wg }, entry(variant));
   for (const { start, count } of pieces) {
@@ -107,13 +96,7 @@ async function validate(gpu: Gpu, variant: string): Promise<string | null> {
 }
 
 /** Softmax over rows as a tuned op ("softmax" in `tost tune`, `tost info`). */
-export const SOFTMAX: Tunable<RowShape> = tunableOp<RowShape>({
-  op: "softmax",
-  version: 1,
-  variants: ROW_VARIANTS,
-  unsupported: (_gpu, v) => rowVariantUnknown(v),
-  shapeClass: rowClass,
-  fallback: (gpu) => defaultRowVariant(gpu),
+export const SOFTMAX: Tunable<RowShape> = rowTunable("softmax", {
   validate,
   workload(gpu, { rows, cols }) {
     const x = gpu.upload(testValues(rows * cols, 1), [rows, cols], "tune.x");

@@ -13,11 +13,11 @@ import {
   TUNE_FORMAT,
   type TuneChoice,
   tuneMode,
-  type TuneStore,
   type TuneTable,
 } from "../../src/gpu/tune.ts";
 import { fileTuneStore, pinnedTuneStore, tuneCachePath } from "../../src/cli/_tune_file.ts";
 import { withGpu } from "../_util.ts";
+import { countingStore } from "./_tune_store.ts";
 
 /** Run `fn` with console.warn captured; returns what was warned. */
 async function capturingWarnings(fn: () => Promise<void>): Promise<string[]> {
@@ -30,25 +30,6 @@ async function capturingWarnings(fn: () => Promise<void>): Promise<string[]> {
     console.warn = original;
   }
   return warned;
-}
-
-/** A store that counts its loads and saves. */
-function countingStore(initial: TuneTable | null = null) {
-  const inner = memoryTuneStore();
-  const counts = { loads: 0, saves: 0 };
-  if (initial) inner.save(initial);
-  const store: TuneStore = {
-    where: "test",
-    load: () => {
-      counts.loads++;
-      return inner.load();
-    },
-    save: (t) => {
-      counts.saves++;
-      return inner.save(t);
-    },
-  };
-  return { store, counts };
 }
 
 const choice = (variant: string, version = 1): TuneChoice => ({

@@ -7,8 +7,6 @@ import {
   setTuneStore,
   TUNE_FORMAT,
   type TuneChoice,
-  type TuneStore,
-  type TuneTable,
 } from "../../src/gpu/tune.ts";
 import {
   chooseGemmVariant as chooseVariant,
@@ -20,25 +18,7 @@ import {
 } from "../../src/ops/gemm_tune.ts";
 import { type GemmVariant, gemmVariant } from "../../src/ops/gemm.ts";
 import { withGpu } from "../_util.ts";
-
-/** A store that counts its loads and saves. */
-function countingStore(initial: TuneTable | null = null) {
-  const inner = memoryTuneStore();
-  const counts = { loads: 0, saves: 0 };
-  if (initial) inner.save(initial);
-  const store: TuneStore = {
-    where: "test",
-    load: () => {
-      counts.loads++;
-      return inner.load();
-    },
-    save: (t) => {
-      counts.saves++;
-      return inner.save(t);
-    },
-  };
-  return { store, counts };
-}
+import { countingStore } from "../gpu/_tune_store.ts";
 
 const choice = (variant: string): TuneChoice => ({
   variant,
