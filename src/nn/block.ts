@@ -88,6 +88,8 @@ export interface BlockOptions {
   state?: AttentionState;
   /** Receives the attention output (before γ1) while it is valid (fixture checks). */
   onAttention?: (a: Tensor) => void;
+  /** TSSA kinds: receives Π `[B·N, H]` of this block's attention while it is valid (inspect). */
+  onPi?: (pi: Tensor) => void;
 }
 
 function copyOf(gpu: Gpu, t: Tensor, label: string): Tensor {
@@ -110,7 +112,11 @@ export async function block(
   const { eps, heads } = options;
   const keep = options.saves ?? false;
   const h1 = await layerNorm(gpu, x, p.norm1.weight, p.norm1.bias, eps);
-  const at = await attention(gpu, h1, p.attn, heads, { saves: keep, state: options.state });
+  const at = await attention(gpu, h1, p.attn, heads, {
+    saves: keep,
+    state: options.state,
+    onPi: options.onPi,
+  });
   const a = at.out;
   options.onAttention?.(a);
   const xMid = keep ? copyOf(gpu, x, "block.xMid") : x;
