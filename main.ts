@@ -11,6 +11,7 @@ import { watchInterrupts } from "./src/cli/_interrupt.ts";
 import { eraseActiveBar } from "./src/cli/_progress.ts";
 import { benchCommand } from "./src/cli/bench.ts";
 import { infoCommand } from "./src/cli/info.ts";
+import { inspectCommand } from "./src/cli/inspect.ts";
 import { convertCommand } from "./src/cli/convert.ts";
 import { evaluateCommand } from "./src/cli/evaluate.ts";
 import { sampleCommand } from "./src/cli/sample.ts";
@@ -31,6 +32,7 @@ export function buildCli() {
     .addCommand(evaluateCommand())
     .addCommand(sampleCommand())
     .addCommand(trainCommand())
+    .addCommand(inspectCommand())
     .showHelpAfterError("(run with --help for usage)")
     .exitOverride()
     .configureOutput({
