@@ -15,6 +15,7 @@ import { inspectCommand } from "./src/cli/inspect.ts";
 import { convertCommand } from "./src/cli/convert.ts";
 import { evaluateCommand } from "./src/cli/evaluate.ts";
 import { sampleCommand } from "./src/cli/sample.ts";
+import { serveCommand } from "./src/cli/serve.ts";
 import { trainCommand } from "./src/cli/train.ts";
 import { VERSION } from "./src/version.ts";
 
@@ -33,6 +34,7 @@ export function buildCli() {
     .addCommand(sampleCommand())
     .addCommand(trainCommand())
     .addCommand(inspectCommand())
+    .addCommand(serveCommand())
     .showHelpAfterError("(run with --help for usage)")
     .exitOverride()
     .configureOutput({

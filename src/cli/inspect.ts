@@ -24,6 +24,7 @@ import {
   decodeImage,
   inputToRgba,
   isLight,
+  normalisationFor,
   resizeBilinear,
   targetSize,
   toModelInput,
@@ -84,17 +85,6 @@ function parseSize(value: string): number | "native" | [number, number] {
     );
   }
   return n.length === 1 ? n[0] : [n[0], n[1]];
-}
-
-/** The normalisation a vision model was trained with (see `src/inspect/image.ts`). */
-function trainedNormalisation(file: ModelFile): Normalisation {
-  try {
-    const training = JSON.parse(file.metadata.training ?? "{}");
-    if (training?.settings?.data === "mnist") return "mnist";
-  } catch {
-    // no training record: a converted checkpoint
-  }
-  return "imagenet";
 }
 
 /** Write a file atomically (a temporary beside it, renamed into place). */
@@ -171,7 +161,7 @@ async function readVisionInput(
     return decodeImage(bytes);
   });
   const normalisation = (options.normalise as Normalisation | undefined) ??
-    trainedNormalisation(file);
+    normalisationFor(file.metadata);
   const size = options.size === undefined ? cfg.img_size : parseSize(options.size);
   const [H, W] = targetSize(img.height, img.width, size);
   const resized = resizeBilinear(img, W, H);

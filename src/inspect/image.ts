@@ -44,6 +44,28 @@ export const IMAGENET_MEAN = [0.485, 0.456, 0.406] as const;
 /** ImageNet's per-channel standard deviation (RGB). */
 export const IMAGENET_STD = [0.229, 0.224, 0.225] as const;
 
+/**
+ * The normalisation a vision model was trained with, from its file's
+ * metadata: `mnist` when `tost train` trained it on MNIST (its `training`
+ * record says so), else `imagenet`.
+ *
+ * @example
+ * ```ts
+ * import { normalisationFor } from "./image.ts";
+ * const meta = { training: JSON.stringify({ settings: { data: "mnist" } }) };
+ * if (normalisationFor(meta) !== "mnist" || normalisationFor({}) !== "imagenet") throw new Error();
+ * ```
+ */
+export function normalisationFor(metadata: Readonly<Record<string, string>>): Normalisation {
+  try {
+    const training = JSON.parse(metadata.training ?? "{}");
+    if (training?.settings?.data === "mnist") return "mnist";
+  } catch {
+    // no readable training record: a converted checkpoint
+  }
+  return "imagenet";
+}
+
 /** Largest side accepted when decoding (a bigger image is almost surely a mistake). */
 export const MAX_IMAGE_SIDE = 8192;
 
