@@ -20,16 +20,8 @@ import { Gpu } from "../gpu/runtime.ts";
 import { destroyModel, readModelFile, uploadModel } from "../model/load.ts";
 import type { ModelFile } from "../model/load.ts";
 import { loadMnistTest, mnistBatch } from "../data/mnist.ts";
-import {
-  decodeImage,
-  inputToRgba,
-  isLight,
-  normalisationFor,
-  resizeBilinear,
-  targetSize,
-  toModelInput,
-} from "../inspect/image.ts";
-import type { Normalisation } from "../inspect/image.ts";
+import { decodeImage, inputToRgba, normalisationFor, prepareImage } from "../inspect/image.ts";
+import type { Normalisation, PreparedImage } from "../inspect/image.ts";
 import { languageMaps, topK, visionMaps } from "../inspect/maps.ts";
 import type { LanguageMaps, VisionMaps } from "../inspect/maps.ts";
 import { languageHtml, languageSvg, pngDataUri, visionSvg } from "../inspect/picture.ts";
@@ -163,22 +155,19 @@ async function readVisionInput(
   const normalisation = (options.normalise as Normalisation | undefined) ??
     normalisationFor(file.metadata);
   const size = options.size === undefined ? cfg.img_size : parseSize(options.size);
-  const [H, W] = targetSize(img.height, img.width, size);
-  const resized = resizeBilinear(img, W, H);
-  const inverted = normalisation === "mnist" && isLight(resized);
-  let data: Float32Array<ArrayBuffer>;
+  let ready: PreparedImage;
   try {
-    data = toModelInput(resized, C, normalisation, { invert: inverted });
+    ready = prepareImage(img, { channels: C, imgSize: cfg.img_size }, normalisation, size);
   } catch (err) {
     throw new UsageError(`--image "${path}": ${(err as Error).message}`);
   }
   return {
-    data,
-    height: H,
-    width: W,
+    data: ready.input,
+    height: ready.height,
+    width: ready.width,
     source: path.split("/").pop()!,
     normalisation,
-    inverted,
+    inverted: ready.inverted,
     label: null,
   };
 }

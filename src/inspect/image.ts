@@ -332,3 +332,34 @@ export function inputToRgba(
   }
   return { width, height, data: out };
 }
+
+/** An image made ready for a vision model by {@linkcode prepareImage}. */
+export interface PreparedImage {
+  /** `[channels, height, width]`, normalised. */
+  input: Float32Array<ArrayBuffer>;
+  height: number;
+  width: number;
+  /** Whether a light image was inverted (MNIST normalisation). */
+  inverted: boolean;
+}
+
+/**
+ * Everything between a decoded image and a model's input, the same for
+ * `tost inspect --image` and the `tost serve` page: the target size
+ * ({@linkcode targetSize}), bilinear resizing, MNIST's inversion of light
+ * images, the normalisation.
+ *
+ * @throws {RangeError} for ImageNet normalisation of a model without 3 channels
+ */
+export function prepareImage(
+  img: RgbaImage,
+  model: { channels: number; imgSize: number },
+  normalisation: Normalisation,
+  size: number | "native" | readonly [number, number] = model.imgSize,
+): PreparedImage {
+  const [height, width] = targetSize(img.height, img.width, size);
+  const resized = resizeBilinear(img, width, height);
+  const inverted = normalisation === "mnist" && isLight(resized);
+  const input = toModelInput(resized, model.channels, normalisation, { invert: inverted });
+  return { input, height, width, inverted };
+}

@@ -53,6 +53,40 @@ function textWidth(text: string, fontSize: number): number {
   return Math.ceil([...text].length * fontSize * 0.62);
 }
 
+const TITLE_SIZE = 17;
+const SUBTITLE_SIZE = 11;
+const MARGIN = 10;
+
+/** A picture's width: its content's, widened to fit the title and subtitle. */
+function pictureWidth(content: number, options: PictureOptions): number {
+  return Math.max(
+    content,
+    textWidth(options.title, TITLE_SIZE) + 2 * MARGIN,
+    textWidth(options.subtitle ?? "", SUBTITLE_SIZE) + 2 * MARGIN,
+    440,
+  );
+}
+
+/** The opening of a picture: the svg element, a white ground, the title and subtitle. */
+function svgHead(width: number, height: number, options: PictureOptions): string[] {
+  const out = [
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" ` +
+    `viewBox="0 0 ${width} ${height}" font-family="${PICTURE_FONT}">`,
+    `<rect width="${width}" height="${height}" fill="white"/>`,
+    `<text class="title" x="${MARGIN}" y="26" font-size="${TITLE_SIZE}" font-weight="bold">${
+      escapeXml(options.title)
+    }</text>`,
+  ];
+  if (options.subtitle) {
+    out.push(
+      `<text class="subtitle" x="${MARGIN}" y="46" font-size="${SUBTITLE_SIZE}" fill="#444">${
+        escapeXml(options.subtitle)
+      }</text>`,
+    );
+  }
+  return out;
+}
+
 /** The heat colour of `v` on `[0, max]` (clamped), as `rgb(…)`. */
 export function heatColor(v: number, max = 1): string {
   const t = max > 0 ? Math.max(0, Math.min(1, v / max)) : 0;
@@ -154,31 +188,11 @@ export function visionSvg(maps: VisionMaps, imageHref: string, options: PictureO
   const rows = visionRows(maps, layers, heads);
   const noteH = 14;
   const rowH = (r: VisionRow) => panelH + gap + (r.notes ? noteH : 0);
-  const width = Math.max(
-    labelW + heads.length * (panelW + gap) + gap,
-    textWidth(options.title, 17) + 2 * gap,
-    textWidth(options.subtitle ?? "", 11) + 2 * gap,
-    440,
-  );
+  const width = pictureWidth(labelW + heads.length * (panelW + gap) + gap, options);
   const gridH = rows.reduce((s, r) => s + rowH(r), 0);
   const legendH = 46;
   const height = top + colLabelH + gridH + legendH;
-  const out: string[] = [];
-  out.push(
-    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" ` +
-      `viewBox="0 0 ${width} ${height}" font-family="${PICTURE_FONT}">`,
-    `<rect width="${width}" height="${height}" fill="white"/>`,
-    `<text class="title" x="${gap}" y="26" font-size="17" font-weight="bold">${
-      escapeXml(options.title)
-    }</text>`,
-  );
-  if (options.subtitle) {
-    out.push(
-      `<text class="subtitle" x="${gap}" y="46" font-size="11" fill="#444">${
-        escapeXml(options.subtitle)
-      }</text>`,
-    );
-  }
+  const out = svgHead(width, height, options);
   heads.forEach((h, c) => {
     const x = labelW + c * (panelW + gap) + panelW / 2;
     out.push(
@@ -306,28 +320,9 @@ export function languageSvg(
   const top = options.subtitle ? 66 : 46;
   const blockTitleH = 18;
   const blockH = blockTitleH + heads.length * (stripH + 6) + gap;
-  const width = Math.max(
-    labelW + Math.min(T, perLine) * cellW + 2 * gap,
-    textWidth(options.title, 16) + 2 * gap,
-    textWidth(options.subtitle ?? "", 11) + 2 * gap,
-    440,
-  );
+  const width = pictureWidth(labelW + Math.min(T, perLine) * cellW + 2 * gap, options);
   const height = top + layers.length * blockH + 46;
-  const out: string[] = [
-    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" ` +
-    `viewBox="0 0 ${width} ${height}" font-family="${PICTURE_FONT}">`,
-    `<rect width="${width}" height="${height}" fill="white"/>`,
-    `<text class="title" x="${gap}" y="26" font-size="16" font-weight="bold">${
-      escapeXml(options.title)
-    }</text>`,
-  ];
-  if (options.subtitle) {
-    out.push(
-      `<text class="subtitle" x="${gap}" y="46" font-size="11" fill="#444">${
-        escapeXml(options.subtitle)
-      }</text>`,
-    );
-  }
+  const out = svgHead(width, height, options);
   let y = top;
   for (const l of layers) {
     out.push(

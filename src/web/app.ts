@@ -37,14 +37,7 @@ import { charCodec } from "../data/codec.ts";
 import type { TextCodec } from "../data/codec.ts";
 import { visionMaps } from "../inspect/maps.ts";
 import { pngDataUri, visionSvg } from "../inspect/picture.ts";
-import {
-  inputToRgba,
-  isLight,
-  normalisationFor,
-  resizeBilinear,
-  targetSize,
-  toModelInput,
-} from "../inspect/image.ts";
+import { inputToRgba, normalisationFor, prepareImage } from "../inspect/image.ts";
 import type { Normalisation, RgbaImage } from "../inspect/image.ts";
 
 /** What the page loaded. */
@@ -132,10 +125,11 @@ function canvasImage(canvas: HTMLCanvasElement): RgbaImage {
 async function showVision(m: Loaded, img: RgbaImage, normalisation: Normalisation) {
   if (m.config.family !== "vision") return;
   const cfg = m.config;
-  const [H, W] = targetSize(img.height, img.width, cfg.img_size);
-  const resized = resizeBilinear(img, W, H);
-  const invert = normalisation === "mnist" && isLight(resized);
-  const input = toModelInput(resized, cfg.in_chans, normalisation, { invert });
+  const { input, height: H, width: W, inverted: invert } = prepareImage(
+    img,
+    { channels: cfg.in_chans, imgSize: cfg.img_size },
+    normalisation,
+  );
   const t0 = performance.now();
   const probs: number[] = [];
   let svg = "";

@@ -107,9 +107,15 @@ Deno.test("serve: the real program answers on its port; user mistakes exit 2 bef
       [["serve", `${dir}/missing.safetensors`], /Cannot read model .*no such file/],
       [["serve", `${dir}/notes.txt`], /not a model|model/],
       [["serve", `${FIXTURES}tost_lang_small.pt`], /carries no vocabulary/],
-      [["serve", `${FIXTURES}tost_vision_small.pth`, "--vocab", `${dir}/notes.txt`], /--vocab applies to language/],
+      [
+        ["serve", `${FIXTURES}tost_vision_small.pth`, "--vocab", `${dir}/notes.txt`],
+        /--vocab applies to language/,
+      ],
       [["serve", `${FIXTURES}tost_vision_small.pth`, "--port", "70000"], /--port must be/],
-      [["serve", `${FIXTURES}tost_vision_small.pth`, "--host", "203.0.113.7", "--port", "0"], /cannot bind --host/],
+      [
+        ["serve", `${FIXTURES}tost_vision_small.pth`, "--host", "203.0.113.7", "--port", "0"],
+        /cannot bind --host/,
+      ],
     ];
     for (const [args, message] of cases) {
       const r = await runTost(args);
@@ -126,7 +132,15 @@ Deno.test("serve: the browser bundle of the page holds no Deno API, and the sing
   try {
     // The page script unminified: every remaining mention of Deno must be a guarded one.
     const bundle = await new Deno.Command(Deno.execPath(), {
-      args: ["bundle", "--quiet", "--platform", "browser", `${ROOT}src/web/app.ts`, "-o", `${dir}/app.js`],
+      args: [
+        "bundle",
+        "--quiet",
+        "--platform",
+        "browser",
+        `${ROOT}src/web/app.ts`,
+        "-o",
+        `${dir}/app.js`,
+      ],
       cwd: ROOT,
       stderr: "piped",
     }).output();

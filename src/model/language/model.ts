@@ -166,7 +166,8 @@ export type LanguageOutput = ForwardOutput; // logits `[B, T, V]`
 /**
  * Run a language model on token ids `[B, T]`: upload, record the whole
  * forward, submit once and read back the logits of every position (and,
- * with `activations`, every fixture-named intermediate). Temporaries come
+ * with `activations`, every fixture-named intermediate and causal ToST's Π
+ * `transformer.h.i.attn.pi`, or those a filter accepts). Temporaries come
  * from `arena` (reset by the caller) or a fresh one.
  *
  * @example

@@ -172,7 +172,9 @@ export type VisionOutput = ForwardOutput; // logits `[B, num_classes]`
 /**
  * Run a vision model on host images `[B, in_chans, H, W]` (NCHW): upload,
  * record the whole forward, submit once and read back the logits (and, with
- * `activations`, every fixture-named intermediate). Temporaries come from
+ * `activations`, every fixture-named intermediate, TSSA's Π `blocks.i.attn.pi`
+ * `[B, N, NH]` and the class blocks' `cls_attn_blocks.i.attn.qkv`, or those a
+ * filter accepts). Temporaries come from
  * `arena` (reset by the caller) or a fresh one.
  *
  * @example
