@@ -237,7 +237,21 @@ function setUpVision(m: Loaded) {
     const f = (e.target as HTMLInputElement).files?.[0];
     if (f) openFile(f);
   });
-  return { draw: (img: RgbaImage) => showVision(m, img, normalisation) };
+  /** Show an image on the pad (scaled) and classify it, as if drawn. */
+  const draw = (img: RgbaImage) => {
+    const c = document.createElement("canvas");
+    [c.width, c.height] = [img.width, img.height];
+    c.getContext("2d")!.putImageData(
+      new ImageData(Uint8ClampedArray.from(img.data), img.width, img.height),
+      0,
+      0,
+    );
+    clear();
+    ctx.imageSmoothingEnabled = false;
+    ctx.drawImage(c, 0, 0, pad.width, pad.height);
+    return showVision(m, img, normalisation);
+  };
+  return { draw };
 }
 
 // ---------------------------------------------------------------- language
