@@ -17,6 +17,9 @@ import { evaluateCommand } from "./src/cli/evaluate.ts";
 import { sampleCommand } from "./src/cli/sample.ts";
 import { serveCommand } from "./src/cli/serve.ts";
 import { trainCommand } from "./src/cli/train.ts";
+import { tuneCommand } from "./src/cli/tune.ts";
+import { fileTuneStore } from "./src/cli/_tune_file.ts";
+import { setTuneStore } from "./src/ops/gemm_tune.ts";
 import { VERSION } from "./src/version.ts";
 
 /** Build the root command with every working subcommand registered. */
@@ -35,6 +38,7 @@ export function buildCli() {
     .addCommand(trainCommand())
     .addCommand(inspectCommand())
     .addCommand(serveCommand())
+    .addCommand(tuneCommand())
     .showHelpAfterError("(run with --help for usage)")
     .exitOverride()
     .configureOutput({
@@ -56,6 +60,7 @@ export async function main(
   const writeErr = (str: string) => console.error(str.replace(/\n$/, ""));
   for (const c of [cli, ...cli.commands]) c.exitOverride().configureOutput({ writeErr });
   const verbose = args.includes("--verbose") || args.includes("-v");
+  setTuneStore(fileTuneStore()); // GEMM variant choices persist on disk for the CLI
   const unwatch = watchInterrupts(exit);
   try {
     await cli.parseAsync(args, { from: "user" });

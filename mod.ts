@@ -78,7 +78,8 @@ export { flashAttention } from "./src/ops/flash_attention.ts";
 export { classAttention } from "./src/ops/class_attention.ts";
 
 // Layers
-export { linear, linearReference } from "./src/ops/linear.ts";
+export { linear } from "./src/ops/linear.ts";
+export { linearReference } from "./src/ops/linear_reference.ts";
 export { layerNorm } from "./src/ops/layer_norm.ts";
 export { layerNormReference } from "./src/ops/layer_norm_reference.ts";
 export { gelu } from "./src/ops/gelu.ts";

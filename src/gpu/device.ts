@@ -50,6 +50,7 @@ export const RELEVANT_LIMITS = [
   "maxComputeWorkgroupSizeX",
   "maxComputeWorkgroupSizeY",
   "maxComputeWorkgroupsPerDimension",
+  "maxTextureDimension2D",
   "minStorageBufferOffsetAlignment",
   "minUniformBufferOffsetAlignment",
 ] as const;

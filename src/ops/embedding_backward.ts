@@ -141,11 +141,18 @@ export async function embeddingBackward(gpu: Gpu, args: EmbeddingBackwardArgs): 
     ]);
     const order = gpu.upload(groups.order, [groups.order.length], `${op}.order`);
     scratch.push(order);
-    const segStart = gpu.upload(groups.segStart, [groups.segStart.length], `${op}.segStart`);
+    // Sized by the most segments any batch of B·T ids can have, not by this
+    // batch's count: every step then allocates the same sizes, and a step's
+    // arena (src/gpu/arena.ts) serves them from the same buffers.
+    const N = B * T;
+    const maxSegments = Math.min(N, Math.ceil(N / SEGMENT_ROWS) + Math.min(vocab, N));
+    const segStartHost = new Uint32Array(maxSegments + 1);
+    segStartHost.set(groups.segStart);
+    const segStart = gpu.upload(segStartHost, [maxSegments + 1], `${op}.segStart`);
     scratch.push(segStart);
     const vocabSeg = gpu.upload(groups.vocabSeg, [groups.vocabSeg.length], `${op}.vocabSeg`);
     scratch.push(vocabSeg);
-    const partial = gpu.empty([segments, C], "f32", `${op}.partial`);
+    const partial = gpu.empty([maxSegments, C], "f32", `${op}.partial`);
     scratch.push(partial);
     gpu.assertBindable(`${op}: partial sums`, partial.byteSize);
     gpu.dispatch(segmentK, {
