@@ -11,9 +11,11 @@ import { watchInterrupts } from "./src/cli/_interrupt.ts";
 import { eraseActiveBar } from "./src/cli/_progress.ts";
 import { benchCommand } from "./src/cli/bench.ts";
 import { infoCommand } from "./src/cli/info.ts";
+import { inspectCommand } from "./src/cli/inspect.ts";
 import { convertCommand } from "./src/cli/convert.ts";
 import { evaluateCommand } from "./src/cli/evaluate.ts";
 import { sampleCommand } from "./src/cli/sample.ts";
+import { serveCommand } from "./src/cli/serve.ts";
 import { trainCommand } from "./src/cli/train.ts";
 import { tuneCommand } from "./src/cli/tune.ts";
 import { fileTuneStore } from "./src/cli/_tune_file.ts";
@@ -34,6 +36,8 @@ export function buildCli() {
     .addCommand(evaluateCommand())
     .addCommand(sampleCommand())
     .addCommand(trainCommand())
+    .addCommand(inspectCommand())
+    .addCommand(serveCommand())
     .addCommand(tuneCommand())
     .showHelpAfterError("(run with --help for usage)")
     .exitOverride()

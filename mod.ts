@@ -94,6 +94,8 @@ export { ParamStore } from "./src/model/params.ts";
 export { languageForward } from "./src/model/language/model.ts";
 export { visionForward } from "./src/model/vision/model.ts";
 export { initialParameters } from "./src/model/init.ts";
+export { languageMaps, visionMaps } from "./src/inspect/maps.ts";
+export type { LanguageMaps, VisionMaps } from "./src/inspect/maps.ts";
 export { convertCheckpoint, inspectCheckpoint, loadCheckpoint } from "./src/checkpoint/mod.ts";
 export { readSafetensors, writeSafetensors } from "./src/io/safetensors.ts";
 export type { SafetensorsFile, StDType, StTensor } from "./src/io/safetensors.ts";

@@ -70,13 +70,18 @@ export interface AttentionOptions {
    * `residual.out` (when given) receives the attention output itself.
    */
   residual?: ResidualInto;
+  /**
+   * TSSA kinds: receives Π `[B·N, H]` of this forward while it is valid
+   * (copy it to keep it). Softmax kinds have no Π: they refuse it.
+   */
+  onPi?: (pi: Tensor) => void;
 }
 
 /**
  * Record the attention of `kind` on `x` `[B, N, D]` (already normalised):
  * returns its output `[B, N, D]` and, when asked, its saves.
  *
- * @throws {TypeError} for a decoding state of another kind
+ * @throws {TypeError} for a decoding state of another kind, or `onPi` on softmax attention
  */
 export async function attention(
   gpu: Gpu,
@@ -85,18 +90,21 @@ export async function attention(
   heads: number,
   options: AttentionOptions = {},
 ): Promise<{ out: Tensor; saves: AttentionSaves | null }> {
-  const { state, residual } = options;
+  const { state, residual, onPi } = options;
   if (state && state.kind !== p.kind) {
     throw new TypeError(`attention: a ${state.kind} decoding state for ${p.kind} attention`);
+  }
+  if (onPi && (p.kind === "softmax" || p.kind === "causal-softmax")) {
+    throw new TypeError(`attention: ${p.kind} attention has no Π (only TSSA has)`);
   }
   if (options.saves) {
     switch (p.kind) {
       case "tssa": {
-        const r = await tssaAttention(gpu, x, p, heads, { saves: true, residual });
+        const r = await tssaAttention(gpu, x, p, heads, { saves: true, residual, onPi });
         return { out: r.out, saves: { kind: p.kind, saves: r.saves } };
       }
       case "causal-tssa": {
-        const r = await causalTssaAttention(gpu, x, p, heads, { saves: true, residual });
+        const r = await causalTssaAttention(gpu, x, p, heads, { saves: true, residual, onPi });
         return { out: r.out, saves: { kind: p.kind, saves: r.saves } };
       }
       default: {
@@ -113,12 +121,13 @@ export async function attention(
   let out: Tensor;
   switch (p.kind) {
     case "tssa":
-      out = await tssaAttention(gpu, x, p, heads, { residual });
+      out = await tssaAttention(gpu, x, p, heads, { residual, onPi });
       break;
     case "causal-tssa":
       out = await causalTssaAttention(gpu, x, p, heads, {
         state: state?.kind === "causal-tssa" ? state.state : undefined,
         residual,
+        onPi,
       });
       break;
     default:

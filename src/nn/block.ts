@@ -87,6 +87,8 @@ export interface BlockOptions {
   state?: AttentionState;
   /** Receives the attention output (before γ1) while it is valid (fixture checks). */
   onAttention?: (a: Tensor) => void;
+  /** TSSA kinds: receives Π `[B·N, H]` of this block's attention while it is valid (inspect). */
+  onPi?: (pi: Tensor) => void;
 }
 
 function copyOf(gpu: Gpu, t: Tensor, label: string): Tensor {
@@ -117,6 +119,7 @@ export async function block(
   const at = await attention(gpu, h1, p.attn, heads, {
     saves: keep,
     state: options.state,
+    onPi: options.onPi,
     residual: { x: xMid, gamma: p.gamma1, out: a }, // xMid += γ1·a
   });
   if (a) options.onAttention?.(a);

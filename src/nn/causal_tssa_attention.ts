@@ -54,6 +54,11 @@ export interface CausalTssaAttentionOptions {
    * state advances.
    */
   state?: CausalTssaState;
+  /**
+   * Receives Π `[B·N, H]` (the head memberships of the operator's saves)
+   * while it is valid: copy it to keep it (`tost inspect`). Not while decoding.
+   */
+  onPi?: (pi: Tensor) => void;
 }
 
 /**
@@ -66,7 +71,7 @@ export interface CausalTssaAttentionOptions {
  *
  * @param heads number of heads; `D` must be a multiple of it
  * @throws {RangeError} when the tokens exceed `block_size`
- * @throws {TypeError} when asked for saves while decoding
+ * @throws {TypeError} when asked for saves or Π while decoding
  * @example
  * ```ts ignore
  * const out = await causalTssaAttention(gpu, x, {
@@ -95,10 +100,11 @@ export async function causalTssaAttention(
   heads: number,
   options: CausalTssaAttentionOptions = {},
 ): Promise<Tensor | { out: Tensor; saves: CausalTssaAttentionSaves }> {
-  const { state } = options;
+  const { state, onPi } = options;
   if (state && options.saves) {
     throw new TypeError("causalTssaAttention: decoding keeps no saves for a backward");
   }
+  if (state && onPi) throw new TypeError("causalTssaAttention: decoding does not report Π");
   const r = await projectedForward<CausalTssaSaves>(
     gpu,
     x,
@@ -107,8 +113,14 @@ export async function causalTssaAttention(
       if (state) {
         return { y: await causalTssaStep(gpu, w, p.temp, p.denomBias, state), saves: null };
       }
-      if (!keep) return { y: await causalTssa(gpu, w, p.temp, p.denomBias, heads), saves: null };
-      return await causalTssa(gpu, w, p.temp, p.denomBias, heads, { saves: true });
+      if (!keep && !onPi) {
+        return { y: await causalTssa(gpu, w, p.temp, p.denomBias, heads), saves: null };
+      }
+      const op = await causalTssa(gpu, w, p.temp, p.denomBias, heads, { saves: true });
+      onPi?.(op.saves.pi);
+      if (keep) return op;
+      op.saves.pi.destroy();
+      return { y: op.y, saves: null };
     },
     options.saves ?? false,
     options.residual,

@@ -41,12 +41,18 @@ export interface TssaAttentionOptions {
    * output projection) and return the stream instead of a new tensor.
    */
   residual?: ResidualInto;
+  /**
+   * Receives Π `[B·N, H]` (the head memberships of the operator's saves)
+   * while it is valid: copy it to keep it (`tost inspect`).
+   */
+  onPi?: (pi: Tensor) => void;
 }
 
 /**
  * `AttentionTSSA` forward on the GPU: `x` `[B, N, D]` → `[B, N, D]`. Records
  * dispatches only. With `{ saves: true }` returns `{ out, saves }` for
  * {@linkcode tssaAttentionBackward}; otherwise the intermediates are freed.
+ * `onPi` is shown Π from the same forward (its saves, asked for and freed).
  *
  * @param heads number of heads; `D` must be a multiple of it
  * @example
@@ -75,13 +81,18 @@ export async function tssaAttention(
   heads: number,
   options: TssaAttentionOptions = {},
 ): Promise<Tensor | { out: Tensor; saves: TssaAttentionSaves }> {
+  const { onPi } = options;
   const r = await projectedForward<TssaSaves>(
     gpu,
     x,
     p,
     async (w, keep) => {
-      if (!keep) return { y: await tssa(gpu, w, p.temp, heads), saves: null };
-      return await tssa(gpu, w, p.temp, heads, { saves: true });
+      if (!keep && !onPi) return { y: await tssa(gpu, w, p.temp, heads), saves: null };
+      const op = await tssa(gpu, w, p.temp, heads, { saves: true });
+      onPi?.(op.saves.pi);
+      if (keep) return op;
+      for (const t of Object.values(op.saves)) t.destroy();
+      return { y: op.y, saves: null };
     },
     options.saves ?? false,
     options.residual,

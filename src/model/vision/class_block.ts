@@ -110,11 +110,16 @@ export async function classBlock(
   cfg: VisionConfig,
   p: ClassBlockParams,
   x: Tensor,
-  options: { saves?: boolean } = {},
+  options: {
+    saves?: boolean;
+    /** Receives the attention's projection `qkv` `[B, M, 3D]` while it is valid (inspect). */
+    onQkv?: (qkv: Tensor) => void;
+  } = {},
 ): Promise<{ y: Tensor; saves: ClassBlockSaves | null }> {
   const eps = cfg.norm_eps;
   const n1 = await norm(gpu, p.norm1, x, eps);
   const qkv = await linear(gpu, n1, p.qkv.weight, p.qkv.bias);
+  options.onQkv?.(qkv);
   const ca = await classAttention(gpu, qkv, cfg.num_heads); // [B, 1, D]
   const proj = await linear(gpu, ca, p.proj.weight, p.proj.bias);
   const a = copyOf(gpu, n1);
