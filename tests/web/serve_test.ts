@@ -8,6 +8,7 @@
  */
 
 import assert from "node:assert/strict";
+import { buildWebApp } from "../_web_bundle.ts";
 import { answer, servedModel } from "../../src/cli/serve.ts";
 import { parseSafetensors } from "../../src/io/safetensors.ts";
 import { readModelFile } from "../../src/model/load.ts";
@@ -159,12 +160,7 @@ Deno.test("serve: the browser bundle of the page holds no Deno API, and the sing
     assert.deepEqual(unguarded, [], "Deno used outside a guard in the page script");
     assert.ok(!/^import .* from "node:/m.test(app), "no node: imports in the page script");
     // `deno task bundle`: the web script first, then one file that serves it from anywhere.
-    const web = await new Deno.Command(Deno.execPath(), {
-      args: ["task", "web"],
-      cwd: ROOT,
-      stderr: "piped",
-    }).output();
-    assert.equal(web.code, 0, new TextDecoder().decode(web.stderr));
+    await buildWebApp();
     const main = await new Deno.Command(Deno.execPath(), {
       args: ["bundle", "--quiet", `${ROOT}main.ts`, "-o", `${dir}/tost.js`],
       cwd: ROOT,
