@@ -11,10 +11,15 @@ import { watchInterrupts } from "./src/cli/_interrupt.ts";
 import { eraseActiveBar } from "./src/cli/_progress.ts";
 import { benchCommand } from "./src/cli/bench.ts";
 import { infoCommand } from "./src/cli/info.ts";
+import { inspectCommand } from "./src/cli/inspect.ts";
 import { convertCommand } from "./src/cli/convert.ts";
 import { evaluateCommand } from "./src/cli/evaluate.ts";
 import { sampleCommand } from "./src/cli/sample.ts";
+import { serveCommand } from "./src/cli/serve.ts";
 import { trainCommand } from "./src/cli/train.ts";
+import { tuneCommand } from "./src/cli/tune.ts";
+import { fileTuneStore } from "./src/cli/_tune_file.ts";
+import { setTuneStore } from "./src/gpu/tune.ts";
 import { VERSION } from "./src/version.ts";
 
 /** Build the root command with every working subcommand registered. */
@@ -31,6 +36,9 @@ export function buildCli() {
     .addCommand(evaluateCommand())
     .addCommand(sampleCommand())
     .addCommand(trainCommand())
+    .addCommand(inspectCommand())
+    .addCommand(serveCommand())
+    .addCommand(tuneCommand())
     .showHelpAfterError("(run with --help for usage)")
     .exitOverride()
     .configureOutput({
@@ -52,6 +60,7 @@ export async function main(
   const writeErr = (str: string) => console.error(str.replace(/\n$/, ""));
   for (const c of [cli, ...cli.commands]) c.exitOverride().configureOutput({ writeErr });
   const verbose = args.includes("--verbose") || args.includes("-v");
+  setTuneStore(fileTuneStore()); // kernel variant choices persist on disk for the CLI
   const unwatch = watchInterrupts(exit);
   try {
     await cli.parseAsync(args, { from: "user" });

@@ -78,7 +78,8 @@ export { flashAttention } from "./src/ops/flash_attention.ts";
 export { classAttention } from "./src/ops/class_attention.ts";
 
 // Layers
-export { linear, linearReference } from "./src/ops/linear.ts";
+export { linear } from "./src/ops/linear.ts";
+export { linearReference } from "./src/ops/linear_reference.ts";
 export { layerNorm } from "./src/ops/layer_norm.ts";
 export { layerNormReference } from "./src/ops/layer_norm_reference.ts";
 export { gelu } from "./src/ops/gelu.ts";
@@ -93,6 +94,8 @@ export { ParamStore } from "./src/model/params.ts";
 export { languageForward } from "./src/model/language/model.ts";
 export { visionForward } from "./src/model/vision/model.ts";
 export { initialParameters } from "./src/model/init.ts";
+export { languageMaps, visionMaps } from "./src/inspect/maps.ts";
+export type { LanguageMaps, VisionMaps } from "./src/inspect/maps.ts";
 export { convertCheckpoint, inspectCheckpoint, loadCheckpoint } from "./src/checkpoint/mod.ts";
 export { readSafetensors, writeSafetensors } from "./src/io/safetensors.ts";
 export type { SafetensorsFile, StDType, StTensor } from "./src/io/safetensors.ts";

@@ -47,7 +47,7 @@ const D4: u32 = {{headVec4s}}u; // ⌈d/4⌉
 const CH: u32 = {{mergeVec4s}}u; // vec4 columns merged at a time, divides D4
 
 // Lowest finite f32: implementations may assume no infinities occur.
-const LOWEST: f32 = -3.40282347e38;
+const LOWEST: f32 = -0x1.fffffep+127f;
 
 var<workgroup> columns: array<vec4f, WG * CH>;
 

@@ -28,7 +28,7 @@ struct Params {
 
 const WG: u32 = 64u;
 // Lowest finite f32: implementations may assume no infinities occur.
-const LOWEST: f32 = -3.40282347e38;
+const LOWEST: f32 = -0x1.fffffep+127f;
 
 
 @compute @workgroup_size(WG)

@@ -3,8 +3,10 @@
 //
 //   loss[r] = log Σ_v exp(logits[r, v] − m) + m − logits[r, target[r]],  m = max_v logits[r, v]
 //
-// and 0 where target[r] < 0. One workgroup per row (flat workgroup index
-// folded over 65535); max and sum are tree-reduced in workgroup memory.
+// and 0 where target[r] < 0. Two designs (src/ops/cross_entropy.ts chooses
+// by measuring): `main`, one workgroup per row (flat workgroup index folded
+// over 65535), max and sum tree-reduced in workgroup memory (GPUs); `row`,
+// one invocation per row, serial, no barrier (CPUs), WG rows per workgroup.
 // Targets are validated on the host (< V); the kernel clamps for safety.
 //
 // Bindings: 1 = logits (a piece of rows starting at `base`), 2 = targets
@@ -12,6 +14,7 @@
 
 {{include grid}}
 {{include softmax_row}}
+{{include softmax_serial}}
 
 struct Params {
   rows: u32, // rows in this piece
@@ -54,4 +57,25 @@ fn main(
     }
     loss[params.row0 + row] = l;
   }
+}
+
+@compute @workgroup_size(WG)
+fn row(
+  @builtin(workgroup_id) wid: vec3u,
+  @builtin(num_workgroups) nwg: vec3u,
+  @builtin(local_invocation_index) lid: u32,
+) {
+  let r = flat_workgroup(wid, nwg) * WG + lid;
+  if (r >= params.rows) {
+    return;
+  }
+  let start = params.base + r * params.cols;
+  let stats = softmax_serial_stats(start, params.cols);
+  let t = targets[params.row0 + r];
+  var l = 0.0;
+  if (t >= 0) {
+    let v = min(u32(t), params.cols - 1u);
+    l = log(stats.y) + stats.x - logits[start + v];
+  }
+  loss[params.row0 + r] = l;
 }

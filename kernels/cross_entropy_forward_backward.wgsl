@@ -4,7 +4,9 @@
 //   count_targets: count[0] = n                              (one workgroup)
 //   rows:          losses[r] = log Σ_v exp(z[r, v] − m) + m − z[r, t_r],
 //                  dz[r, v]  = scale · (softmax(z_r)_v − [v = t_r]) / n,
-//                  both 0 where t_r < 0                      (one workgroup per row)
+//                  both 0 where t_r < 0                      (one workgroup per row:
+//                  GPUs)
+//   rows_serial:   the same, one invocation per row, serial, no barrier (CPUs)
 //   mean:          loss[0] = Σ_r losses[r] / n (0 when n = 0) (one workgroup)
 //
 // Bindings shared by all entry points: 1 = targets (i32, whole), 2 = count
@@ -17,6 +19,7 @@
 {{include grid}}
 {{include reduce}}
 {{include softmax_row}}
+{{include softmax_serial}}
 
 struct Params {
   total_rows: u32, // R
@@ -96,4 +99,30 @@ fn rows(
   if (lid == 0u) {
     losses[params.row0 + row] = select(0.0, log(s) + m - logits[start + tgt], t >= 0);
   }
+}
+
+@compute @workgroup_size(WG)
+fn rows_serial(
+  @builtin(workgroup_id) wid: vec3u,
+  @builtin(num_workgroups) nwg: vec3u,
+  @builtin(local_invocation_index) lid: u32,
+) {
+  let row = flat_workgroup(wid, nwg) * WG + lid;
+  if (row >= params.rows) {
+    return;
+  }
+  let start = params.base + row * params.cols;
+  let t = targets[params.row0 + row];
+  let tgt = min(u32(max(t, 0)), params.cols - 1u);
+  let stats = softmax_serial_stats(start, params.cols);
+  let m = stats.x;
+  let s = stats.y;
+  // count[0] ≥ 1 whenever this row's target counts.
+  let k = params.scale / count[0];
+  let inv = 1.0 / s;
+  for (var c = 0u; c < params.cols; c++) {
+    let p = exp(logits[start + c] - m) * inv;
+    dlogits[start + c] = select(0.0, k * (p - select(0.0, 1.0, c == tgt)), t >= 0);
+  }
+  losses[params.row0 + row] = select(0.0, log(s) + m - logits[start + tgt], t >= 0);
 }

@@ -64,7 +64,7 @@ const D4: u32 = {{headVec4s}}u;    // ⌈d/4⌉: vec4s per head row
 const DP: u32 = D4 * 4u;           // d padded to a multiple of 4
 
 // Lowest finite f32: implementations may assume no infinities occur.
-const LOWEST: f32 = -3.40282347e38;
+const LOWEST: f32 = -0x1.fffffep+127f;
 
 var<workgroup> k_tile: array<vec4f, BK * D4>;
 var<workgroup> v_tile: array<vec4f, BK * D4>;

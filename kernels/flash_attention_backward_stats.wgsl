@@ -37,7 +37,7 @@ const TILE: u32 = {{tileRows}}u;   // keys per staged tile
 const D4: u32 = {{headVec4s}}u;    // ⌈d/4⌉
 const DP: u32 = D4 * 4u;
 
-const LOWEST: f32 = -3.40282347e38;
+const LOWEST: f32 = -0x1.fffffep+127f;
 
 var<workgroup> k_tile: array<vec4f, TILE * D4>;
 

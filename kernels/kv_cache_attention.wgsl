@@ -78,7 +78,7 @@ fn attend(
   }
   workgroupBarrier();
   let base = bh * CAPACITY * HEAD_DIM;
-  var m = -3.4028235e38;
+  var m = -0x1.fffffep+127f;
   for (var j = lid; j < keys; j += WG) {
     var s = 0.0;
     for (var k = 0u; k < HEAD_DIM; k++) {

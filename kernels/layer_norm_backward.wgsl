@@ -1,12 +1,14 @@
 // Backward of LayerNorm over the last dimension (biased variance):
 //   x̂ = (x − μ)·r,  r = 1/√(var + eps),  g = dy ⊙ w
-//   dx[c]   = r · (g[c] − mean(g) − x̂[c] · mean(g ⊙ x̂))
-//   prod[c] = dy[c] · x̂[c]        (summed over rows afterwards for ∂w)
-// One workgroup per row (flat workgroup index folded over 65535). The row's
+//   dx[c]      = r · (g[c] − mean(g) − x̂[c] · mean(g ⊙ x̂))   (or +=, slot accumulate)
+//   stats[row] = (μ, r), for the parameter gradients (kernels/column_sums.wgsl,
+//                entry layer_norm)
+// One workgroup per row (flat workgroup index folded over 65535): the design
+// for GPUs (kernels/layer_norm_row.wgsl is the one for CPUs). The row's
 // mean and variance are recomputed from x in two passes, as the forward
 // does; the two means of the gradient are tree-reduced in workgroup memory.
 //
-// Bindings: 1 = dy, 2 = x, 3 = weight [C], 4 = dx, 5 = prod.
+// Bindings: 1 = dy, 2 = x, 3 = weight [C], 4 = dx, 5 = stats [rows] (vec2f).
 
 {{include grid}}
 {{include reduce}}
@@ -22,9 +24,10 @@ struct Params {
 @group(0) @binding(2) var<storage, read> x: array<f32>;
 @group(0) @binding(3) var<storage, read> weight: array<f32>;
 @group(0) @binding(4) var<storage, read_write> dx: array<f32>;
-@group(0) @binding(5) var<storage, read_write> prod: array<f32>;
+@group(0) @binding(5) var<storage, read_write> stats: array<vec2f>;
 
 const WG: u32 = {{workgroupSize}}u; // a power of two
+const ACCUMULATE: bool = {{accumulate}};
 
 @compute @workgroup_size(WG)
 fn main(
@@ -60,7 +63,14 @@ fn main(
   for (var c = lid; c < cols; c += WG) {
     let xhat = (x[start + c] - mean) * rstd;
     let d = dy[start + c];
-    dx[start + c] = rstd * (d * weight[c] - means.x - xhat * means.y);
-    prod[start + c] = d * xhat;
+    let v = rstd * (d * weight[c] - means.x - xhat * means.y);
+    if (ACCUMULATE) {
+      dx[start + c] += v;
+    } else {
+      dx[start + c] = v;
+    }
+  }
+  if (lid == 0u) {
+    stats[row] = vec2f(mean, rstd);
   }
 }

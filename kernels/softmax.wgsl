@@ -1,12 +1,16 @@
 // Softmax over the last dimension, numerically stable:
 //   y[r, c] = exp(x[r, c] − max_c x[r, ·]) / Σ_c exp(x[r, c] − max_c x[r, ·]).
-// One workgroup per row (flat workgroup index folded over 65535); the row's
-// maximum and sum are tree-reduced in workgroup memory.
+// Two designs (src/ops/softmax.ts chooses by measuring):
+//   main: one workgroup per row (flat workgroup index folded over 65535); the
+//         row's maximum and sum are tree-reduced in workgroup memory (GPUs);
+//   row:  one invocation per row, serial, no barrier (CPUs); WG rows per
+//         workgroup.
 //
 // Bindings: 1 = x, 2 = y; a piece of rows of both starts at element `base`.
 
 {{include grid}}
 {{include softmax_row}}
+{{include softmax_serial}}
 
 struct Params {
   rows: u32, // rows in this piece
@@ -41,5 +45,24 @@ fn main(
   let inv = 1.0 / stats.y;
   for (var c = lid; c < cols; c += WG) {
     y[start + c] = exp(x[start + c] - m) * inv;
+  }
+}
+
+@compute @workgroup_size(WG)
+fn row(
+  @builtin(workgroup_id) wid: vec3u,
+  @builtin(num_workgroups) nwg: vec3u,
+  @builtin(local_invocation_index) lid: u32,
+) {
+  let r = flat_workgroup(wid, nwg) * WG + lid;
+  if (r >= params.rows) {
+    return;
+  }
+  let cols = params.cols;
+  let start = params.base + r * cols;
+  let stats = softmax_serial_stats(start, cols);
+  let inv = 1.0 / stats.y;
+  for (var c = 0u; c < cols; c++) {
+    y[start + c] = exp(x[start + c] - stats.x) * inv;
   }
 }

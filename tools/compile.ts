@@ -37,6 +37,14 @@ export function explainCompileFailure(
 }
 
 if (import.meta.main) {
+  // The page of `tost serve` is part of the program: build its script first (src/web/script.ts).
+  const web = await new Deno.Command(Deno.execPath(), {
+    args: ["task", "web"],
+    cwd: ROOT,
+    stdout: "inherit",
+    stderr: "inherit",
+  }).output();
+  if (!web.success) Deno.exit(1);
   const out = await new Deno.Command(Deno.execPath(), {
     args: ["compile", "-A", "-o", OUT, "main.ts"],
     cwd: ROOT,

@@ -9,7 +9,7 @@
 // Pi[h] = exp(logits[base + h] − m) / Σ_g exp(logits[base + g] − m),
 // m = max_g logits[base + g].
 fn softmax_heads_at(base: u32, h: u32) -> f32 {
-  var m = -3.4028235e38; // the lowest finite f32 (WGSL may assume no infinities)
+  var m = -0x1.fffffep+127f; // the lowest finite f32 (WGSL may assume no infinities)
   for (var g = 0u; g < HEADS; g++) {
     m = max(m, logits[base + g]);
   }

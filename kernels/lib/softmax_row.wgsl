@@ -15,7 +15,7 @@
 fn softmax_row_stats(lid: u32, start: u32, count: u32) -> vec2f {
   // The lowest finite f32 (WGSL has no infinity literal, and implementations
   // may assume no infinities: mask with large negative finite values).
-  var m = -3.40282347e38;
+  var m = -0x1.fffffep+127f;
   for (var c = lid; c < count; c += WG) {
     m = max(m, softmax_row_input(start + c));
   }

@@ -8,7 +8,7 @@
  */
 
 import type { Gpu, Tensor } from "../gpu/runtime.ts";
-import { linearReference } from "../ops/linear.ts";
+import { linearReference } from "../ops/linear_reference.ts";
 import { projectedForward } from "../nn/_projected.ts";
 import { tssa } from "../ops/tssa.ts";
 import { tssaReference } from "../ops/tssa_reference.ts";

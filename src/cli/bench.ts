@@ -15,6 +15,7 @@ import { logLogSlope } from "../bench/stats.ts";
 import { MODEL_NAMES, type ModelRecord, runModelBench } from "../bench/models.ts";
 import { UsageError } from "./_errors.ts";
 import { printJson, useColor } from "./_output.ts";
+import { benchLinear } from "./_bench_linear.ts";
 import type { AnyRecord } from "../bench/compare.ts";
 import { DEFAULT_PRESET } from "../train/presets.ts";
 import { prepareModes, printComparison, runModes, withComparison } from "./bench_modes.ts";
@@ -60,17 +61,17 @@ function fileList(value: string): string[] {
   return files;
 }
 
-function opList(value: string): OperatorName[] {
+function opList(value: string): (OperatorName | "linear")[] {
   const ops = value.split(",").map((s) => s.trim()).filter(Boolean);
   if (ops.length === 0) {
     throw new UsageError(`--ops needs at least one operator (known: ${OPERATORS.join(", ")})`);
   }
   for (const op of ops) {
-    if (!(OPERATORS as readonly string[]).includes(op)) {
-      throw new UsageError(`unknown operator "${op}" (known: ${OPERATORS.join(", ")})`);
+    if (op !== "linear" && !(OPERATORS as readonly string[]).includes(op)) {
+      throw new UsageError(`unknown operator "${op}" (known: ${OPERATORS.join(", ")}, linear)`);
     }
   }
-  return ops as OperatorName[];
+  return ops as (OperatorName | "linear")[];
 }
 
 /** Build the `bench` subcommand. */
@@ -84,7 +85,7 @@ export function benchCommand() {
       "sequence lengths, comma-separated (default: by device)",
       intList("seq", "256,1024,4096"),
     )
-    .option("--ops <list>", `operators (${OPERATORS.join(", ")})`, opList, DEFAULT_OPS)
+    .option("--ops <list>", `operators (${OPERATORS.join(", ")}), or linear`, opList, DEFAULT_OPS)
     .option("--dim <n>", "embedding width", positiveInt("dim"), 384)
     .option("--heads <n>", "attention heads", positiveInt("heads"), 8)
     .option("--batch <n>", "batch size", positiveInt("batch"), 1)
@@ -117,7 +118,13 @@ export function benchCommand() {
       "--plot <file.svg|file.png>",
       "write a log-log plot of time and memory: the SVG and a PNG beside it",
     )
+    .option("--shapes <list>", "with --ops linear: layers m×k×n (default: the models' shapes)")
+    .option("--variants <list>", "with --ops linear: GEMM variants to time (chosen, all, names)")
     .option("--json", "print the records as JSON on stdout")
+    .option(
+      "--profile",
+      "with --train or --eval: GPU time per kernel (each dispatch timed alone: slower overall)",
+    )
     .option("--train", "time optimizer steps of a preset's model instead (tokens or images/s)")
     .option("--preset <name>", "with --train: the model and batch of this preset", DEFAULT_PRESET)
     .option("--config <file.json>", "with --train: settings over the preset (nanoGPT names)")
@@ -157,6 +164,11 @@ gradient to the input gradient and every parameter gradient (accumulated into bu
 allocated with the parameters and, like them, excluded from peak memory). It is checked
 first against a float64 composition of the CPU references (tolerance 1e-3).
 
+With --ops linear, the linear layer's GEMM is timed instead (GFLOP/s, records with op
+"linear", m, k, n, gflops, variant) at the models' shapes (--shapes 4096x384x1152,…):
+the forward product, and with --backward also ∂x and ∂W; --variants all times every
+kernel variant that can run here, not only the one tost chose (see \`tost tune\`).
+
 With --model, whole models are timed instead: ToST-S against ViT-S (width 384, 12 blocks,
 patch 16, random weights) at growing image sizes (--images), as in the paper's figure;
 the operator flags (--seq, --ops, --dim, --heads, --check-tokens, --backward,
@@ -180,11 +192,40 @@ Examples:
   tost bench --seq 1024,4096,16384 --ops tssa,flash-softmax --json
   tost bench --backward --seq 256,512,1024     # forward and forward+backward
   tost bench --plot bench.svg                  # also writes bench.png
+  tost bench --ops linear --backward --json    # GEMM GFLOP/s at the models' shapes
   tost bench --train --preset small --steps 20 --compare peer.json
   tost bench --eval tests/fixtures/tost_vision_small.pth --json`,
     )
     .action(async (options, cmd) => {
       const given = (name: string) => cmd.getOptionValueSource(name) === "cli";
+      if (options.ops.includes("linear")) {
+        const foreign = [
+          "seq",
+          "dim",
+          "heads",
+          "batch",
+          "checkTokens",
+          "model",
+          "images",
+          "plot",
+          "train",
+          "eval",
+          "compare",
+          "from",
+        ].filter(given);
+        if (options.ops.length > 1 || foreign.length > 0 || !options.projections) {
+          throw new UsageError(
+            "--ops linear runs alone and takes only --shapes, --variants, --backward, " +
+              "--repeats, --warmup and --json",
+          );
+        }
+        await benchLinear({ ...options, json: options.json ?? false });
+        return;
+      }
+      if (options.shapes || options.variants) {
+        throw new UsageError("--shapes and --variants apply to --ops linear");
+      }
+      const ops = options.ops.filter((op): op is OperatorName => op !== "linear");
       const flags = cmd.options.map((o) => o.attributeName());
       const peer = await prepareModes(options, given, flags);
       if (await runModes(options, given, peer)) return;
@@ -238,12 +279,12 @@ Examples:
           ["--check-tokens", options.checkTokens],
         ];
         for (const [flag, n] of lengths) {
-          const whys = options.ops.map((op) => limit(op, n));
+          const whys = ops.map((op) => limit(op, n));
           if (flag === "--check-tokens" ? whys.some((w) => w !== null) : whys.every((w) => w)) {
             const at = whys.findIndex((w) => w !== null);
             throw new UsageError(
               `${flag} ${n} cannot run on ${gpu.info.name} with --batch ${options.batch}: ` +
-                `${options.ops[at]} ${whys[at]}` +
+                `${ops[at]} ${whys[at]}` +
                 (flag === "--seq" && options.ops.length > 1 ? " (and no other operator fits)" : ""),
             );
           }
@@ -270,7 +311,7 @@ Examples:
           }
         };
         const { checks, records } = await runBench(gpu, {
-          ops: options.ops,
+          ops,
           seq,
           dim: options.dim,
           heads: options.heads,

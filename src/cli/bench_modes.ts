@@ -8,6 +8,8 @@
  */
 
 import { Gpu } from "../gpu/runtime.ts";
+import type { KernelTime } from "../gpu/runtime.ts";
+import Table from "cli-table3";
 import {
   type AnyRecord,
   compareRecords,
@@ -20,8 +22,40 @@ import { applySettings, presetSettings, type TrainSettings } from "../train/pres
 import { UsageError } from "./_errors.ts";
 import { printJson, useColor } from "./_output.ts";
 
+/**
+ * Per-kernel GPU time of one pass, slowest first, with each kernel's share.
+ *
+ * @example
+ * ```ts
+ * import { kernelTable } from "./bench_modes.ts";
+ * const t = kernelTable([{ kernel: "gemm", dispatches: 3, ms: 2 }], "step");
+ * if (!t.includes("gemm")) throw new Error("kernel missing");
+ * ```
+ */
+export function kernelTable(kernels: readonly KernelTime[], pass: string): string {
+  const total = kernels.reduce((a, k) => a + k.ms, 0);
+  const t = new Table({
+    head: ["kernel", `dispatches/${pass}`, `GPU ms/${pass}`, "share"],
+    style: useColor() ? {} : { head: [], border: [] },
+    colAligns: ["left", "right", "right", "right"],
+  });
+  for (const k of kernels) {
+    t.push([
+      k.kernel,
+      k.dispatches.toFixed(k.dispatches % 1 === 0 ? 0 : 1),
+      k.ms.toFixed(3),
+      `${(100 * k.ms / total).toFixed(1)}%`,
+    ]);
+  }
+  const dispatches = kernels.reduce((a, k) => a + k.dispatches, 0);
+  t.push(["total", dispatches.toFixed(0), total.toFixed(3), "100%"]);
+  return t.toString();
+}
+
 /** The options of `tost bench` these modes read. */
 export interface ModeOptions {
+  /** Time every kernel (each dispatch in a pass of its own: slower, but it shows where time goes). */
+  profile?: true;
   train?: true;
   preset: string;
   config?: string;
@@ -38,8 +72,8 @@ export interface ModeOptions {
 
 /** Flags (commander's attribute names) each mode takes; others given with it are refused. */
 const MODE_FLAGS: Record<"train" | "eval" | "from", string[]> = {
-  train: ["train", "preset", "config", "steps", "batch", "warmup", "compare", "json"],
-  eval: ["eval", "key", "batch", "warmup", "repeats", "compare", "json"],
+  train: ["train", "preset", "config", "steps", "batch", "warmup", "compare", "json", "profile"],
+  eval: ["eval", "key", "batch", "warmup", "repeats", "compare", "json", "profile"],
   from: ["from", "compare", "json"],
 };
 
@@ -85,6 +119,9 @@ export async function prepareModes(
     if (given(attr) && mode !== owner) {
       throw new UsageError(`${flagName(attr)} applies to ${flagName(owner)} only`);
     }
+  }
+  if (given("profile") && mode !== "train" && mode !== "eval") {
+    throw new UsageError("--profile applies to --train and --eval only");
   }
   if (mode === "from" && !options.compare) {
     throw new UsageError("--from compares earlier results: it needs --compare <peer.json>");
@@ -210,6 +247,7 @@ export async function runModes(
   try {
     let line: string;
     let record: object;
+    if (options.profile) gpu.startKernelProfile();
     if (settings) {
       const r = await runTrainBench(gpu, settings, {
         steps: options.steps,
@@ -244,10 +282,22 @@ export async function runModes(
           : `failed: ${r.error}`);
       record = r;
     }
+    let kernels: KernelTime[] | null = null;
+    if (options.profile) {
+      // Per pass (optimizer step or evaluation batch), warm-up included.
+      const passes = settings ? options.warmup + options.steps : options.warmup + options.repeats;
+      kernels = (await gpu.stopKernelProfile()).map((k) => ({
+        kernel: k.kernel,
+        dispatches: k.dispatches / passes,
+        ms: k.ms / passes,
+      }));
+      record = { ...record, profiled: true };
+    }
     const doc = withComparison({ device: gpu.info, results: [record] }, peer);
-    if (options.json) printJson(doc);
+    if (options.json) printJson(kernels ? { ...doc, kernels } : doc);
     else {
       console.log(line);
+      if (kernels) console.log(kernelTable(kernels, settings ? "step" : "batch"));
       printComparison([record], peer);
     }
     if ((record as { status: string }).status !== "ok") {

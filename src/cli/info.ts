@@ -8,6 +8,7 @@ import { Command } from "commander";
 import { describeAdapter, requestAdapter } from "../gpu/device.ts";
 import { formatBytes } from "../gpu/runtime.ts";
 import { printJson } from "./_output.ts";
+import { savedChoices, tuneStore } from "../gpu/tune.ts";
 
 /** Build the `info` subcommand. */
 export function infoCommand() {
@@ -24,8 +25,9 @@ gives a "software" adapter that runs everything, slowly.`,
     .action(async (options) => {
       const adapter = await requestAdapter();
       const d = describeAdapter(adapter);
+      const choices = await savedChoices(d);
       if (options.json) {
-        printJson(d);
+        printJson({ ...d, tuning: { cache: tuneStore().where, choices } });
         return;
       }
       const lines = [
@@ -37,7 +39,12 @@ gives a "software" adapter that runs everything, slowly.`,
         ...Object.entries(d.limits).map(([k, v]) =>
           `  ${k.padEnd(36)} ${/Size$/.test(k) && v >= 1024 ? formatBytes(v) : v}`
         ),
+        `kernel variants by op and shape class (tuning cache ${tuneStore().where}; ` +
+        `\`tost tune\` measures):`,
+        ...Object.entries(choices).sort(([a], [b]) => a < b ? -1 : 1)
+          .map(([key, c]) => `  ${key.padEnd(40)} ${c.variant}`),
       ];
+      if (Object.keys(choices).length === 0) lines.push("  none cached yet");
       console.log(lines.join("\n"));
     });
 }

@@ -36,6 +36,8 @@ import { userFile } from "./_files.ts";
 import { onInterrupt } from "./_interrupt.ts";
 import { printJson } from "./_output.ts";
 import { describeConfig, summary, TrainProgress } from "./_train_report.ts";
+import { pinnedTuneStore } from "./_tune_file.ts";
+import { setTuneStore, tuneStore } from "../gpu/tune.ts";
 import {
   checkDataFitsPreset,
   checkRunDirectory,
@@ -261,6 +263,8 @@ async function run(options: TrainFlags, presetGiven: boolean): Promise<void> {
   let failed = true;
   try {
     if (options.force) await removeRunFiles(out);
+    // The run keeps the kernel variants it starts with, also when resumed (src/gpu/tune.ts).
+    setTuneStore(pinnedTuneStore(`${out.replace(/\/+$/, "") || "."}/tune.json`, tuneStore()));
     const result = await train(gpu, p.settings, {
       out,
       resume: !!options.resume,

@@ -11,10 +11,11 @@
  * buffer back at once. The buffers themselves stay allocated until
  * {@linkcode Arena.destroy}.
  *
- * Allocation is deterministic: the smallest free buffer that holds the
- * tensor (and is at most twice its size, so a small tensor never pins a
- * large buffer) is taken, the first made among equals; a new one is created
- * only when none fits. A pass that repeats the same allocations after a
+ * Allocation is deterministic: the i-th allocation of a pass takes the
+ * buffer the i-th allocation of the previous pass took, when it is free and
+ * fits; otherwise the smallest free buffer that holds the tensor (and is at
+ * most twice its size, so a small tensor never pins a large buffer), the
+ * first made among equals; a new one is created only when none fits. A pass that repeats the same allocations after a
  * reset (a training step, a decoding step, an evaluation batch) therefore
  * gets the same buffers in the same order and creates none: steady state
  * allocates nothing, and a bind group made for a buffer of one step fits the
@@ -80,6 +81,10 @@ export class Arena implements Allocator, TensorOwner {
   readonly #handed = new Map<Tensor, Slot>();
   #created = 0;
   #destroyed = false;
+  /** The slot each allocation of the last pass took, in order (replayed by the next pass). */
+  readonly #plan: Slot[] = [];
+  /** Allocations of this pass so far. */
+  #taken = 0;
 
   constructor(gpu: Gpu, label = "arena") {
     this.#gpu = gpu;
@@ -108,10 +113,19 @@ export class Arena implements Allocator, TensorOwner {
     let n = 1;
     for (const d of shape) n *= d;
     const bytes = paddedBytes(n);
-    let slot: Slot | undefined;
-    for (const s of this.#slots) {
-      if (s.busy || s.bytes < bytes || s.bytes > 2 * bytes) continue;
-      if (!slot || s.bytes < slot.bytes) slot = s;
+    const fits = (s: Slot | undefined): s is Slot =>
+      !!s && !s.busy && s.bytes >= bytes && s.bytes <= 2 * bytes;
+    // The slot the same allocation of the previous pass took, when it fits:
+    // a pass that repeats its allocations replays them exactly (best fit
+    // alone could hand an early small tensor a slot that a later, larger one
+    // of the first pass created, and make the second pass create another).
+    const planned = this.#plan[this.#taken];
+    let slot: Slot | undefined = fits(planned) ? planned : undefined;
+    if (!slot) {
+      for (const s of this.#slots) {
+        if (!fits(s)) continue;
+        if (!slot || s.bytes < slot.bytes) slot = s;
+      }
     }
     if (slot) {
       if (zero) this.#gpu.clear(slot.backing);
@@ -122,6 +136,7 @@ export class Arena implements Allocator, TensorOwner {
       this.#created++;
     }
     slot.busy = true;
+    this.#plan[this.#taken++] = slot;
     const t = new Tensor(this.#gpu, slot.backing.buffer, [...shape], dtype, this);
     this.#handed.set(t, slot);
     return t;
@@ -141,6 +156,7 @@ export class Arena implements Allocator, TensorOwner {
    */
   reset(): void {
     for (const t of [...this.#handed.keys()]) t.destroy();
+    this.#taken = 0;
   }
 
   /** Free every buffer. The arena cannot be used again. */
@@ -148,6 +164,7 @@ export class Arena implements Allocator, TensorOwner {
     this.reset();
     for (const s of this.#slots) s.backing.destroy();
     this.#slots.length = 0;
+    this.#plan.length = 0;
     this.#destroyed = true;
   }
 

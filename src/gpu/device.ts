@@ -8,15 +8,34 @@
  * @module
  */
 
+/**
+ * The WebGPU backend Deno was asked for (`DENO_WEBGPU_BACKEND`), or
+ * undefined. The runtime also runs in browsers (`tost serve`'s page), where
+ * there is no `Deno`: every use of it goes through this guard.
+ */
+export function requestedBackend(): string | undefined {
+  const deno = (globalThis as { Deno?: typeof Deno }).Deno;
+  try {
+    return deno?.env.get("DENO_WEBGPU_BACKEND");
+  } catch {
+    return undefined; // no --allow-env
+  }
+}
+
 /** Raised when no WebGPU adapter exists; tells the user what to install. */
 export class NoAdapterError extends Error {
   override name = "NoAdapterError";
   constructor() {
+    const inDeno = "Deno" in globalThis;
     super(
-      "No WebGPU adapter found. On a machine without a GPU install Mesa's software Vulkan " +
-        "driver (Debian/Ubuntu: `apt-get install mesa-vulkan-drivers libvulkan1`) and run with " +
-        "DENO_WEBGPU_BACKEND=vulkan; with a GPU, install its Vulkan (or Metal/DX12) driver. " +
-        `DENO_WEBGPU_BACKEND is ${JSON.stringify(Deno.env.get("DENO_WEBGPU_BACKEND") ?? "unset")}.`,
+      inDeno
+        ? "No WebGPU adapter found. On a machine without a GPU install Mesa's software Vulkan " +
+          "driver (Debian/Ubuntu: `apt-get install mesa-vulkan-drivers libvulkan1`) and run " +
+          "with DENO_WEBGPU_BACKEND=vulkan; with a GPU, install its Vulkan (or Metal/DX12) " +
+          `driver. DENO_WEBGPU_BACKEND is ${JSON.stringify(requestedBackend() ?? "unset")}.`
+        : "No WebGPU adapter found: this browser has no WebGPU, or it is turned off. Use a " +
+          "recent Chrome, Edge or Safari (Firefox: 141 or later on Windows), on a secure page " +
+          "(https or localhost).",
     );
   }
 }
@@ -31,6 +50,7 @@ export const RELEVANT_LIMITS = [
   "maxComputeWorkgroupSizeX",
   "maxComputeWorkgroupSizeY",
   "maxComputeWorkgroupsPerDimension",
+  "maxTextureDimension2D",
   "minStorageBufferOffsetAlignment",
   "minUniformBufferOffsetAlignment",
 ] as const;
@@ -74,7 +94,9 @@ export async function requestAdapter(
 /** Describe an adapter as plain data (for `tost info` and bench records). */
 export function describeAdapter(adapter: GPUAdapter): AdapterDescription {
   const info = adapter.info;
-  const name = info.description || info.device || info.vendor || "unknown";
+  // Browsers leave description empty: Chrome gives vendor "google", architecture "swiftshader".
+  const name = info.description || info.device ||
+    [info.vendor, info.architecture].filter(Boolean).join(" ") || "unknown";
   const software = Boolean(
     (info as { isFallbackAdapter?: boolean }).isFallbackAdapter ||
       /llvmpipe|lavapipe|swiftshader|softpipe|warp|basic render/i.test(name),
@@ -85,7 +107,7 @@ export function describeAdapter(adapter: GPUAdapter): AdapterDescription {
     name,
     vendor: info.vendor,
     architecture: info.architecture,
-    backend: Deno.env.get("DENO_WEBGPU_BACKEND") ?? "auto",
+    backend: requestedBackend() ?? "auto",
     software,
     features: [...adapter.features].sort(),
     limits,

@@ -92,8 +92,7 @@ export function renderKernel(
     });
   };
   expand(`kernels/${kernel}.wgsl`, template);
-  const code = fillSlots(kernel, lines.join("\n"), slots);
-  return { code, origins };
+  return fillSlots(kernel, lines, origins, slots);
 }
 
 /**
@@ -118,26 +117,33 @@ export function renderWgsl(
 
 function fillSlots(
   kernel: string,
-  template: string,
+  lines: readonly string[],
+  origins: readonly WgslOrigin[],
   slots: Readonly<Record<string, SlotValue>>,
-): string {
+): RenderedKernel {
   const used = new Set<string>();
   const missing = new Set<string>();
-  const out = template.replace(SLOT, (_match, name: string) => {
-    if (!Object.hasOwn(slots, name)) {
-      missing.add(name);
-      return "";
+  const out: string[] = [];
+  const outOrigins: WgslOrigin[] = [];
+  lines.forEach((text, i) => {
+    const filled = text.replace(SLOT, (_match, name: string) => {
+      if (!Object.hasOwn(slots, name)) {
+        missing.add(name);
+        return "";
+      }
+      used.add(name);
+      const value = slots[name];
+      if (typeof value === "number" && !Number.isFinite(value)) {
+        throw new RangeError(`Kernel "${kernel}": slot "${name}" is not a finite number`);
+      }
+      return String(value);
+    });
+    // A slot value of several lines (generated code) maps every one of its
+    // lines to the template line that holds the slot.
+    for (const part of filled.split("\n")) {
+      out.push(part);
+      outOrigins.push(origins[i]);
     }
-    used.add(name);
-    const value = slots[name];
-    if (typeof value === "number" && !Number.isFinite(value)) {
-      throw new RangeError(`Kernel "${kernel}": slot "${name}" is not a finite number`);
-    }
-    if (typeof value === "string" && value.includes("\n")) {
-      // One line per slot keeps the line map (and compile errors) exact.
-      throw new SyntaxError(`Kernel "${kernel}": slot "${name}" spans several lines`);
-    }
-    return String(value);
   });
   if (missing.size > 0) {
     throw new SyntaxError(`Kernel "${kernel}": no value for slot(s) ${[...missing].join(", ")}`);
@@ -146,8 +152,9 @@ function fillSlots(
   if (unused.length > 0) {
     throw new SyntaxError(`Kernel "${kernel}": unknown slot(s) ${unused.join(", ")}`);
   }
-  if (out.includes("{{")) {
+  const code = out.join("\n");
+  if (code.includes("{{")) {
     throw new SyntaxError(`Kernel "${kernel}": malformed slot left after rendering`);
   }
-  return out;
+  return { code, origins: outOrigins };
 }

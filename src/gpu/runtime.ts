@@ -62,6 +62,91 @@ export interface Kernel {
   readonly key: string;
 }
 
+/** GPU time of one kernel over a {@linkcode Gpu.startKernelProfile} run. */
+export interface KernelTime {
+  kernel: string;
+  dispatches: number;
+  ms: number;
+}
+
+/** Timestamp pairs of profiled dispatches, resolved and read in chunks. */
+class KernelProfiler {
+  static readonly CHUNK = 2048; // dispatches per query set
+  #set: GPUQuerySet | null = null;
+  #labels: string[] = [];
+  #pending: Promise<[string[], BigUint64Array]>[] = [];
+
+  constructor(readonly device: GPUDevice) {}
+
+  /** The timestamp writes of the next dispatch, named `kernel`. */
+  next(kernel: string, gpu: Gpu): GPUComputePassTimestampWrites {
+    if (this.#labels.length === KernelProfiler.CHUNK) this.collect(gpu);
+    this.#set ??= this.device.createQuerySet({
+      type: "timestamp",
+      count: 2 * KernelProfiler.CHUNK,
+    });
+    const i = this.#labels.length;
+    this.#labels.push(kernel);
+    return {
+      querySet: this.#set,
+      beginningOfPassWriteIndex: 2 * i,
+      endOfPassWriteIndex: 2 * i + 1,
+    };
+  }
+
+  /** Resolve the current chunk into a buffer read later (submits the batch). */
+  collect(gpu: Gpu): void {
+    const set = this.#set;
+    const labels = this.#labels;
+    this.#set = null;
+    this.#labels = [];
+    if (!set || labels.length === 0) {
+      set?.destroy();
+      return;
+    }
+    const bytes = labels.length * 16;
+    const resolve = this.device.createBuffer({
+      label: "tost.kernelProfile.resolve",
+      size: bytes,
+      usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
+    });
+    const staging = this.device.createBuffer({
+      label: "tost.kernelProfile.read",
+      size: bytes,
+      usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+    });
+    const encoder = gpu._encoderForProfile();
+    encoder.resolveQuerySet(set, 0, 2 * labels.length, resolve, 0);
+    encoder.copyBufferToBuffer(resolve, 0, staging, 0, bytes);
+    gpu.flush();
+    this.#pending.push(
+      staging.mapAsync(GPUMapMode.READ).then((): [string[], BigUint64Array] => {
+        const ts = new BigUint64Array(staging.getMappedRange().slice(0));
+        staging.unmap();
+        return [labels, ts];
+      }).finally(() => {
+        staging.destroy();
+        resolve.destroy();
+        set.destroy();
+      }),
+    );
+  }
+
+  /** Per-kernel totals of every collected chunk, slowest first. */
+  async results(): Promise<KernelTime[]> {
+    const totals = new Map<string, KernelTime>();
+    for (const [labels, ts] of await Promise.all(this.#pending)) {
+      labels.forEach((kernel, i) => {
+        const t = totals.get(kernel) ?? { kernel, dispatches: 0, ms: 0 };
+        t.dispatches++;
+        t.ms += Number(ts[2 * i + 1] - ts[2 * i]) / 1e6;
+        totals.set(kernel, t);
+      });
+    }
+    return [...totals.values()].sort((a, b) => b.ms - a.ms);
+  }
+}
+
 /** Called with the kernel of every recorded dispatch (see {@linkcode Gpu.onDispatch}). */
 export type DispatchListener = (kernel: Kernel) => void;
 
@@ -88,19 +173,21 @@ export interface BufferRange {
 
 /** What one {@linkcode Gpu.dispatch} needs. */
 export interface DispatchOptions {
-  /** Storage bindings 1…n, in order. */
-  readonly bindings: readonly (Tensor | BufferRange)[];
+  /** Storage bindings 1…n, in order: buffers, buffer ranges or storage textures. */
+  readonly bindings: readonly (Tensor | BufferRange | Texture)[];
   /** Uniform values at binding 0 (omit when the kernel declares none). */
   readonly params?: readonly Param[];
   /** Workgroup count: a total (folded over 65535 by the runtime) or an explicit grid. */
   readonly workgroups: number | readonly [number, number, number];
 }
 
-/** Live and peak bytes of tensor storage this runtime has allocated. */
+/** Live and peak bytes of tensor (and texture) storage this runtime has allocated. */
 export interface MemoryStats {
+  /** Bytes of live tensors and textures. */
   liveBytes: number;
   peakBytes: number;
   liveBuffers: number;
+  liveTextures: number;
 }
 
 /** Host round trips and bind-group reuse of one runtime (see {@linkcode Gpu.counters}). */
@@ -200,6 +287,45 @@ export class Tensor {
 }
 
 /**
+ * A 2-D `rgba32float` storage texture: `width` texels of 4 f32 each per row,
+ * `height` rows. Counted in {@linkcode Gpu.memory} like tensors. Kernels
+ * bind it as `texture_storage_2d<rgba32float, read | write>`.
+ */
+export class Texture {
+  #destroyed = false;
+  #view: GPUTextureView | null = null;
+  constructor(
+    readonly gpu: Gpu,
+    readonly texture: GPUTexture,
+    readonly width: number,
+    readonly height: number,
+  ) {}
+
+  /** Bytes of texel storage (16 per texel). */
+  get byteSize(): number {
+    return this.width * this.height * 16;
+  }
+
+  /** The view bound in dispatches. */
+  get view(): GPUTextureView {
+    this.#view ??= this.texture.createView();
+    return this.#view;
+  }
+
+  /** Whether {@linkcode destroy} has been called. */
+  get destroyed(): boolean {
+    return this.#destroyed;
+  }
+
+  /** Free the texture (after pending work that uses it is submitted). Safe to call twice. */
+  destroy(): void {
+    if (this.#destroyed) return;
+    this.#destroyed = true;
+    this.gpu._releaseTexture(this);
+  }
+}
+
+/**
  * Bytes to bind for a whole tensor: its values rounded up to 16 bytes, within
  * its buffer (an arena may hand out a buffer larger than the tensor).
  */
@@ -263,6 +389,7 @@ export class Gpu implements TensorOwner {
   #uniformHost = new ArrayBuffer(UNIFORM_SLOT * UNIFORM_SLOTS);
   #uniformsUsed = 0;
   #live = new Set<Tensor>();
+  #liveTextures = new Set<Texture>();
   #liveBytes = 0;
   #peakBytes = 0;
   #error: Error | null = null;
@@ -271,7 +398,7 @@ export class Gpu implements TensorOwner {
   #queryResolve: GPUBuffer | null = null;
   #timedLabels: string[] = [];
   #pendingTimings: Promise<Timing[]>[] = [];
-  #pendingDestroy: GPUBuffer[] = [];
+  #pendingDestroy: (GPUBuffer | GPUTexture)[] = [];
   #bindGroups: BindGroupCache;
   #waits = 0;
   #submitMs = 0;
@@ -284,6 +411,7 @@ export class Gpu implements TensorOwner {
    * when unset.
    */
   onDispatch: DispatchListener | null = null;
+  #kernelProfile: KernelProfiler | null = null;
 
   private constructor(adapter: GPUAdapter, device: GPUDevice) {
     this.adapter = adapter;
@@ -450,9 +578,53 @@ export class Gpu implements TensorOwner {
     else t.buffer.destroy();
   }
 
-  /** Live and peak tensor bytes allocated through this runtime. */
+  /**
+   * Allocate a 2-D `rgba32float` storage texture of `width × height` texels
+   * (contents undefined until written).
+   *
+   * @throws {RangeError} when a side exceeds the device's `maxTextureDimension2D`
+   */
+  texture(width: number, height: number, label = "texture"): Texture {
+    this.checkError();
+    const max = this.limits.maxTextureDimension2D;
+    for (const [side, v] of [["width", width], ["height", height]] as const) {
+      if (!Number.isInteger(v) || v < 1 || v > max) {
+        throw new RangeError(
+          `Texture "${label}" ${side} ${v} is out of range: the device allows 1 to ${max}`,
+        );
+      }
+    }
+    const texture = this.device.createTexture({
+      label,
+      size: [width, height],
+      format: "rgba32float",
+      usage: GPUTextureUsage.STORAGE_BINDING | GPUTextureUsage.COPY_DST,
+    });
+    const t = new Texture(this, texture, width, height);
+    this.#liveTextures.add(t);
+    this.#liveBytes += t.byteSize;
+    this.#peakBytes = Math.max(this.#peakBytes, this.#liveBytes);
+    return t;
+  }
+
+  /** @internal called by Texture.destroy. */
+  _releaseTexture(t: Texture): void {
+    if (!this.#liveTextures.delete(t)) return;
+    this.#liveBytes -= t.byteSize;
+    // A destroyed texture is never bound again from the cache.
+    this.#bindGroups.forget(t.view);
+    if (this.#encoder) this.#pendingDestroy.push(t.texture);
+    else t.texture.destroy();
+  }
+
+  /** Live and peak tensor and texture bytes allocated through this runtime. */
   memory(): MemoryStats {
-    return { liveBytes: this.#liveBytes, peakBytes: this.#peakBytes, liveBuffers: this.#live.size };
+    return {
+      liveBytes: this.#liveBytes,
+      peakBytes: this.#peakBytes,
+      liveBuffers: this.#live.size,
+      liveTextures: this.#liveTextures.size,
+    };
   }
 
   /** Restart peak counting from the current live bytes. */
@@ -578,6 +750,13 @@ export class Gpu implements TensorOwner {
     this.onDispatch?.(kernel);
     const maxBinding = this.limits.maxStorageBufferBindingSize;
     options.bindings.forEach((b, i) => {
+      if (b instanceof Texture) {
+        if (b.destroyed) {
+          throw new Error(`Kernel "${kernel.name}": binding ${i + 1} uses a destroyed texture`);
+        }
+        entries.push({ binding: i + 1, view: b.view });
+        return;
+      }
       const range = b instanceof Tensor ? { tensor: b, offset: 0, size: wholeBinding(b) } : b;
       if (range.tensor.destroyed) {
         throw new Error(`Kernel "${kernel.name}": binding ${i + 1} uses a destroyed tensor`);
@@ -600,6 +779,20 @@ export class Gpu implements TensorOwner {
       : options.workgroups;
     if (grid[0] * grid[1] * grid[2] === 0) return;
     const bindGroup = this.#bindGroups.get(kernel.pipeline, kernel.name, entries);
+    if (this.#kernelProfile) {
+      // Profiling: every dispatch in a pass of its own, bracketed by timestamps.
+      this.#endPass();
+      const writes = this.#kernelProfile.next(kernel.name, this);
+      const pass = this.#currentEncoder().beginComputePass({
+        label: "tost.kernelProfile",
+        timestampWrites: writes,
+      });
+      pass.setPipeline(kernel.pipeline);
+      pass.setBindGroup(0, bindGroup);
+      pass.dispatchWorkgroups(grid[0], grid[1], grid[2]);
+      pass.end();
+      return;
+    }
     const pass = this.#currentPass();
     pass.setPipeline(kernel.pipeline);
     pass.setBindGroup(0, bindGroup);
@@ -610,6 +803,26 @@ export class Gpu implements TensorOwner {
   copy(src: Tensor, dst: Tensor, bytes = src.byteSize, srcOffset = 0, dstOffset = 0): void {
     this.#endPass();
     this.#currentEncoder().copyBufferToBuffer(src.buffer, srcOffset, dst.buffer, dstOffset, bytes);
+  }
+
+  /**
+   * Copy rows of a tensor into a texture, in program order with dispatches:
+   * `rows` rows of `width` texels from byte `byteOffset`, `bytesPerRow`
+   * apart (WebGPU wants a multiple of 256, and an offset that is a multiple
+   * of 16 for rgba32float), to the texture's top-left corner.
+   */
+  copyToTexture(
+    src: Tensor,
+    dst: Texture,
+    layout: { byteOffset: number; bytesPerRow: number; width: number; rows: number },
+  ): void {
+    if (src.destroyed || dst.destroyed) throw new Error("copyToTexture of a destroyed resource");
+    this.#endPass();
+    this.#currentEncoder().copyBufferToTexture(
+      { buffer: src.buffer, offset: layout.byteOffset, bytesPerRow: layout.bytesPerRow },
+      { texture: dst.texture },
+      [layout.width, layout.rows],
+    );
   }
 
   /** Submit everything recorded so far (does not wait). */
@@ -816,6 +1029,7 @@ export class Gpu implements TensorOwner {
 
   #marker(
     writes: { beginningOfPassWriteIndex: number } | { endOfPassWriteIndex: number },
+    querySet?: GPUQuerySet,
   ): void {
     this.#querySet ??= this.device.createQuerySet({
       type: "timestamp",
@@ -825,9 +1039,116 @@ export class Gpu implements TensorOwner {
     this.#currentEncoder()
       .beginComputePass({
         label: "tost.timestamp",
-        timestampWrites: { querySet: this.#querySet, ...writes },
+        timestampWrites: { querySet: querySet ?? this.#querySet, ...writes },
       })
       .end();
+  }
+
+  /**
+   * Start timing every dispatch by kernel name, until
+   * {@linkcode stopKernelProfile}: each dispatch then runs in a compute pass
+   * of its own with timestamp queries around it (which costs some speed: use
+   * it to see where time goes, not to measure totals).
+   *
+   * @throws {Error} without the `timestamp-query` feature, or when already profiling
+   */
+  startKernelProfile(): void {
+    if (!this.hasTimestamps) {
+      throw new Error("Kernel profiles need the timestamp-query feature, which this adapter lacks");
+    }
+    if (this.#kernelProfile) throw new Error("A kernel profile is already running");
+    this.#endPass();
+    this.#kernelProfile = new KernelProfiler(this.device);
+  }
+
+  /** Stop profiling; per kernel, the dispatches and their GPU time, slowest first. */
+  async stopKernelProfile(): Promise<KernelTime[]> {
+    const profiler = this.#kernelProfile;
+    if (!profiler) throw new Error("No kernel profile is running");
+    this.#kernelProfile = null;
+    profiler.collect(this);
+    const times = await profiler.results();
+    this.checkError();
+    return times;
+  }
+
+  /** @internal for the kernel profiler: the encoder of the current batch (its pass ended). */
+  _encoderForProfile(): GPUCommandEncoder {
+    this.#endPass();
+    return this.#currentEncoder();
+  }
+
+  /**
+   * Measure alternatives: record each of `runs` `repeats` times (interleaved:
+   * run 0, run 1, …, then again) and return each run's durations in ms.
+   * Timestamp queries of its own bracket every recording, so regions of
+   * {@linkcode timed} are left alone (work profiled inside an open region
+   * counts in it). Without `timestamp-query`, each recording is submitted
+   * and awaited and wall time is returned (it includes the wait's floor).
+   * Waits for the GPU: meant for tuning, not for the step path.
+   */
+  async profile(
+    runs: readonly (() => void | Promise<void>)[],
+    repeats = 1,
+  ): Promise<number[][]> {
+    const out = runs.map(() => [] as number[]);
+    if (!this.hasTimestamps) {
+      for (let r = 0; r < repeats; r++) {
+        for (let i = 0; i < runs.length; i++) {
+          await this.sync();
+          const t0 = performance.now();
+          await runs[i]();
+          await this.sync();
+          out[i].push(performance.now() - t0);
+        }
+      }
+      return out;
+    }
+    const count = 2 * runs.length * repeats;
+    const querySet = this.device.createQuerySet({ type: "timestamp", count });
+    const resolve = this.device.createBuffer({
+      label: "tost.profile",
+      size: count * 8,
+      usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
+    });
+    const staging = this.device.createBuffer({
+      label: "tost.profile.read",
+      size: count * 8,
+      usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+    });
+    try {
+      let q = 0;
+      for (let r = 0; r < repeats; r++) {
+        for (const run of runs) {
+          this.#marker({ beginningOfPassWriteIndex: q++ }, querySet);
+          await run();
+          this.#marker({ endOfPassWriteIndex: q++ }, querySet);
+        }
+      }
+      this.#endPass();
+      const encoder = this.#currentEncoder();
+      encoder.resolveQuerySet(querySet, 0, count, resolve, 0);
+      encoder.copyBufferToBuffer(resolve, 0, staging, 0, count * 8);
+      this.flush();
+      this.#waits++;
+      await staging.mapAsync(GPUMapMode.READ);
+      await nextTask();
+      this.checkError();
+      const ts = new BigUint64Array(staging.getMappedRange().slice(0));
+      staging.unmap();
+      q = 0;
+      for (let r = 0; r < repeats; r++) {
+        for (let i = 0; i < runs.length; i++, q += 2) {
+          out[i].push(Number(ts[q + 1] - ts[q]) / 1e6);
+        }
+      }
+      return out;
+    } finally {
+      this.flush();
+      querySet.destroy();
+      resolve.destroy();
+      staging.destroy();
+    }
   }
 
   #collectTimings(): void {
@@ -889,6 +1210,7 @@ export class Gpu implements TensorOwner {
   destroy(): void {
     if (this.#destroyed) return;
     for (const t of [...this.#live]) t.destroy();
+    for (const t of [...this.#liveTextures]) t.destroy();
     for (const b of this.#pendingDestroy) b.destroy();
     this.#pendingDestroy = [];
     this.#bindGroups.clear();

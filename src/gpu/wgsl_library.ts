@@ -12,12 +12,14 @@
 
 import erf from "../../kernels/lib/erf.wgsl" with { type: "text" };
 import grid from "../../kernels/lib/grid.wgsl" with { type: "text" };
+import lanes from "../../kernels/lib/lanes.wgsl" with { type: "text" };
 import reduce from "../../kernels/lib/reduce.wgsl" with { type: "text" };
 import softmaxHeads from "../../kernels/lib/softmax_heads.wgsl" with { type: "text" };
 import softmaxHeadsBackward from "../../kernels/lib/softmax_heads_backward.wgsl" with {
   type: "text",
 };
 import softmaxRow from "../../kernels/lib/softmax_row.wgsl" with { type: "text" };
+import softmaxSerial from "../../kernels/lib/softmax_serial.wgsl" with { type: "text" };
 import tokenBlocks from "../../kernels/lib/token_blocks.wgsl" with { type: "text" };
 import tssaPiTile from "../../kernels/lib/tssa_pi_tile.wgsl" with { type: "text" };
 
@@ -25,10 +27,12 @@ import tssaPiTile from "../../kernels/lib/tssa_pi_tile.wgsl" with { type: "text"
 export const WGSL_LIBRARY: Readonly<Record<string, string>> = Object.freeze({
   erf,
   grid,
+  lanes,
   reduce,
   softmax_heads: softmaxHeads,
   softmax_heads_backward: softmaxHeadsBackward,
   softmax_row: softmaxRow,
+  softmax_serial: softmaxSerial,
   token_blocks: tokenBlocks,
   tssa_pi_tile: tssaPiTile,
 });

@@ -10,6 +10,12 @@ import type { Gpu, Tensor } from "../gpu/runtime.ts";
 /** Called with every named intermediate activation while a forward is recorded. */
 export type ActivationHook = (name: string, t: Tensor) => void;
 
+/**
+ * Which activations to read back: all (`true`), none (`false`), or those
+ * whose names the function accepts.
+ */
+export type ActivationFilter = boolean | ((name: string) => boolean);
+
 /** Logits of a forward and, when requested, copies of its named activations. */
 export interface ForwardOutput {
   logits: Float32Array;
@@ -20,17 +26,20 @@ export interface ForwardOutput {
 /**
  * Record a whole forward with `encode`, submit it once and read back the
  * logits and, with `activations`, a copy of every activation the forward
- * reports through its hook (all under one host wait).
+ * reports through its hook (or of those the filter accepts), all under one
+ * host wait.
  */
 export async function readForward(
   gpu: Gpu,
-  activations: boolean,
+  activations: ActivationFilter,
   encode: (onActivation: ActivationHook | undefined) => Promise<Tensor>,
 ): Promise<ForwardOutput> {
   const saved: [string, Tensor][] = [];
+  const wanted = typeof activations === "function" ? activations : () => true;
   try {
     const onActivation: ActivationHook | undefined = activations
       ? (name, t) => {
+        if (!wanted(name)) return;
         const copy = gpu.empty(t.shape, "f32", `act.${name}`);
         gpu.copy(t, copy);
         saved.push([name, copy]);

@@ -43,13 +43,29 @@ export interface ProjectedSaves<S> {
   op: S;
 }
 
+/**
+ * Where the output projection's result goes instead of a new tensor: added
+ * into a residual stream in place, `x += gamma ⊙ out`, fused into the
+ * projection's product (the GEMM's residual epilogue: one dispatch, no
+ * separate elementwise pass).
+ */
+export interface ResidualInto {
+  /** `[B, N, D]` stream, updated in place. */
+  x: Tensor;
+  /** `[D]` layer scale, or null for `x += out`. */
+  gamma: Tensor | null;
+  /** Also receives the module's output (before gamma), when given: the backward's `f`. */
+  out?: Tensor;
+}
+
 /** The operator in the middle: `w` → `y`, with its saves when asked. */
 export type Operator<S> = (w: Tensor, saves: boolean) => Promise<{ y: Tensor; saves: S | null }>;
 
 /**
  * Record `out = proj_out(op(proj_in(x)))`. Without `keep` the projection and
  * the operator's output are freed once read; with it they are returned as
- * the saves.
+ * the saves. With `residual`, `out` is added into the stream `residual.x`
+ * (which is returned as `out`) instead of being written to a new tensor.
  */
 export async function projectedForward<S>(
   gpu: Gpu,
@@ -57,12 +73,20 @@ export async function projectedForward<S>(
   p: Projections,
   op: Operator<S>,
   keep: boolean,
+  residual?: ResidualInto,
 ): Promise<{ out: Tensor; saves: ProjectedSaves<S> | null }> {
   const w = await linear(gpu, x, p.inWeight, p.inBias);
   try {
     const r = await op(w, keep);
     try {
-      const out = await linear(gpu, r.y, p.outWeight, p.outBias);
+      const out = await linear(
+        gpu,
+        r.y,
+        p.outWeight,
+        p.outBias,
+        residual?.out,
+        residual ? { residual: { x: residual.x, gamma: residual.gamma } } : {},
+      );
       if (!keep) return { out, saves: null };
       return { out, saves: { x, w, y: r.y, op: r.saves as S } };
     } finally {

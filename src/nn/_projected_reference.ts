@@ -16,7 +16,7 @@
  * @module
  */
 
-import { linearBackwardReference, linearForwardReference } from "../ops/linear_backward.ts";
+import { linearBackwardReference, linearForwardReference } from "../ops/linear_reference.ts";
 
 /** `Projections` (`_projected.ts`) as host values (float64 references). */
 export interface ProjectionsReference {

@@ -33,7 +33,7 @@ import type {
 } from "./causal_tssa_attention.ts";
 import { softmaxSelfAttention, softmaxSelfAttentionBackward } from "./softmax_self_attention.ts";
 import type { SoftmaxSelfAttentionSaves } from "./softmax_self_attention.ts";
-import type { Projections } from "./_projected.ts";
+import type { Projections, ResidualInto } from "./_projected.ts";
 
 /** The attention kinds of the models. */
 export type AttentionKind = "tssa" | "causal-tssa" | "softmax" | "causal-softmax";
@@ -64,13 +64,24 @@ export interface AttentionOptions {
   saves?: boolean;
   /** Decode the next tokens with this layer state (causal kinds). */
   state?: AttentionState;
+  /**
+   * Add the output into this residual stream in place, fused into the
+   * output projection (`x += gamma ⊙ attn`); `out` is then the stream, and
+   * `residual.out` (when given) receives the attention output itself.
+   */
+  residual?: ResidualInto;
+  /**
+   * TSSA kinds: receives Π `[B·N, H]` of this forward while it is valid
+   * (copy it to keep it). Softmax kinds have no Π: they refuse it.
+   */
+  onPi?: (pi: Tensor) => void;
 }
 
 /**
  * Record the attention of `kind` on `x` `[B, N, D]` (already normalised):
  * returns its output `[B, N, D]` and, when asked, its saves.
  *
- * @throws {TypeError} for a decoding state of another kind
+ * @throws {TypeError} for a decoding state of another kind, or `onPi` on softmax attention
  */
 export async function attention(
   gpu: Gpu,
@@ -79,23 +90,30 @@ export async function attention(
   heads: number,
   options: AttentionOptions = {},
 ): Promise<{ out: Tensor; saves: AttentionSaves | null }> {
-  const { state } = options;
+  const { state, residual, onPi } = options;
   if (state && state.kind !== p.kind) {
     throw new TypeError(`attention: a ${state.kind} decoding state for ${p.kind} attention`);
+  }
+  if (onPi && (p.kind === "softmax" || p.kind === "causal-softmax")) {
+    throw new TypeError(`attention: ${p.kind} attention has no Π (only TSSA has)`);
   }
   if (options.saves) {
     switch (p.kind) {
       case "tssa": {
-        const r = await tssaAttention(gpu, x, p, heads, { saves: true });
+        const r = await tssaAttention(gpu, x, p, heads, { saves: true, residual, onPi });
         return { out: r.out, saves: { kind: p.kind, saves: r.saves } };
       }
       case "causal-tssa": {
-        const r = await causalTssaAttention(gpu, x, p, heads, { saves: true });
+        const r = await causalTssaAttention(gpu, x, p, heads, { saves: true, residual, onPi });
         return { out: r.out, saves: { kind: p.kind, saves: r.saves } };
       }
       default: {
         const causal = p.kind === "causal-softmax";
-        const r = await softmaxSelfAttention(gpu, x, p, heads, { causal, saves: true });
+        const r = await softmaxSelfAttention(gpu, x, p, heads, {
+          causal,
+          saves: true,
+          residual,
+        });
         return { out: r.out, saves: { kind: p.kind, saves: r.saves } };
       }
     }
@@ -103,17 +121,20 @@ export async function attention(
   let out: Tensor;
   switch (p.kind) {
     case "tssa":
-      out = await tssaAttention(gpu, x, p, heads);
+      out = await tssaAttention(gpu, x, p, heads, { residual, onPi });
       break;
     case "causal-tssa":
       out = await causalTssaAttention(gpu, x, p, heads, {
         state: state?.kind === "causal-tssa" ? state.state : undefined,
+        residual,
+        onPi,
       });
       break;
     default:
       out = await softmaxSelfAttention(gpu, x, p, heads, {
         causal: p.kind === "causal-softmax",
         cache: state?.kind === "causal-softmax" ? state.cache : undefined,
+        residual,
       });
   }
   return { out, saves: null };

@@ -21,7 +21,6 @@
  */
 
 import type { Gpu, Tensor } from "../gpu/runtime.ts";
-import { residual } from "../ops/elementwise.ts";
 import { layerNorm } from "../ops/layer_norm.ts";
 import { layerNormBackward } from "../ops/layer_norm_backward.ts";
 import { residualBackward } from "../ops/residual_backward.ts";
@@ -88,6 +87,8 @@ export interface BlockOptions {
   state?: AttentionState;
   /** Receives the attention output (before γ1) while it is valid (fixture checks). */
   onAttention?: (a: Tensor) => void;
+  /** TSSA kinds: receives Π `[B·N, H]` of this block's attention while it is valid (inspect). */
+  onPi?: (pi: Tensor) => void;
 }
 
 function copyOf(gpu: Gpu, t: Tensor, label: string): Tensor {
@@ -99,7 +100,9 @@ function copyOf(gpu: Gpu, t: Tensor, label: string): Tensor {
 /**
  * Record one block on the stream `x` `[B, N, C]`. Without saves the stream
  * is updated in place and returned; with them the block's output is a new
- * tensor and `x` is kept (it is `saves.xIn`).
+ * tensor and `x` is kept (it is `saves.xIn`). Both residual adds are fused
+ * into the output products of the attention and the MLP (the GEMM's
+ * residual epilogue), which also write `a` and `m` when they are kept.
  */
 export async function block(
   gpu: Gpu,
@@ -110,21 +113,28 @@ export async function block(
   const { eps, heads } = options;
   const keep = options.saves ?? false;
   const h1 = await layerNorm(gpu, x, p.norm1.weight, p.norm1.bias, eps);
-  const at = await attention(gpu, h1, p.attn, heads, { saves: keep, state: options.state });
-  const a = at.out;
-  options.onAttention?.(a);
   const xMid = keep ? copyOf(gpu, x, "block.xMid") : x;
-  await residual(gpu, xMid, a, p.gamma1);
+  // The attention output itself, when the backward or a caller wants it.
+  const a = keep || options.onAttention ? gpu.empty(x.shape, "f32", "block.a") : undefined;
+  const at = await attention(gpu, h1, p.attn, heads, {
+    saves: keep,
+    state: options.state,
+    onPi: options.onPi,
+    residual: { x: xMid, gamma: p.gamma1, out: a }, // xMid += γ1·a
+  });
+  if (a) options.onAttention?.(a);
   const h2 = await layerNorm(gpu, xMid, p.norm2.weight, p.norm2.bias, eps);
-  const ml = await mlp(gpu, h2, p.mlp, { saves: keep });
-  const m = ml.out;
   const y = keep ? copyOf(gpu, xMid, "block.xOut") : xMid;
-  await residual(gpu, y, m, p.gamma2);
+  const m = keep ? gpu.empty(x.shape, "f32", "block.m") : undefined;
+  const ml = await mlp(gpu, h2, p.mlp, {
+    saves: keep,
+    residual: { x: y, gamma: p.gamma2, out: m }, // y += γ2·m
+  });
   if (keep) {
-    const saves = { xIn: x, h1, attn: at.saves!, a, xMid, h2, mlp: ml.saves!, m };
+    const saves = { xIn: x, h1, attn: at.saves!, a: a!, xMid, h2, mlp: ml.saves!, m: m! };
     return { y, saves };
   }
-  for (const t of [h1, a, h2, m]) t.destroy();
+  for (const t of [h1, a, h2]) t?.destroy();
   return { y, saves: null };
 }
 
@@ -149,17 +159,16 @@ export async function blockBackward(
       await residualBackward(gpu, { dy: dx, f: s.m, gamma: p.gamma2, dGamma: g.gamma2 }),
     );
     const dh2 = tmp(await mlpBackward(gpu, { dy: dm, saves: s.mlp, params: p.mlp, grads: g.mlp }));
-    const dMid = tmp(
-      await layerNormBackward(gpu, {
-        dy: dh2,
-        x: s.xMid,
-        weight: p.norm2.weight,
-        eps,
-        dWeight: g.norm2.weight,
-        dBias: g.norm2.bias,
-      }),
-    );
-    await residual(gpu, dx, dMid, null);
+    // dx += ∂xMid through norm2, added in place by the LayerNorm backward.
+    await layerNormBackward(gpu, {
+      dy: dh2,
+      x: s.xMid,
+      weight: p.norm2.weight,
+      eps,
+      dWeight: g.norm2.weight,
+      dBias: g.norm2.bias,
+      dxInto: dx,
+    });
     // xMid = xIn + γ1·a
     const da = tmp(
       await residualBackward(gpu, { dy: dx, f: s.a, gamma: p.gamma1, dGamma: g.gamma1 }),
@@ -167,17 +176,15 @@ export async function blockBackward(
     const dh1 = tmp(
       await attentionBackward(gpu, { dy: da, saves: s.attn, params: p.attn, grads: g.attn, heads }),
     );
-    const dIn = tmp(
-      await layerNormBackward(gpu, {
-        dy: dh1,
-        x: s.xIn,
-        weight: p.norm1.weight,
-        eps,
-        dWeight: g.norm1.weight,
-        dBias: g.norm1.bias,
-      }),
-    );
-    await residual(gpu, dx, dIn, null);
+    await layerNormBackward(gpu, {
+      dy: dh1,
+      x: s.xIn,
+      weight: p.norm1.weight,
+      eps,
+      dWeight: g.norm1.weight,
+      dBias: g.norm1.bias,
+      dxInto: dx, // dx += ∂xIn through norm1
+    });
   } finally {
     for (const t of temps) t.destroy();
   }

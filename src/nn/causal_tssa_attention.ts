@@ -26,7 +26,7 @@ import { causalTssaBackward } from "../ops/causal_tssa_backward.ts";
 import { causalTssaStep } from "../ops/causal_tssa_step.ts";
 import type { CausalTssaState } from "../ops/causal_tssa_step.ts";
 import { projectedBackward, projectedForward } from "./_projected.ts";
-import type { ProjectedSaves, Projections } from "./_projected.ts";
+import type { ProjectedSaves, Projections, ResidualInto } from "./_projected.ts";
 
 /** GPU parameters of {@linkcode causalTssaAttention} (and, shaped alike, its gradients). */
 export interface CausalTssaAttentionParams extends Projections {
@@ -44,11 +44,21 @@ export interface CausalTssaAttentionOptions {
   /** Keep what the backward needs and return it. */
   saves?: boolean;
   /**
+   * Add the output into this residual stream in place (fused into the
+   * output projection) and return the stream instead of a new tensor.
+   */
+  residual?: ResidualInto;
+  /**
    * Decode: `x` holds the next tokens of sequences whose earlier tokens
    * this state has consumed (running statistics, O(1) per token); the
    * state advances.
    */
   state?: CausalTssaState;
+  /**
+   * Receives Π `[B·N, H]` (the head memberships of the operator's saves)
+   * while it is valid: copy it to keep it (`tost inspect`). Not while decoding.
+   */
+  onPi?: (pi: Tensor) => void;
 }
 
 /**
@@ -61,7 +71,7 @@ export interface CausalTssaAttentionOptions {
  *
  * @param heads number of heads; `D` must be a multiple of it
  * @throws {RangeError} when the tokens exceed `block_size`
- * @throws {TypeError} when asked for saves while decoding
+ * @throws {TypeError} when asked for saves or Π while decoding
  * @example
  * ```ts ignore
  * const out = await causalTssaAttention(gpu, x, {
@@ -90,15 +100,31 @@ export async function causalTssaAttention(
   heads: number,
   options: CausalTssaAttentionOptions = {},
 ): Promise<Tensor | { out: Tensor; saves: CausalTssaAttentionSaves }> {
-  const { state } = options;
+  const { state, onPi } = options;
   if (state && options.saves) {
     throw new TypeError("causalTssaAttention: decoding keeps no saves for a backward");
   }
-  const r = await projectedForward<CausalTssaSaves>(gpu, x, p, async (w, keep) => {
-    if (state) return { y: await causalTssaStep(gpu, w, p.temp, p.denomBias, state), saves: null };
-    if (!keep) return { y: await causalTssa(gpu, w, p.temp, p.denomBias, heads), saves: null };
-    return await causalTssa(gpu, w, p.temp, p.denomBias, heads, { saves: true });
-  }, options.saves ?? false);
+  if (state && onPi) throw new TypeError("causalTssaAttention: decoding does not report Π");
+  const r = await projectedForward<CausalTssaSaves>(
+    gpu,
+    x,
+    p,
+    async (w, keep) => {
+      if (state) {
+        return { y: await causalTssaStep(gpu, w, p.temp, p.denomBias, state), saves: null };
+      }
+      if (!keep && !onPi) {
+        return { y: await causalTssa(gpu, w, p.temp, p.denomBias, heads), saves: null };
+      }
+      const op = await causalTssa(gpu, w, p.temp, p.denomBias, heads, { saves: true });
+      onPi?.(op.saves.pi);
+      if (keep) return op;
+      op.saves.pi.destroy();
+      return { y: op.y, saves: null };
+    },
+    options.saves ?? false,
+    options.residual,
+  );
   return r.saves ? { out: r.out, saves: r.saves } : r.out;
 }
 

@@ -3,6 +3,11 @@
  * nanoGPT's `MLP` (`c_fc` → GELU → `c_proj`) — forward (with its saves on
  * request) and backward. Exact (erf) GELU; dropout is the identity.
  *
+ * The forward is two dispatches of the GEMM engine: GELU runs in `fc1`'s
+ * epilogue (which also writes the pre-activation when the backward needs
+ * it), and with `residual` the output is added into the residual stream in
+ * `fc2`'s epilogue (`x += γ ⊙ mlp(h)`) instead of a pass of its own.
+ *
  * Gradient convention: parameter gradients accumulate, ∂x is assigned.
  *
  * @module
@@ -11,8 +16,8 @@
 import type { Gpu, Tensor } from "../gpu/runtime.ts";
 import { linear } from "../ops/linear.ts";
 import { linearBackward } from "../ops/linear_backward.ts";
-import { gelu } from "../ops/gelu.ts";
 import { geluBackward } from "../ops/gelu_backward.ts";
+import type { ResidualInto } from "./_projected.ts";
 
 /** A linear layer's weight `[out, in]` and optional bias `[out]` (or their gradients). */
 export interface LinearParams {
@@ -36,21 +41,45 @@ export interface MlpSaves {
   a: Tensor;
 }
 
+/** How {@linkcode mlp} runs. */
+export interface MlpOptions {
+  /** Keep what the backward needs and return it. */
+  saves?: boolean;
+  /**
+   * Add the output into this residual stream in place (fused into `fc2`)
+   * and return the stream; `residual.out` (when given) receives the output.
+   */
+  residual?: ResidualInto;
+}
+
 /**
- * Record `fc2(gelu(fc1(x)))` on `x` `[..., D]`; returns `[..., D]` and,
- * when asked, the saves (otherwise the hidden activations are freed).
+ * Record `fc2(gelu(fc1(x)))` on `x` `[..., D]`; returns `[..., D]` (or the
+ * residual stream it was added into) and, when asked, the saves (otherwise
+ * the hidden activations are freed).
  */
 export async function mlp(
   gpu: Gpu,
   x: Tensor,
   p: MlpParams,
-  options: { saves?: boolean } = {},
+  options: MlpOptions = {},
 ): Promise<{ out: Tensor; saves: MlpSaves | null }> {
-  const h = await linear(gpu, x, p.fc1.weight, p.fc1.bias);
-  const a = await gelu(gpu, h);
-  const out = await linear(gpu, a, p.fc2.weight, p.fc2.bias);
-  if (options.saves) return { out, saves: { x, h, a } };
-  h.destroy();
+  const hidden = p.fc1.weight.shape[0];
+  const h = options.saves
+    ? gpu.empty([...x.shape.slice(0, -1), hidden], "f32", "mlp.h") // GELU's input
+    : undefined;
+  const a = await linear(gpu, x, p.fc1.weight, p.fc1.bias, undefined, {
+    epilogue: { gelu: true, preActivation: h },
+  });
+  const res = options.residual;
+  const out = await linear(
+    gpu,
+    a,
+    p.fc2.weight,
+    p.fc2.bias,
+    res?.out,
+    res ? { residual: { x: res.x, gamma: res.gamma } } : {},
+  );
+  if (h) return { out, saves: { x, h, a } };
   a.destroy();
   return { out, saves: null };
 }

@@ -25,7 +25,7 @@ import { flashAttentionBackward } from "../ops/flash_attention_backward.ts";
 import { kvCacheAttention } from "../ops/kv_cache_attention.ts";
 import type { KvCache } from "../ops/kv_cache_attention.ts";
 import { projectedBackward, projectedForward } from "./_projected.ts";
-import type { ProjectedSaves, Projections } from "./_projected.ts";
+import type { ProjectedSaves, Projections, ResidualInto } from "./_projected.ts";
 
 /** Standard attention materialises `[B, H, N, N]` scores up to this size, flash attention beyond. */
 export const MAX_SCORE_BYTES = 64 * 1024 * 1024;
@@ -39,6 +39,11 @@ export interface SoftmaxSelfAttentionOptions {
   causal?: boolean;
   /** Keep what the backward needs and return it. */
   saves?: boolean;
+  /**
+   * Add the output into this residual stream in place (fused into the
+   * output projection) and return the stream instead of a new tensor.
+   */
+  residual?: ResidualInto;
   /** Decode (causal only): append `x`'s tokens to this cache and attend over it. */
   cache?: KvCache;
 }
@@ -81,16 +86,23 @@ export async function softmaxSelfAttention(
   if (cache && (options.saves || !causal)) {
     throw new TypeError("softmaxSelfAttention: decoding is causal and keeps no saves");
   }
-  const r = await projectedForward<SoftmaxAttentionSaves | null>(gpu, x, p, async (w, keep) => {
-    if (cache) return { y: await kvCacheAttention(gpu, w, cache), saves: null };
-    const [B, N] = w.shape;
-    if (B * heads * N * N * 4 > MAX_SCORE_BYTES) {
-      return { y: await flashAttention(gpu, w, heads, { causal }), saves: null };
-    }
-    if (!keep) return { y: await softmaxAttention(gpu, w, heads, { causal }), saves: null };
-    const { out, saves } = await softmaxAttention(gpu, w, heads, { causal, saves: true });
-    return { y: out, saves };
-  }, options.saves ?? false);
+  const r = await projectedForward<SoftmaxAttentionSaves | null>(
+    gpu,
+    x,
+    p,
+    async (w, keep) => {
+      if (cache) return { y: await kvCacheAttention(gpu, w, cache), saves: null };
+      const [B, N] = w.shape;
+      if (B * heads * N * N * 4 > MAX_SCORE_BYTES) {
+        return { y: await flashAttention(gpu, w, heads, { causal }), saves: null };
+      }
+      if (!keep) return { y: await softmaxAttention(gpu, w, heads, { causal }), saves: null };
+      const { out, saves } = await softmaxAttention(gpu, w, heads, { causal, saves: true });
+      return { y: out, saves };
+    },
+    options.saves ?? false,
+    options.residual,
+  );
   return r.saves ? { out: r.out, saves: r.saves } : r.out;
 }
 

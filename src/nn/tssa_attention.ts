@@ -21,7 +21,7 @@ import { tssa } from "../ops/tssa.ts";
 import type { TssaSaves } from "../ops/tssa.ts";
 import { tssaBackward } from "../ops/tssa_backward.ts";
 import { projectedBackward, projectedForward } from "./_projected.ts";
-import type { ProjectedSaves, Projections } from "./_projected.ts";
+import type { ProjectedSaves, Projections, ResidualInto } from "./_projected.ts";
 
 /** GPU parameters of {@linkcode tssaAttention} (and, shaped alike, its gradients). */
 export interface TssaAttentionParams extends Projections {
@@ -32,10 +32,27 @@ export interface TssaAttentionParams extends Projections {
 /** What {@linkcode tssaAttention} keeps for {@linkcode tssaAttentionBackward}. */
 export type TssaAttentionSaves = ProjectedSaves<TssaSaves>;
 
+/** Options of {@linkcode tssaAttention}. */
+export interface TssaAttentionOptions {
+  /** Keep what the backward needs and return it. */
+  saves?: boolean;
+  /**
+   * Add the output into this residual stream in place (fused into the
+   * output projection) and return the stream instead of a new tensor.
+   */
+  residual?: ResidualInto;
+  /**
+   * Receives Π `[B·N, H]` (the head memberships of the operator's saves)
+   * while it is valid: copy it to keep it (`tost inspect`).
+   */
+  onPi?: (pi: Tensor) => void;
+}
+
 /**
  * `AttentionTSSA` forward on the GPU: `x` `[B, N, D]` → `[B, N, D]`. Records
  * dispatches only. With `{ saves: true }` returns `{ out, saves }` for
  * {@linkcode tssaAttentionBackward}; otherwise the intermediates are freed.
+ * `onPi` is shown Π from the same forward (its saves, asked for and freed).
  *
  * @param heads number of heads; `D` must be a multiple of it
  * @example
@@ -48,26 +65,38 @@ export async function tssaAttention(
   x: Tensor,
   p: TssaAttentionParams,
   heads: number,
-  options: { saves: true },
+  options: TssaAttentionOptions & { saves: true },
 ): Promise<{ out: Tensor; saves: TssaAttentionSaves }>;
 export async function tssaAttention(
   gpu: Gpu,
   x: Tensor,
   p: TssaAttentionParams,
   heads: number,
-  options?: { saves?: boolean },
+  options?: TssaAttentionOptions,
 ): Promise<Tensor>;
 export async function tssaAttention(
   gpu: Gpu,
   x: Tensor,
   p: TssaAttentionParams,
   heads: number,
-  options: { saves?: boolean } = {},
+  options: TssaAttentionOptions = {},
 ): Promise<Tensor | { out: Tensor; saves: TssaAttentionSaves }> {
-  const r = await projectedForward<TssaSaves>(gpu, x, p, async (w, keep) => {
-    if (!keep) return { y: await tssa(gpu, w, p.temp, heads), saves: null };
-    return await tssa(gpu, w, p.temp, heads, { saves: true });
-  }, options.saves ?? false);
+  const { onPi } = options;
+  const r = await projectedForward<TssaSaves>(
+    gpu,
+    x,
+    p,
+    async (w, keep) => {
+      if (!keep && !onPi) return { y: await tssa(gpu, w, p.temp, heads), saves: null };
+      const op = await tssa(gpu, w, p.temp, heads, { saves: true });
+      onPi?.(op.saves.pi);
+      if (keep) return op;
+      for (const t of Object.values(op.saves)) t.destroy();
+      return { y: op.y, saves: null };
+    },
+    options.saves ?? false,
+    options.residual,
+  );
   return r.saves ? { out: r.out, saves: r.saves } : r.out;
 }
 

@@ -132,6 +132,40 @@ export function attentionReference(
 }
 
 /**
+ * The attention weights of class attention in float64: `P[b, h, j] =
+ * softmax_j(q_0 · k_j / √d)`, the class token's (token 0's) weights over all
+ * `N` tokens, itself included — what `tost inspect` draws as the
+ * class-attention map (the GPU kernel never stores them: it merges partial
+ * softmaxes as it goes).
+ *
+ * @param qkv `B·N·3·heads·d` values, layout `[B, N, (3, heads, d)]`
+ * @returns `[B, heads, N]`, each row summing to 1
+ * @throws {TypeError} when the sizes do not match `qkv` or `N` is 0
+ * @example
+ * ```ts
+ * import { classAttentionWeightsReference } from "./attention_reference.ts";
+ * // equal keys: the class token spreads its attention evenly
+ * const p = classAttentionWeightsReference([1, 1, 2, 0, 1, 4], 1, 2, 1, 1);
+ * if (p[0] !== 0.5 || p[1] !== 0.5) throw new Error("class attention weights");
+ * ```
+ */
+export function classAttentionWeightsReference(
+  qkv: ArrayLike<number>,
+  B: number,
+  N: number,
+  heads: number,
+  d: number,
+): Float64Array {
+  const s = problem("classAttentionWeightsReference", qkv, [B, N, heads, d], {
+    classToken: true,
+  });
+  const out = new Float64Array(B * heads * N);
+  let row = 0;
+  forEachQuery(qkv, s, (p) => out.set(p, N * row++)); // (b, h) in order, one query each
+  return out;
+}
+
+/**
  * Softmax attention backward in float64 (the weights recomputed): with
  * `∂P_ij = ∂out_i·v_j` and `∂S_ij = P_ij·(∂P_ij − Σ_j' P_ij'·∂P_ij')/√d`,
  * `∂q_i = Σ_j ∂S_ij·k_j`, `∂k_j = Σ_i ∂S_ij·q_i`, `∂v_j = Σ_i P_ij·∂out_i`.

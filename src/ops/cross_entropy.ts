@@ -4,15 +4,18 @@
  * one loss per row, 0 for ignored rows. The mean is taken on the host in
  * float64 by {@linkcode meanLoss}.
  *
- * GPU kernel: `kernels/cross_entropy.wgsl`, one workgroup per row; logits
- * over one storage binding are processed in pieces of rows. Float64
- * references: `cross_entropy_reference.ts`.
+ * GPU kernel: `kernels/cross_entropy.wgsl` in two designs chosen per
+ * adapter by measuring ({@linkcode CROSS_ENTROPY}): `workgroup` (one
+ * workgroup per row: GPUs) and `row` (one invocation per row, no barrier:
+ * CPUs); logits over one storage binding are processed in pieces of rows.
+ * Float64 references: `cross_entropy_reference.ts`.
  *
  * @module
  */
 
 import type { Gpu, Tensor } from "../gpu/runtime.ts";
 import crossEntropyWgsl from "../../kernels/cross_entropy.wgsl" with { type: "text" };
+import { testValues, type Tunable } from "../gpu/tune.ts";
 import {
   assertF32,
   bindingLimit,
@@ -23,6 +26,8 @@ import {
   storageAlignment,
 } from "./_shapes.ts";
 import type { ChunkOptions } from "./_shapes.ts";
+import { checkRows, mismatch, resolveVariant, type RowShape, rowTunable } from "./_tuned.ts";
+import { crossEntropyRowsReference } from "./cross_entropy_reference.ts";
 
 /**
  * Check targets on the host and convert them to i32 (−1 = ignore).
@@ -62,7 +67,7 @@ export async function crossEntropy(
   gpu: Gpu,
   logits: Tensor,
   targets: Tensor,
-  options: ChunkOptions = {},
+  options: ChunkOptions & { variant?: string } = {},
 ): Promise<Tensor> {
   const op = "crossEntropy";
   assertF32(op, "logits", logits);
@@ -76,15 +81,17 @@ export async function crossEntropy(
   const align = storageAlignment(gpu);
   const pieces = rowPieces(op, rows, cols * 4, bindingLimit(gpu, options), align);
   if (pieces.length === 0) return loss;
+  const variant = await resolveVariant(gpu, op, CROSS_ENTROPY, { rows, cols }, options.variant);
+  const wg = variant === "row" ? 64 : rowWorkgroupSize(cols);
   const kernel = await gpu.kernel("cross_entropy", crossEntropyWgsl, {
-    workgroupSize: rowWorkgroupSize(cols),
-  });
+    workgroupSize: wg,
+  }, variant === "row" ? "row" : "main");
   for (const { start, count } of pieces) {
     const xs = bindRows(logits, start, count, cols, align);
     gpu.dispatch(kernel, {
       bindings: [xs.range, targets, loss],
       params: [count, cols, xs.base, start],
-      workgroups: count,
+      workgroups: variant === "row" ? Math.ceil(count / wg) : count,
     });
   }
   return loss;
@@ -104,3 +111,49 @@ export function meanLoss(losses: ArrayLike<number>, targets: ArrayLike<number | 
   }
   return sum / n;
 }
+
+/** Targets of a check: every class somewhere, and some rows ignored (−1). */
+export function checkTargetValues(rows: number, classes: number): Int32Array<ArrayBuffer> {
+  return Int32Array.from({ length: rows }, (_, r) => r % 5 === 3 ? -1 : (r * 7 + 1) % classes);
+}
+
+async function validate(gpu: Gpu, variant: string): Promise<string | null> {
+  for (const { rows, cols } of [...checkRows(false), { rows: 3, cols: 2500 }]) {
+    const hz = testValues(rows * cols, rows).map((v) => 20 * v);
+    const ht = checkTargetValues(rows, cols);
+    const z = gpu.upload(hz, [rows, cols], "check.logits");
+    const t = gpu.upload(ht, [rows], "check.targets");
+    try {
+      const limit = Math.max(3 * cols * 4 + 256, 1024);
+      const loss = await crossEntropy(gpu, z, t, { variant, maxBindingBytes: limit });
+      const got = await loss.read();
+      loss.destroy();
+      const want = crossEntropyRowsReference(hz, ht, cols);
+      const why = mismatch(`${rows}×${cols}`, got, want, { atol: 1e-5, rtol: 1e-5 });
+      if (why) return why;
+    } finally {
+      z.destroy();
+      t.destroy();
+    }
+  }
+  return null;
+}
+
+/** Per-row cross-entropy as a tuned op ("cross_entropy" in `tost tune`, `tost info`). */
+export const CROSS_ENTROPY: Tunable<RowShape> = rowTunable("cross_entropy", {
+  validate,
+  workload(gpu, { rows, cols }) {
+    const z = gpu.upload(testValues(rows * cols, 1), [rows, cols], "tune.logits");
+    const t = gpu.upload(checkTargetValues(rows, cols), [rows], "tune.targets");
+    return {
+      shape: [rows, cols],
+      run: async (variant) => {
+        (await crossEntropy(gpu, z, t, { variant })).destroy();
+      },
+      destroy() {
+        z.destroy();
+        t.destroy();
+      },
+    };
+  },
+});

@@ -15,17 +15,20 @@
  * What the forward must save: nothing (this is the forward).
  *
  * GPU: `kernels/cross_entropy_forward_backward.wgsl`: `count_targets` (one
- * workgroup counts n), `rows` (one workgroup per row: max, sum of
- * exponentials, the row's loss and gradient; logits over one storage binding
- * are processed in pieces of rows), `mean` (one workgroup averages the
- * per-row losses). Float64 reference: `crossEntropyBackwardReference` in
- * `cross_entropy_reference.ts`.
+ * workgroup counts n), the row pass (max, sum of exponentials, the row's
+ * loss and gradient; logits over one storage binding are processed in
+ * pieces of rows) in two designs chosen per adapter by measuring
+ * ({@linkcode CROSS_ENTROPY_FORWARD_BACKWARD}: `rows`, one workgroup per
+ * row, for GPUs; `rows_serial`, one invocation per row, for CPUs), `mean`
+ * (one workgroup averages the per-row losses). Float64 reference:
+ * `crossEntropyBackwardReference` in `cross_entropy_reference.ts`.
  *
  * @module
  */
 
 import type { Gpu } from "../gpu/runtime.ts";
 import { f32, Tensor } from "../gpu/runtime.ts";
+import { testValues, type Tunable } from "../gpu/tune.ts";
 import crossEntropyForwardBackwardWgsl from "../../kernels/cross_entropy_forward_backward.wgsl" with {
   type: "text",
 };
@@ -39,7 +42,9 @@ import {
   storageAlignment,
 } from "./_shapes.ts";
 import type { ChunkOptions } from "./_shapes.ts";
-import { checkTargets } from "./cross_entropy.ts";
+import { checkRows, mismatch, resolveVariant, type RowShape, rowTunable } from "./_tuned.ts";
+import { checkTargets, checkTargetValues } from "./cross_entropy.ts";
+import { crossEntropyBackwardReference } from "./cross_entropy_reference.ts";
 
 /** Arguments of {@linkcode crossEntropyForwardBackward}. */
 export interface CrossEntropyArgs {
@@ -78,7 +83,7 @@ export interface CrossEntropyResult {
 export async function crossEntropyForwardBackward(
   gpu: Gpu,
   args: CrossEntropyArgs,
-  options: ChunkOptions = {},
+  options: ChunkOptions & { variant?: string } = {},
 ): Promise<CrossEntropyResult> {
   const op = "crossEntropyForwardBackward";
   const { logits } = args;
@@ -109,14 +114,24 @@ export async function crossEntropyForwardBackward(
     const align = storageAlignment(gpu);
     const pieces = rowPieces(op, rows, cols * 4, bindingLimit(gpu, options), align);
     gpu.assertBindable(`${op}: targets`, rows * 4);
-    const wg = rowWorkgroupSize(cols);
-    const [countK, rowsK, meanK] = await Promise.all(
-      ["count_targets", "rows", "mean"].map((entry) =>
-        gpu.kernel("cross_entropy_forward_backward", crossEntropyForwardBackwardWgsl, {
-          workgroupSize: wg,
-        }, entry)
-      ),
+    const variant = await resolveVariant(
+      gpu,
+      op,
+      CROSS_ENTROPY_FORWARD_BACKWARD,
+      { rows, cols },
+      options.variant,
     );
+    const serial = variant === "row";
+    const wg = rowWorkgroupSize(cols);
+    const kernel = (entry: string, workgroupSize: number) =>
+      gpu.kernel("cross_entropy_forward_backward", crossEntropyForwardBackwardWgsl, {
+        workgroupSize,
+      }, entry);
+    const [countK, rowsK, meanK] = await Promise.all([
+      kernel("count_targets", wg),
+      serial ? kernel("rows_serial", 64) : kernel("rows", wg),
+      kernel("mean", wg),
+    ]);
     const valid = gpu.empty([1], "f32", `${op}.valid`); // n, the rows not ignored
     owned.push(valid);
     const losses = gpu.empty([rows], "f32", `${op}.losses`);
@@ -128,7 +143,7 @@ export async function crossEntropyForwardBackward(
       gpu.dispatch(rowsK, {
         bindings: [targets, valid, losses, zs.range, ds.range],
         params: [rows, cols, count, start, zs.base, f32(scale)],
-        workgroups: count,
+        workgroups: serial ? Math.ceil(count / 64) : count,
       });
     }
     gpu.dispatch(meanK, {
@@ -145,3 +160,53 @@ export async function crossEntropyForwardBackward(
   }
   return { loss, dlogits };
 }
+
+async function validate(gpu: Gpu, variant: string): Promise<string | null> {
+  for (const { rows, cols } of [...checkRows(false), { rows: 3, cols: 2500 }]) {
+    const hz = testValues(rows * cols, rows).map((v) => 20 * v);
+    const ht = checkTargetValues(rows, cols);
+    const z = gpu.upload(hz, [rows, cols], "check.logits");
+    try {
+      const limit = Math.max(3 * cols * 4 + 256, 1024);
+      const r = await crossEntropyForwardBackward(gpu, { logits: z, targets: ht, scale: 0.5 }, {
+        variant,
+        maxBindingBytes: limit,
+      });
+      const [loss, dz] = await Promise.all([r.loss.read(), r.dlogits.read()]);
+      r.loss.destroy();
+      r.dlogits.destroy();
+      const want = crossEntropyBackwardReference(hz, ht, cols, 0.5);
+      const tol = { atol: 1e-5, rtol: 1e-5 };
+      const why = mismatch(`loss ${rows}×${cols}`, loss, [want.loss], tol) ??
+        mismatch(`∂logits ${rows}×${cols}`, dz, want.dlogits, tol);
+      if (why) return why;
+    } finally {
+      z.destroy();
+    }
+  }
+  return null;
+}
+
+/** The fused cross-entropy as a tuned op ("cross_entropy_forward_backward"): its row pass. */
+export const CROSS_ENTROPY_FORWARD_BACKWARD: Tunable<RowShape> = rowTunable(
+  "cross_entropy_forward_backward",
+  {
+    validate,
+    workload(gpu, { rows, cols }) {
+      const z = gpu.upload(testValues(rows * cols, 1), [rows, cols], "tune.logits");
+      const t = gpu.upload(checkTargetValues(rows, cols), [rows], "tune.targets");
+      return {
+        shape: [rows, cols],
+        run: async (variant) => {
+          const r = await crossEntropyForwardBackward(gpu, { logits: z, targets: t }, { variant });
+          r.loss.destroy();
+          r.dlogits.destroy();
+        },
+        destroy() {
+          z.destroy();
+          t.destroy();
+        },
+      };
+    },
+  },
+);

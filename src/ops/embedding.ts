@@ -1,7 +1,9 @@
 /**
  * Token plus learned position embedding, nanoGPT's `wte(idx) + wpe(pos)`.
  *
- * GPU kernel: `kernels/embedding.wgsl`, one thread per output element.
+ * GPU kernel: `kernels/embedding.wgsl` in the elementwise designs chosen
+ * per adapter by measuring ({@linkcode EMBEDDING}: one value, one vec4 or
+ * four vec4 per invocation; the same values).
  * Token ids are checked on the host ({@linkcode checkTokenIds}) before they
  * are uploaded: an id outside the vocabulary is a RangeError, never a silent
  * clamp.
@@ -11,9 +13,17 @@
 
 import type { Gpu, Tensor } from "../gpu/runtime.ts";
 import embeddingWgsl from "../../kernels/embedding.wgsl" with { type: "text" };
+import { testValues, type Tunable } from "../gpu/tune.ts";
 import { assertF32, outputTensor } from "./_shapes.ts";
-
-const WORKGROUP_SIZE = 256;
+import {
+  elementDesign,
+  type ElementShape,
+  elementSlots,
+  elementTunable,
+  elementWorkgroups,
+  mismatch,
+  resolveVariant,
+} from "./_tuned.ts";
 
 /**
  * Convert token ids to u32, checking each is in `[0, vocab)`.
@@ -59,6 +69,7 @@ export async function embedding(
   wpe: Tensor,
   pos0 = 0,
   out?: Tensor,
+  options: { variant?: string } = {},
 ): Promise<Tensor> {
   const op = "embedding";
   if (idx.dtype !== "u32" || idx.shape.length !== 2) {
@@ -85,11 +96,15 @@ export async function embedding(
   if (n === 0) return y;
   gpu.assertBindable(`${op} wte`, wte.byteSize);
   gpu.assertBindable(`${op} output`, y.byteSize);
-  const kernel = await gpu.kernel("embedding", embeddingWgsl, { workgroupSize: WORKGROUP_SIZE });
+  const shape = { n, vec4: C % 4 === 0 };
+  const variant = await resolveVariant(gpu, op, EMBEDDING, shape, options.variant);
+  const d = elementDesign(variant);
+  const w = d.vec4 ? 4 : 1;
+  const kernel = await gpu.kernel("embedding", embeddingWgsl, elementSlots(d));
   gpu.dispatch(kernel, {
     bindings: [idx, wte, wpe, y],
-    params: [n, C, T, V, pos0],
-    workgroups: Math.ceil(n / WORKGROUP_SIZE),
+    params: [n / w, C / w, T, V, pos0],
+    workgroups: elementWorkgroups(n / w, d),
   });
   return y;
 }
@@ -121,3 +136,58 @@ export function embeddingReference(
   }
   return y;
 }
+
+async function validate(gpu: Gpu, variant: string): Promise<string | null> {
+  const vec4 = elementDesign(variant).vec4;
+  const cases = [[3, 5, 12, 11, 2], [2, 700, 8, 5, 0], [1, 1, 4, 1, 3], [4, 3, 7, 9, 1]]
+    .filter(([, , C]) => !vec4 || C % 4 === 0);
+  for (const [B, T, C, V, pos0] of cases) {
+    const ids = Array.from({ length: B * T }, (_, i) => (i * 7 + 3) % V);
+    const hte = testValues(V * C, V);
+    const hpe = testValues((pos0 + T) * C, T);
+    const owned = [
+      gpu.upload(checkTokenIds(ids, V), [B, T], "check.idx"),
+      gpu.upload(hte, [V, C], "check.wte"),
+      gpu.upload(hpe, [pos0 + T, C], "check.wpe"),
+    ];
+    try {
+      const y = await embedding(gpu, owned[0], owned[1], owned[2], pos0, undefined, { variant });
+      owned.push(y);
+      const want = Float64Array.from({ length: B * T * C }, (_, i) => {
+        const r = Math.floor(i / C);
+        return hte[ids[r] * C + (i % C)] + hpe[(pos0 + (r % T)) * C + (i % C)];
+      });
+      const why = mismatch(`${B}×${T}×${C}`, await y.read(), want, { atol: 1e-6, rtol: 1e-6 });
+      if (why) return why;
+    } finally {
+      for (const t of owned) t.destroy();
+    }
+  }
+  return null;
+}
+
+/** The embedding's forward as a tuned op ("embedding" in `tost tune`, `tost info`). */
+export const EMBEDDING: Tunable<ElementShape> = elementTunable("embedding", {
+  validate,
+  workload(gpu, { n, vec4 }) {
+    const [T, C, V] = [64, vec4 ? 64 : 63, 97];
+    const B = Math.max(1, Math.round(n / (T * C)));
+    const ids = Array.from({ length: B * T }, (_, i) => (i * 31) % V);
+    const owned = [
+      gpu.upload(checkTokenIds(ids, V), [B, T], "tune.idx"),
+      gpu.upload(testValues(V * C, 1), [V, C], "tune.wte"),
+      gpu.upload(testValues(T * C, 2), [T, C], "tune.wpe"),
+      gpu.empty([B, T, C], "f32", "tune.y"),
+    ];
+    const [idx, wte, wpe, y] = owned;
+    return {
+      shape: [B * T * C],
+      run: async (variant) => {
+        await embedding(gpu, idx, wte, wpe, 0, y, { variant });
+      },
+      destroy() {
+        for (const t of owned) t.destroy();
+      },
+    };
+  },
+});

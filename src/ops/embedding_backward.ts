@@ -13,8 +13,10 @@
  * channel) sums a segment, and one thread per (token, channel) adds its
  * segments' partial sums to `∂wte` — a two-level tree, so a very frequent
  * token does not leave one thread summing thousands of rows
- * (`kernels/embedding_backward.wgsl`). `∂wpe` is a column sum over the
- * batch, reduced as a tree (`src/ops/_scan.ts`).
+ * (`kernels/embedding_backward.wgsl`, in the elementwise designs chosen per
+ * adapter by measuring, {@linkcode EMBEDDING_BACKWARD}: a channel or a vec4
+ * of channels per lane; the same sums in the same order, so the same bits).
+ * `∂wpe` is a column sum over the batch (`column_sums.ts`).
  *
  * Tied head: nanoGPT's `lm_head.weight` is `wte`. Pass the same `dWte` as
  * `dWeight` to `linearBackward` for the head and here; both add into it, so
@@ -26,14 +28,22 @@
 
 import type { Gpu, Tensor } from "../gpu/runtime.ts";
 import embeddingBackwardWgsl from "../../kernels/embedding_backward.wgsl" with { type: "text" };
+import { testValues, type Tunable } from "../gpu/tune.ts";
 import { assertF32 } from "./_shapes.ts";
+import {
+  elementDesign,
+  type ElementShape,
+  elementSlots,
+  elementTunable,
+  elementWorkgroups,
+  mismatch,
+  resolveVariant,
+} from "./_tuned.ts";
 import { checkTokenIds } from "./embedding.ts";
-import { accumulateRowSums } from "./linear_backward.ts";
+import { accumulateRowSums } from "./column_sums.ts";
 
 /** Rows summed by one thread in the first level of the ∂wte reduction. */
 export const SEGMENT_ROWS = 32;
-
-const WORKGROUP_SIZE = 64;
 
 /** Token ids grouped by value: the host side of {@linkcode embeddingBackward}. */
 export interface TokenRows {
@@ -109,7 +119,11 @@ export interface EmbeddingBackwardArgs {
  * await embeddingBackward(gpu, { dy: dx0, ids, vocab: V, dWte, dWpe });
  * ```
  */
-export async function embeddingBackward(gpu: Gpu, args: EmbeddingBackwardArgs): Promise<void> {
+export async function embeddingBackward(
+  gpu: Gpu,
+  args: EmbeddingBackwardArgs,
+  options: { variant?: string } = {},
+): Promise<void> {
   const op = "embeddingBackward";
   const { dy, ids, vocab, dWte, dWpe } = args;
   assertF32(op, "dy", dy);
@@ -135,28 +149,39 @@ export async function embeddingBackward(gpu: Gpu, args: EmbeddingBackwardArgs): 
   const segments = groups.segStart.length - 1;
   const scratch: Tensor[] = [];
   try {
+    const shape = { n: B * T * C, vec4: C % 4 === 0 };
+    const variant = await resolveVariant(gpu, op, EMBEDDING_BACKWARD, shape, options.variant);
+    const d = elementDesign(variant);
+    const lanes = d.vec4 ? C / 4 : C;
     const [segmentK, tokenK] = await Promise.all([
-      gpu.kernel("embedding_backward", embeddingBackwardWgsl, {}, "segment_sums"),
-      gpu.kernel("embedding_backward", embeddingBackwardWgsl, {}, "token_sums"),
+      gpu.kernel("embedding_backward", embeddingBackwardWgsl, elementSlots(d), "segment_sums"),
+      gpu.kernel("embedding_backward", embeddingBackwardWgsl, elementSlots(d), "token_sums"),
     ]);
     const order = gpu.upload(groups.order, [groups.order.length], `${op}.order`);
     scratch.push(order);
-    const segStart = gpu.upload(groups.segStart, [groups.segStart.length], `${op}.segStart`);
+    // Sized by the most segments any batch of B·T ids can have, not by this
+    // batch's count: every step then allocates the same sizes, and a step's
+    // arena (src/gpu/arena.ts) serves them from the same buffers.
+    const N = B * T;
+    const maxSegments = Math.min(N, Math.ceil(N / SEGMENT_ROWS) + Math.min(vocab, N));
+    const segStartHost = new Uint32Array(maxSegments + 1);
+    segStartHost.set(groups.segStart);
+    const segStart = gpu.upload(segStartHost, [maxSegments + 1], `${op}.segStart`);
     scratch.push(segStart);
     const vocabSeg = gpu.upload(groups.vocabSeg, [groups.vocabSeg.length], `${op}.vocabSeg`);
     scratch.push(vocabSeg);
-    const partial = gpu.empty([segments, C], "f32", `${op}.partial`);
+    const partial = gpu.empty([maxSegments, C], "f32", `${op}.partial`);
     scratch.push(partial);
     gpu.assertBindable(`${op}: partial sums`, partial.byteSize);
     gpu.dispatch(segmentK, {
       bindings: [dy, order, segStart, partial],
-      params: [segments, C],
-      workgroups: Math.ceil((segments * C) / WORKGROUP_SIZE),
+      params: [segments, lanes],
+      workgroups: elementWorkgroups(segments * lanes, d),
     });
     gpu.dispatch(tokenK, {
       bindings: [partial, vocabSeg, dWte],
-      params: [vocab, C],
-      workgroups: Math.ceil((vocab * C) / WORKGROUP_SIZE),
+      params: [vocab, lanes],
+      workgroups: elementWorkgroups(vocab * lanes, d),
     });
     if (dWpe) await accumulateRowSums(gpu, dy, dWpe, { rows: B, count: T * C }, scratch);
   } finally {
@@ -206,3 +231,53 @@ export function embeddingBackwardReference(
     }
   }
 }
+
+async function validate(gpu: Gpu, variant: string): Promise<string | null> {
+  const vec4 = elementDesign(variant).vec4;
+  // [B, T, C, V]: a frequent token (several segments), absent tokens, odd C.
+  const cases = [[3, 70, 12, 9], [2, 5, 8, 40], [1, 1, 4, 3], [4, 33, 7, 5]]
+    .filter(([, , C]) => !vec4 || C % 4 === 0);
+  for (const [B, T, C, V] of cases) {
+    const ids = Array.from({ length: B * T }, (_, i) => i % 3 === 0 ? 1 : (i * 7) % V);
+    const hdy = testValues(B * T * C, T);
+    const hte = testValues(V * C, V);
+    const hpe = testValues(T * C, C);
+    const dy = gpu.upload(hdy, [B, T, C], "check.dy");
+    const dWte = gpu.upload(hte, [V, C], "check.dwte");
+    const dWpe = gpu.upload(hpe, [T, C], "check.dwpe");
+    try {
+      await embeddingBackward(gpu, { dy, ids, vocab: V, dWte, dWpe }, { variant });
+      const wte = Float64Array.from(hte);
+      const wpe = Float64Array.from(hpe);
+      embeddingBackwardReference({ dy: hdy, ids, dWte: wte, dWpe: wpe }, { B, T, C });
+      const tol = { atol: 1e-5, rtol: 1e-5 };
+      const why = mismatch(`∂wte ${B}×${T}×${C}`, await dWte.read(), wte, tol) ??
+        mismatch(`∂wpe ${B}×${T}×${C}`, await dWpe.read(), wpe, tol);
+      if (why) return why;
+    } finally {
+      for (const t of [dy, dWte, dWpe]) t.destroy();
+    }
+  }
+  return null;
+}
+
+/** The embedding's backward as a tuned op ("embedding_backward"): its ∂wte sums. */
+export const EMBEDDING_BACKWARD: Tunable<ElementShape> = elementTunable("embedding_backward", {
+  validate,
+  workload(gpu, { n, vec4 }) {
+    const [T, C, V] = [64, vec4 ? 64 : 63, 97];
+    const B = Math.max(1, Math.round(n / (T * C)));
+    const ids = Array.from({ length: B * T }, (_, i) => (i * 31) % V);
+    const dy = gpu.upload(testValues(B * T * C, 1), [B, T, C], "tune.dy");
+    const dWte = gpu.empty([V, C], "f32", "tune.dwte");
+    return {
+      shape: [B * T * C],
+      run: (variant) =>
+        embeddingBackward(gpu, { dy, ids, vocab: V, dWte, dWpe: null }, { variant }),
+      destroy() {
+        dy.destroy();
+        dWte.destroy();
+      },
+    };
+  },
+});

@@ -1,104 +1,74 @@
 /**
  * The linear layer `y = x·Wᵀ + b`, as PyTorch's `nn.Linear`: x `[..., K]`,
  * weight `[N, K]`, bias `[N]` or none, y `[..., N]` (batch dimensions are
- * flattened into M rows).
+ * flattened into M rows), with optional fused epilogues:
  *
- * GPU kernel: `kernels/linear.wgsl`, a register-blocked tiled matmul. When x,
- * y or the weight exceed one storage binding (128 MiB in software WebGPU; a
- * GPT-2 head of 50257×768 is 154 MB) the product is computed in pieces of rows
- * of x/y and of output features, each bound separately.
+ * - `{ epilogue: { gelu: true } }`: `y = gelu(x·Wᵀ + b)` (exact erf GELU), and
+ *   `epilogue.preActivation` also receives `x·Wᵀ + b` (what the backward needs);
+ * - `{ residual: { x: r, gamma } }`: `r += gamma ⊙ (x·Wᵀ + b)` in place (the
+ *   models' `x += gamma1·attn`), returning `r`; `out`, when given, also
+ *   receives `x·Wᵀ + b`.
+ *
+ * The product runs on the GEMM engine (`gemm.ts`) with the variant the tuner
+ * chose for this adapter and shape class (`gemm_tune.ts`), or
+ * `options.variant`. Tensors over one storage binding (128 MiB in software
+ * WebGPU; a GPT-2 head of 50257×768 is 154 MB) are processed in pieces.
+ *
+ * `linear_reference.ts` holds the one float64 reference of the
+ * layer; the model references use it too.
  *
  * @module
  */
 
 import type { Gpu, Tensor } from "../gpu/runtime.ts";
-import linearWgsl from "../../kernels/linear.wgsl" with { type: "text" };
-import {
-  assertF32,
-  assertShape,
-  bindingLimit,
-  bindRows,
-  lastDimRows,
-  outputTensor,
-  rowPieces,
-  storageAlignment,
-} from "./_shapes.ts";
-import type { ChunkOptions } from "./_shapes.ts";
+import { assertF32, assertShape, lastDimRows, outputTensor } from "./_shapes.ts";
+import type { GemmOptions } from "./gemm.ts";
+import { gemmAuto } from "./gemm_tune.ts";
 
-/** Compile-time tiling of the linear kernel (see `kernels/linear.wgsl`). */
-export interface LinearTiling {
-  /** Rows of y per workgroup. */
-  bm: number;
-  /** Columns of y per workgroup. */
-  bn: number;
-  /** Depth of the staged slabs. */
-  bk: number;
-  /** Rows per thread. */
-  tm: number;
-  /** Columns per thread. */
-  tn: number;
+/** Fused steps after the product (see the module doc). */
+export interface LinearEpilogue {
+  /** Apply exact (erf) GELU: `y = gelu(x·Wᵀ + b)`. */
+  gelu?: boolean;
+  /** With `gelu`: also write `x·Wᵀ + b` here, f32 shaped like y (for the backward). */
+  preActivation?: Tensor;
 }
 
-/** The tiling {@linkcode linear} uses by default: 256 threads, 4×4 outputs each. */
-export const LINEAR_TILING: Readonly<LinearTiling> = { bm: 64, bn: 64, bk: 16, tm: 4, tn: 4 };
-
-/**
- * The tiling for one or two rows (a token at a time, as when sampling): a
- * 64-row tile would spend 97% of its work on padding. On software WebGPU this
- * is ~10× faster than {@linkcode LINEAR_TILING} for a 1×768 → 16384 product.
- */
-export const LINEAR_TILING_SKINNY: Readonly<LinearTiling> = {
-  bm: 2,
-  bn: 64,
-  bk: 16,
-  tm: 1,
-  tn: 4,
-};
-
-/** The tiling {@linkcode linear} picks for `rows` rows of x. */
-export function linearTiling(rows: number): Readonly<LinearTiling> {
-  return rows <= LINEAR_TILING_SKINNY.bm ? LINEAR_TILING_SKINNY : LINEAR_TILING;
+/** A residual stream the product is added to in place: `x += gamma ⊙ y`. */
+export interface LinearResidual {
+  /** f32 `[..., N]`, shaped like y; updated in place and returned. */
+  x: Tensor;
+  /** Layer scale f32 `[N]`, or null for a plain `x += y`. */
+  gamma: Tensor | null;
 }
 
-/** Options of {@linkcode linear}: the chunking limit and the tiling, for tests and benches. */
-export interface LinearOptions extends ChunkOptions {
-  tiling?: LinearTiling;
-}
-
-function checkTiling(gpu: Gpu, t: LinearTiling): void {
-  const ok = [t.bm, t.bn, t.bk, t.tm, t.tn].every((v) => Number.isInteger(v) && v > 0) &&
-    t.bm % t.tm === 0 && t.bn % t.tn === 0;
-  if (!ok) throw new RangeError(`linear: invalid tiling ${JSON.stringify(t)}`);
-  const threads = (t.bm / t.tm) * (t.bn / t.tn);
-  const maxThreads = gpu.limits.maxComputeInvocationsPerWorkgroup;
-  if (threads > maxThreads) {
-    throw new RangeError(
-      `linear: tiling needs ${threads} invocations per workgroup, the device allows ${maxThreads}`,
-    );
-  }
-  const shared = t.bk * (t.bm + t.bn) * 4;
-  const maxShared = gpu.limits.maxComputeWorkgroupStorageSize;
-  if (shared > maxShared) {
-    throw new RangeError(
-      `linear: tiling needs ${shared} bytes of workgroup memory, the device allows ${maxShared}`,
-    );
-  }
+/** Options of {@linkcode linear}. */
+export interface LinearOptions extends GemmOptions {
+  /** Fused GELU (and the pre-activation). */
+  epilogue?: LinearEpilogue;
+  /** Add the result into a residual stream instead of writing y. */
+  residual?: LinearResidual;
+  /** Use this GEMM variant instead of the tuned one (tests, benches): see `GEMM_VARIANTS`. */
+  variant?: string;
 }
 
 /**
- * `y = x·Wᵀ + b` on the GPU. Records dispatches only.
+ * `y = x·Wᵀ + b` on the GPU, with optional fused GELU or residual epilogue.
+ * Records dispatches only (the first product of a new shape class may
+ * measure the GEMM variants first, see `gemm_tune.ts`).
  *
  * @param x f32 `[..., K]`
  * @param weight f32 `[N, K]` (PyTorch's layout: one row per output feature)
  * @param bias f32 `[N]`, or null
- * @param out optional f32 `[..., N]` to write into (not an input)
- * @param options test/bench-only: chunking limit and tiling
- * @returns `out` or a new tensor `[..., N]`
+ * @param out optional f32 `[..., N]` to write into (not an input); with
+ *   `options.residual`, receives `x·Wᵀ + b` before it is added
+ * @param options epilogues; test/bench-only: variant, chunking limits
+ * @returns `out` or a new tensor `[..., N]`; `options.residual.x` with a residual
  * @example
  * ```ts ignore
  * const x = gpu.upload(new Float32Array([1, 2]), [1, 2]);
  * const w = gpu.upload(new Float32Array([1, 0, 0, 1, 1, 1]), [3, 2]);
  * const y = await linear(gpu, x, w, null); // [[1, 2, 3]]
+ * const h = await linear(gpu, x, w, null, undefined, { epilogue: { gelu: true } });
  * ```
  */
 export async function linear(
@@ -109,8 +79,9 @@ export async function linear(
   out?: Tensor,
   options: LinearOptions = {},
 ): Promise<Tensor> {
-  assertF32("linear", "x", x);
-  assertF32("linear", "weight", weight);
+  const op = "linear";
+  assertF32(op, "x", x);
+  assertF32(op, "weight", weight);
   if (weight.shape.length !== 2) {
     throw new TypeError(`linear: weight must be [out, in], got [${weight.shape}]`);
   }
@@ -120,99 +91,60 @@ export async function linear(
   }
   if (K === 0) throw new RangeError("linear: needs at least one input feature");
   if (bias) {
-    assertF32("linear", "bias", bias);
-    assertShape("linear", "bias", bias, [N]);
+    assertF32(op, "bias", bias);
+    assertShape(op, "bias", bias, [N]);
   }
-  const { rows: M } = lastDimRows("linear", "x", x);
-  const y = outputTensor(gpu, "linear", [...x.shape.slice(0, -1), N], [x, weight, bias], out);
-  const tiling = options.tiling ?? linearTiling(M);
-  checkTiling(gpu, tiling);
-  const align = storageAlignment(gpu);
-  const limit = bindingLimit(gpu, options);
-  // Rows of x ([M, K]) and y ([M, N]) are cut together; output features of W
-  // ([N, K]) and b separately. Each y piece is a band of full rows.
-  const rowBytes = Math.max(K, N) * 4;
-  const mPieces = rowPieces("linear", M, rowBytes, limit, align);
-  const nPieces = rowPieces("linear", N, K * 4, limit, align);
-  if (mPieces.length === 0 || nPieces.length === 0) return y;
-  const kernel = await gpu.kernel(
-    "linear",
-    linearWgsl,
-    { bm: tiling.bm, bn: tiling.bn, bk: tiling.bk, tm: tiling.tm, tn: tiling.tn },
-    bias ? "main" : "main_no_bias",
+  const { rows: M } = lastDimRows(op, "x", x);
+  const yShape = [...x.shape.slice(0, -1), N];
+  const gelu = options.epilogue?.gelu ?? false;
+  const pre = options.epilogue?.preActivation ?? null;
+  if (pre && !gelu) {
+    throw new TypeError("linear: epilogue.preActivation is only written with epilogue.gelu");
+  }
+  const inputs = [x, weight, bias];
+  if (pre) outputTensor(gpu, op, yShape, inputs, pre);
+  const res = options.residual;
+  let c: Tensor;
+  let aux: Tensor | null = pre;
+  if (res) {
+    assertF32(op, "residual.x", res.x);
+    assertShape(op, "residual.x", res.x, yShape);
+    if (res.gamma) {
+      assertF32(op, "residual.gamma", res.gamma);
+      assertShape(op, "residual.gamma", res.gamma, [N]);
+    }
+    if (inputs.some((t) => t?.buffer === res.x.buffer)) {
+      throw new TypeError("linear: residual.x must not be one of the inputs");
+    }
+    if (out) {
+      if (pre) {
+        throw new TypeError(
+          "linear: with gelu and a residual, the pre-activation goes to epilogue.preActivation; " +
+            "out would not be written",
+        );
+      }
+      aux = outputTensor(gpu, op, yShape, [...inputs, res.x, res.gamma], out);
+    }
+    c = res.x;
+  } else {
+    c = outputTensor(gpu, op, yShape, inputs, out);
+  }
+  if (aux && aux.buffer === c.buffer) {
+    throw new TypeError("linear: the pre-activation must not be the output");
+  }
+  await gemmAuto(
+    gpu,
+    {
+      a: { tensor: x, layout: "depth", ld: K },
+      b: { tensor: weight, layout: "depth", ld: K },
+      c,
+      m: M,
+      n: N,
+      k: K,
+      epilogue: { bias, gelu, aux, residual: Boolean(res), gamma: res?.gamma ?? null },
+    },
+    options,
+    op,
   );
-  for (const mp of mPieces) {
-    const xs = bindRows(x, mp.start, mp.count, K, align);
-    const ys = bindRows(y, mp.start, mp.count, N, align);
-    for (const np of nPieces) {
-      const ws = bindRows(weight, np.start, np.count, K, align);
-      const bs = bias ? bindRows(bias, np.start, np.count, 1, align) : null;
-      const tilesN = Math.ceil(np.count / tiling.bn);
-      const tiles = Math.ceil(mp.count / tiling.bm) * tilesN;
-      const bindings = [xs.range, ws.range, ys.range];
-      if (bs) bindings.push(bs.range);
-      gpu.dispatch(kernel, {
-        bindings,
-        params: [
-          mp.count,
-          np.count,
-          K,
-          xs.base,
-          ws.base,
-          ys.base + np.start,
-          bs?.base ?? 0,
-          N,
-          tilesN,
-          tiles,
-        ],
-        workgroups: tiles,
-      });
-    }
-  }
-  return y;
-}
-
-/**
- * `y = x·Wᵀ + b` on the CPU with float64 accumulation (rounded to f32 on return).
- *
- * @param x `rows × inFeatures`, row-major
- * @param weight `outFeatures × inFeatures`, row-major
- * @param bias `outFeatures` values, or null
- * @example
- * ```ts
- * import { linearReference } from "./linear.ts";
- * const w = new Float32Array([1, 0, 0, 1, 1, 1]);
- * const y = linearReference(new Float32Array([1, 2]), w, new Float32Array([0, 0, 1]), 1, 2, 3);
- * if (y.join() !== "1,2,4") throw new Error("linear");
- * ```
- */
-export function linearReference(
-  x: Float32Array,
-  weight: Float32Array,
-  bias: Float32Array | null,
-  rows: number,
-  inFeatures: number,
-  outFeatures: number,
-): Float32Array<ArrayBuffer> {
-  if (
-    x.length !== rows * inFeatures || weight.length !== outFeatures * inFeatures ||
-    (bias && bias.length !== outFeatures)
-  ) {
-    throw new TypeError(
-      `linearReference: x ${x.length}, weight ${weight.length}, bias ${
-        bias?.length ?? "none"
-      } values for ${rows}×${inFeatures} → ${outFeatures}`,
-    );
-  }
-  const y = new Float32Array(rows * outFeatures);
-  for (let m = 0; m < rows; m++) {
-    const xo = m * inFeatures;
-    for (let n = 0; n < outFeatures; n++) {
-      const wo = n * inFeatures;
-      let s = bias ? bias[n] : 0;
-      for (let k = 0; k < inFeatures; k++) s += x[xo + k] * weight[wo + k];
-      y[m * outFeatures + n] = s;
-    }
-  }
-  return y;
+  return res ? res.x : c;
 }

@@ -10,154 +10,37 @@
  * (`+=`) into gradient buffers the caller provides and zeroes; **activation
  * gradients are assigned** (returned fresh).
  *
- * GPU: `kernels/linear_backward.wgsl` (`input_grad` for ∂x, `weight_grad`
- * for ∂W over splits of the rows, the splits then summed as a tree), and
- * the row sums of ∂y for ∂b; both parameter gradients are added with
- * `kernels/accumulate_transposed.wgsl`.
+ * GPU: both products run on the GEMM engine (`gemm.ts`: ∂x is its "nn"
+ * product, ∂W its "tn" product with the accumulating epilogue) with the
+ * variants the tuner chose (`gemm_tune.ts`); ∂b is the column sums of ∂y
+ * (`column_sums.ts`, one dispatch for up to a block of rows).
  *
  * @module
  */
 
 import type { Gpu, Tensor } from "../gpu/runtime.ts";
-import { f32 } from "../gpu/runtime.ts";
-import linearBackwardWgsl from "../../kernels/linear_backward.wgsl" with { type: "text" };
-import accumulateWgsl from "../../kernels/accumulate_transposed.wgsl" with { type: "text" };
 import { assertF32, assertShape, lastDimRows } from "./_shapes.ts";
-import { totalSums } from "./_scan.ts";
+import { accumulateRowSums } from "./column_sums.ts";
+import type { GemmOptions } from "./gemm.ts";
+import { gemmAuto } from "./gemm_tune.ts";
 
-/** Sizes of a linear layer applied to `rows` rows. */
-export interface LinearDims {
-  rows: number;
-  inFeatures: number;
-  outFeatures: number;
-}
-
-function checkLinear(op: string, lengths: Record<string, [number, number]>): void {
-  for (const [name, [got, want]] of Object.entries(lengths)) {
-    if (got !== want) throw new TypeError(`${op}: ${name} has ${got} values, expected ${want}`);
-  }
-}
-
-/**
- * `y = x·Wᵀ + b` in float64 (inputs of any numeric array type).
- *
- * @example
- * ```ts
- * import { linearForwardReference } from "./linear_backward.ts";
- * const y = linearForwardReference([1, 2], [1, 0, 0, 1, 1, 1], [0, 0, 1], {
- *   rows: 1, inFeatures: 2, outFeatures: 3,
- * });
- * if (y.join() !== "1,2,4") throw new Error("linear");
- * ```
- */
-export function linearForwardReference(
-  x: ArrayLike<number>,
-  weight: ArrayLike<number>,
-  bias: ArrayLike<number> | null,
-  dims: LinearDims,
-): Float64Array {
-  const { rows: M, inFeatures: K, outFeatures: N } = dims;
-  checkLinear("linearForwardReference", {
-    x: [x.length, M * K],
-    weight: [weight.length, N * K],
-    ...(bias ? { bias: [bias.length, N] as [number, number] } : {}),
-  });
-  const y = new Float64Array(M * N);
-  for (let m = 0; m < M; m++) {
-    for (let n = 0; n < N; n++) {
-      let s = bias ? bias[n] : 0;
-      for (let k = 0; k < K; k++) s += x[m * K + k] * weight[n * K + k];
-      y[m * N + n] = s;
-    }
-  }
-  return y;
+/** Test and bench options of {@linkcode linearBackward}. */
+export interface LinearBackwardOptions extends GemmOptions {
+  /** GEMM variant of ∂x = ∂y·W instead of the tuned one. */
+  dxVariant?: string;
+  /** GEMM variant of ∂W += ∂yᵀ·x instead of the tuned one. */
+  dwVariant?: string;
+  /** Column-sum variant of ∂b instead of the tuned one (see `column_sums.ts`). */
+  dbVariant?: string;
 }
 
 /**
- * Linear backward in float64.
- *
- * @param args `dy` `[M, N]`, `x` `[M, K]`, `weight` `[N, K]`; `dWeight`
- *   (`N·K`) and `dBias` (`N`, or null when the layer has no bias) receive
- *   the **added** parameter gradients
- * @returns `∂x` `[M, K]` (assigned)
- * @example
- * ```ts
- * import { linearBackwardReference } from "./linear_backward.ts";
- * const dWeight = new Float64Array(2);
- * const dBias = new Float64Array(1);
- * const dx = linearBackwardReference(
- *   { dy: [3], x: [1, 2], weight: [5, 7], dWeight, dBias },
- *   { rows: 1, inFeatures: 2, outFeatures: 1 },
- * );
- * if (dx.join() !== "15,21" || dWeight.join() !== "3,6" || dBias[0] !== 3) throw new Error();
- * ```
- */
-export function linearBackwardReference(
-  args: {
-    dy: ArrayLike<number>;
-    x: ArrayLike<number>;
-    weight: ArrayLike<number>;
-    dWeight: Float64Array;
-    dBias: Float64Array | null;
-  },
-  dims: LinearDims,
-): Float64Array {
-  const { dy, x, weight, dWeight, dBias } = args;
-  const { rows: M, inFeatures: K, outFeatures: N } = dims;
-  checkLinear("linearBackwardReference", {
-    dy: [dy.length, M * N],
-    x: [x.length, M * K],
-    weight: [weight.length, N * K],
-    dWeight: [dWeight.length, N * K],
-    ...(dBias ? { dBias: [dBias.length, N] as [number, number] } : {}),
-  });
-  const dx = new Float64Array(M * K);
-  for (let m = 0; m < M; m++) {
-    for (let n = 0; n < N; n++) {
-      const g = dy[m * N + n];
-      if (dBias) dBias[n] += g;
-      for (let k = 0; k < K; k++) {
-        dx[m * K + k] += g * weight[n * K + k];
-        dWeight[n * K + k] += g * x[m * K + k];
-      }
-    }
-  }
-  return dx;
-}
-
-/** Rows of ∂y·x per split of the weight gradient (a multiple of 16). */
-const MIN_ROWS_PER_SPLIT = 256;
-/** At most this many splits (partial ∂W copies) at once. */
-const MAX_SPLITS = 64;
-
-/**
- * Record `dst[i] += Σ_rows src[row, i]` for `src` viewed as `[rows, count]`.
- * @internal shared by the backward ops
- */
-export async function accumulateRowSums(
-  gpu: Gpu,
-  src: Tensor,
-  dst: Tensor,
-  dims: { rows: number; count: number },
-  scratch: Tensor[],
-): Promise<void> {
-  if (dims.rows === 0 || dims.count === 0) return;
-  const sums = await totalSums(gpu, src, 1, dims.rows, dims.count, scratch);
-  const kernel = await gpu.kernel("accumulate_transposed", accumulateWgsl);
-  gpu.dispatch(kernel, {
-    bindings: [sums, dst],
-    params: [dims.count, 1, 1, f32(1)],
-    workgroups: Math.ceil(dims.count / 64),
-  });
-}
-
-/**
- * Linear backward on the GPU. Records dispatches only; every tensor must fit
- * one storage binding.
+ * Linear backward on the GPU. Records dispatches only.
  *
  * @param args `dy` `[..., N]`, `x` `[..., K]` (same leading dims), `weight`
  *   `[N, K]`; `dWeight` `[N, K]` and `dBias` `[N]` (or null) receive the
  *   **added** parameter gradients
+ * @param options test/bench-only: variants, chunking limits
  * @returns ∂x, a new tensor shaped like `x` (assigned)
  * @throws {TypeError} on wrong shapes or dtypes
  * @example
@@ -168,6 +51,7 @@ export async function accumulateRowSums(
 export async function linearBackward(
   gpu: Gpu,
   args: { dy: Tensor; x: Tensor; weight: Tensor; dWeight: Tensor; dBias: Tensor | null },
+  options: LinearBackwardOptions = {},
 ): Promise<Tensor> {
   const op = "linearBackward";
   const { dy, x, weight, dWeight, dBias } = args;
@@ -184,38 +68,44 @@ export async function linearBackward(
   const { rows: M, cols: xCols } = lastDimRows(op, "x", x);
   if (xCols !== K) throw new TypeError(`${op}: x [${x.shape}] does not end in ${K} features`);
   assertShape(op, "dy", dy, [...x.shape.slice(0, -1), N]);
-  for (const [name, t] of Object.entries({ dy, x, weight })) {
-    gpu.assertBindable(`${op}: ${name}`, t.byteSize);
-  }
   const dx = gpu.empty(x.shape, "f32", `${op}.dx`);
-  if (M === 0) return dx;
+  if (M === 0 || N === 0) return dx; // nothing flows back: ∂x = 0 (a fresh tensor is zeroed)
   const scratch: Tensor[] = [];
   try {
-    const [inputGrad, weightGrad] = await Promise.all([
-      gpu.kernel("linear_backward", linearBackwardWgsl, {}, "input_grad"),
-      gpu.kernel("linear_backward", linearBackwardWgsl, {}, "weight_grad"),
-    ]);
-    const tilesK = Math.ceil(K / 16);
-    const tilesX = Math.ceil(M / 16) * tilesK;
-    gpu.dispatch(inputGrad, {
-      bindings: [dy, weight, dx],
-      params: [M, N, K, 0, tilesK, tilesX],
-      workgroups: tilesX,
-    });
-    const splits = Math.min(MAX_SPLITS, Math.ceil(M / MIN_ROWS_PER_SPLIT));
-    const rowsPerSplit = Math.ceil(Math.ceil(M / splits) / 16) * 16;
-    const used = Math.ceil(M / rowsPerSplit);
-    const partial = gpu.empty([used, N * K], "f32", `${op}.partial`);
-    scratch.push(partial);
-    gpu.assertBindable(`${op}: partial weight gradients`, partial.byteSize);
-    const tilesW = used * Math.ceil(N / 16) * tilesK;
-    gpu.dispatch(weightGrad, {
-      bindings: [dy, x, partial],
-      params: [M, N, K, rowsPerSplit, tilesK, tilesW],
-      workgroups: tilesW,
-    });
-    await accumulateRowSums(gpu, partial, dWeight, { rows: used, count: N * K }, scratch);
-    if (dBias) await accumulateRowSums(gpu, dy, dBias, { rows: M, count: N }, scratch);
+    // ∂x [M, K] = Σ_n ∂y[m, n]·W[n, k]: B(j = k, r = n) = W[n·K + k], W read down its columns.
+    await gemmAuto(
+      gpu,
+      {
+        a: { tensor: dy, layout: "depth", ld: N },
+        b: { tensor: weight, layout: "rows", ld: K },
+        c: dx,
+        m: M,
+        n: K,
+        k: N,
+      },
+      { ...options, variant: options.dxVariant },
+      op,
+    );
+    // ∂W [N, K] += Σ_m ∂y[m, n]·x[m, k]: both operands read down their columns.
+    await gemmAuto(
+      gpu,
+      {
+        a: { tensor: dy, layout: "rows", ld: N },
+        b: { tensor: x, layout: "rows", ld: K },
+        c: dWeight,
+        m: N,
+        n: K,
+        k: M,
+        epilogue: { accumulate: true },
+      },
+      { ...options, variant: options.dwVariant },
+      op,
+    );
+    if (dBias) {
+      await accumulateRowSums(gpu, dy, dBias, { rows: M, count: N }, scratch, {
+        variant: options.dbVariant,
+      });
+    }
   } catch (err) {
     dx.destroy();
     throw err;

@@ -8,27 +8,27 @@
  *
  * The stream gradient `∂y` *is* `∂x`: this op neither copies it nor adds
  * into it. The caller keeps using the `∂y` tensor as the gradient of the
- * residual stream and, once the branch's backward has produced the gradient
- * of the branch's input (`∂x_branch`, e.g. from LayerNorm's backward), adds
- * it in place with `residual(gpu, dStream, dxBranch, null)` from
- * `elementwise.ts` (`dStream += dxBranch`).
+ * residual stream and, once the branch's backward reaches the branch's
+ * input, adds that gradient in place: the blocks let LayerNorm's backward
+ * add it (`layerNormBackward(…, { dxInto: dStream })`), or
+ * `residual(gpu, dStream, dxBranch, null)` from `elementwise.ts` does
+ * (`dStream += dxBranch`).
  *
  * What the forward must save: the branch output `f` (only when γ's gradient
  * is wanted).
  *
- * GPU: `kernels/residual_backward.wgsl` (one thread per element writes ∂f
- * and the products `∂y ⊙ f`), then a tree of parallel column sums
- * (`src/ops/_scan.ts`) added to `dGamma`.
+ * GPU: one column pass (`column_sums.ts`, entry `residual` of
+ * `kernels/column_sums.wgsl`, the tuned column-sum variant): each
+ * invocation walks a block of rows of its columns, writing ∂f and adding
+ * `∂y ⊙ f` up for ∂γ: one dispatch for up to a block of rows.
  *
  * @module
  */
 
 import type { Gpu, Tensor } from "../gpu/runtime.ts";
-import residualBackwardWgsl from "../../kernels/residual_backward.wgsl" with { type: "text" };
+import { chooseVariant } from "../gpu/tune.ts";
 import { assertF32, assertShape, lastDimRows } from "./_shapes.ts";
-import { accumulateRowSums } from "./linear_backward.ts";
-
-const WORKGROUP_SIZE = 256;
+import { COLUMN_SUMS, columnPass } from "./column_sums.ts";
 
 /** Arguments of {@linkcode residualBackward}. */
 export interface ResidualBackwardArgs {
@@ -44,7 +44,8 @@ export interface ResidualBackwardArgs {
 
 /**
  * Layer-scaled residual backward on the GPU. Records dispatches only; every
- * tensor must fit one storage binding.
+ * tensor must fit one storage binding. `options.variant` forces a
+ * column-sum variant (tests, benches).
  *
  * @returns ∂f = γ ⊙ ∂y, a new tensor (assigned); ∂x is `dy` itself (see the module doc)
  * @throws {TypeError} on wrong shapes or dtypes
@@ -55,7 +56,11 @@ export interface ResidualBackwardArgs {
  * await residual(gpu, dStream, dxBranch, null);
  * ```
  */
-export async function residualBackward(gpu: Gpu, args: ResidualBackwardArgs): Promise<Tensor> {
+export async function residualBackward(
+  gpu: Gpu,
+  args: ResidualBackwardArgs,
+  options: { variant?: string } = {},
+): Promise<Tensor> {
   const op = "residualBackward";
   const { dy, f, gamma, dGamma } = args;
   for (const [name, t] of Object.entries({ dy, f, gamma, dGamma })) assertF32(op, name, t);
@@ -67,21 +72,17 @@ export async function residualBackward(gpu: Gpu, args: ResidualBackwardArgs): Pr
     gpu.assertBindable(`${op}: ${name}`, t.byteSize);
   }
   const df = gpu.empty(dy.shape, "f32", `${op}.df`);
-  const n = rows * cols;
-  if (n === 0) return df;
+  if (rows * cols === 0) return df;
   const scratch: Tensor[] = [];
   try {
-    const kernel = await gpu.kernel("residual_backward", residualBackwardWgsl, {
-      workgroupSize: WORKGROUP_SIZE,
-    });
-    const prod = gpu.empty(dy.shape, "f32", `${op}.dyF`);
-    scratch.push(prod);
-    gpu.dispatch(kernel, {
-      bindings: [dy, f, gamma, df, prod],
-      params: [n, cols],
-      workgroups: Math.ceil(n / WORKGROUP_SIZE),
-    });
-    await accumulateRowSums(gpu, prod, dGamma, { rows, count: cols }, scratch);
+    await columnPass(gpu, {
+      entry: "residual",
+      variant: options.variant ?? await chooseVariant(gpu, COLUMN_SUMS, { rows, cols }),
+      rows,
+      cols,
+      inputs: [dy, f, gamma, df],
+      outputs: [dGamma],
+    }, scratch);
   } catch (err) {
     df.destroy();
     throw err;

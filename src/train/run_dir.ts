@@ -2,7 +2,8 @@
  * The rules of a run directory (`tost train --out DIR`):
  *
  * - it holds one run: `last.safetensors`, `best.safetensors`, `log.jsonl`,
- *   `loss.svg`, `loss.png` ({@linkcode RUN_FILES});
+ *   `loss.svg`, `loss.png` and `tune.json` (the kernel variants the run
+ *   uses, pinned so that a resumed run uses them too) ({@linkcode RUN_FILES});
  * - while a run uses it, it holds a lock file `.tost-lock` with the process
  *   id, host name and start time of that run; a second run is refused. A lock
  *   whose process is gone (a crash, a kill -9) on this host is taken over
@@ -20,6 +21,7 @@ export const RUN_FILES = [
   "log.jsonl",
   "loss.svg",
   "loss.png",
+  "tune.json",
 ] as const;
 
 /** Name of the lock file inside a run directory. */

@@ -11,7 +11,7 @@ import { type AnyRecord, parseRecords, recordProblem } from "../../src/bench/com
 import { chunkedValues, makeWeights, randomFill } from "../../src/bench/_data.ts";
 import { minimumBytes, type OperatorName } from "../../src/bench/operators.ts";
 import { minimumStepBytes } from "../../src/bench/operators_backward.ts";
-import { linearReference } from "../../src/ops/linear.ts";
+import { linearReference } from "../../src/ops/linear_reference.ts";
 import { tssaReference } from "../../src/ops/tssa_reference.ts";
 import { causalTssaReference } from "../../src/ops/causal_tssa_reference.ts";
 import { attentionReference } from "../../src/ops/attention_reference.ts";

@@ -156,3 +156,34 @@ Deno.test("tost bench: flags of the comparison modes are refused where they do n
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("tost bench --train --profile: GPU time per kernel and step; --profile alone exits 2", async () => {
+  const r = await runTost(
+    [
+      "bench",
+      "--train",
+      "--preset",
+      "tiny",
+      "--steps",
+      "1",
+      "--warmup",
+      "1",
+      "--profile",
+      "--json",
+    ],
+  );
+  assert.equal(r.code, 0, r.stderr);
+  const out = JSON.parse(r.stdout);
+  assert.equal(out.results[0].profiled, true);
+  const kernels = out.kernels as { kernel: string; dispatches: number; ms: number }[];
+  assert.ok(kernels.length > 5, "several kernels");
+  assert.ok(kernels.some((k) => k.kernel.startsWith("gemm")), "the GEMMs are there");
+  assert.ok(kernels.every((k) => k.dispatches > 0 && k.ms >= 0));
+  for (let i = 1; i < kernels.length; i++) assert.ok(kernels[i - 1].ms >= kernels[i].ms);
+  const text = await runTost(["bench", "--train", "--preset", "tiny", "--steps", "1", "--profile"]);
+  assert.equal(text.code, 0, text.stderr);
+  assert.match(text.stdout, /GPU ms\/step/);
+  const bad = await runTost(["bench", "--profile"]);
+  assert.equal(bad.code, 2);
+  assert.match(bad.stderr, /--profile applies to --train and --eval only/);
+});

@@ -5,6 +5,7 @@
 // the corpus. `deno task compile` says what it needs when it cannot fetch denort.
 import assert from "node:assert/strict";
 import { explainCompileFailure } from "../../tools/compile.ts";
+import { buildWebApp } from "../_web_bundle.ts";
 
 const ROOT = new URL("../../", import.meta.url).pathname;
 
@@ -12,6 +13,7 @@ Deno.test("the single-file bundle runs `tost info` and trains on the bundled cor
   const dir = await Deno.makeTempDir({ prefix: "tost-bundle-" });
   try {
     const out = `${dir}/tost.js`;
+    await buildWebApp(); // as `deno task bundle` does first
     const bundle = await new Deno.Command(Deno.execPath(), {
       args: ["bundle", "--quiet", `${ROOT}main.ts`, "-o", out],
       cwd: ROOT,

@@ -366,3 +366,36 @@ Deno.test("tost train: a diverging run is a failure of the work (exit 1), the ch
     await Deno.remove(data);
   }
 });
+
+Deno.test("tost train with tuning on pins its kernel choices in the run; --resume keeps them", async () => {
+  const data = await textFile();
+  const out = await Deno.makeTempDir();
+  try {
+    const env = { TOST_TUNE: "on", TOST_TUNE_CACHE: `${out}/cache/tune.json` };
+    const base = ["train", "--preset", "tiny", "--data", data, "--eval-interval", "2"];
+    const first = await runTost([...base, "--max-iters", "2", "--out", `${out}/run`], env);
+    assert.equal(first.code, 0, first.stderr);
+    const pinned = JSON.parse(await Deno.readTextFile(`${out}/run/tune.json`));
+    const [adapter] = Object.keys(pinned.adapters);
+    const classes = pinned.adapters[adapter];
+    assert.ok(Object.keys(classes).some((k) => k.startsWith("layer_norm ")), "row ops tuned");
+    // Someone retunes the cache in between: every choice becomes another variant.
+    const cache = JSON.parse(await Deno.readTextFile(env.TOST_TUNE_CACHE));
+    for (const c of Object.values(cache.adapters[adapter]) as { variant: string }[]) {
+      c.variant = c.variant === "row" ? "workgroup" : c.variant;
+    }
+    await Deno.writeTextFile(env.TOST_TUNE_CACHE, JSON.stringify(cache));
+    const resumed = await runTost(
+      ["train", "--resume", "--out", `${out}/run`, "--max-iters", "4"],
+      env,
+    );
+    assert.equal(resumed.code, 0, resumed.stderr);
+    const after = JSON.parse(await Deno.readTextFile(`${out}/run/tune.json`)).adapters[adapter];
+    for (const [cls, c] of Object.entries(classes) as [string, { variant: string }][]) {
+      assert.equal(after[cls].variant, c.variant, `${cls} stays pinned`);
+    }
+  } finally {
+    await Deno.remove(out, { recursive: true });
+    await Deno.remove(data);
+  }
+});

@@ -96,3 +96,34 @@ Deno.test("arena scopes nest, refuse interleaving and withArena cleans up after 
     assert.equal(gpu.memory().liveBuffers, 0);
   });
 });
+
+Deno.test("a repeated pass replays the previous pass's buffers: the second pass creates none", async () => {
+  await withGpu(async (gpu) => {
+    const arena = new Arena(gpu, "t");
+    // Best fit alone fails this pass: the second time, the first 24-float
+    // tensor takes the buffer the first pass made for the second one, the
+    // second takes the 32-float buffer, and the last 32-float tensor finds
+    // none free.
+    const pass = () =>
+      arena.use(() => {
+        gpu.empty([32]).destroy();
+        const a = gpu.empty([24]);
+        gpu.empty([24]);
+        a.destroy();
+        gpu.empty([32]);
+        return Promise.resolve();
+      });
+    try {
+      await pass();
+      const first = arena.stats.created;
+      assert.equal(first, 2);
+      for (let k = 0; k < 3; k++) {
+        arena.reset();
+        await pass();
+        assert.equal(arena.stats.created, first, `pass ${k + 2} creates no buffer`);
+      }
+    } finally {
+      arena.destroy();
+    }
+  });
+});

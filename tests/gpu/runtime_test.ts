@@ -51,7 +51,10 @@ Deno.test("includes pull snippets from kernels/lib once, with a line map", () =>
     /kernels\/lib\/bad\.wgsl:1 includes unknown snippet "nowhere"/,
   );
   assert.throws(() => renderKernel("k", "let x = 1; {{include a}}", {}, lib), /alone on its line/);
-  assert.throws(() => renderWgsl("k", "{{x}}", { x: "a\nb" }), /spans several lines/);
+  // A slot of several lines maps each of them to the line holding the slot.
+  const multi = renderKernel("k", "x\n  {{body}}\ny", { body: "a;\nb;" }, lib);
+  assert.equal(multi.code, "x\n  a;\nb;\ny");
+  assert.deepEqual(multi.origins.map((o) => o.line), [1, 2, 2, 3]);
 });
 
 Deno.test("the WGSL library table lists exactly the files in kernels/lib", () => {
@@ -301,5 +304,123 @@ Deno.test("timed regions may contain copies and flushes, and cannot nest", async
     assert.equal(t.label, "mixed");
     assert.ok(t.ms > 0, `${t.ms}`);
     assert.equal((await ty.read())[10], 2 * (2 + 10) + 10);
+  });
+});
+
+// Texture round trip: `fill` writes texel (t, r) = (r, t, r·t, 1), `gather` reads them back.
+const TEXTURES = `
+@group(0) @binding(1) var dst: texture_storage_2d<rgba32float, write>;
+@compute @workgroup_size(1)
+fn fill(@builtin(workgroup_id) wid: vec3u) {
+  textureStore(dst, wid.xy, vec4f(f32(wid.y), f32(wid.x), f32(wid.x * wid.y), 1.0));
+}`;
+const GATHER = `
+struct Params { w: u32, h: u32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var src: texture_storage_2d<rgba32float, read>;
+@group(0) @binding(2) var<storage, read_write> out: array<vec4f>;
+@compute @workgroup_size(1)
+fn main(@builtin(workgroup_id) wid: vec3u) {
+  out[wid.y * p.w + wid.x] = textureLoad(src, wid.xy);
+}`;
+
+Deno.test("storage textures: counted, bound in dispatches, size-checked, freed", async () => {
+  await withGpu(async (gpu) => {
+    const before = gpu.memory();
+    const [w, h] = [5, 3];
+    const tex = gpu.texture(w, h, "t");
+    assert.equal(tex.byteSize, w * h * 16);
+    assert.equal(gpu.memory().liveTextures, before.liveTextures + 1);
+    assert.equal(gpu.memory().liveBytes - before.liveBytes, w * h * 16);
+    assert.equal(gpu.memory().liveBuffers, before.liveBuffers, "textures are not buffers");
+    const fill = await gpu.kernel("test_fill", TEXTURES, {}, "fill");
+    const gather = await gpu.kernel("test_gather", GATHER);
+    const out = gpu.empty([w * h * 4]);
+    gpu.dispatch(fill, { bindings: [tex], workgroups: [w, h, 1] });
+    gpu.dispatch(gather, { bindings: [tex, out], params: [w, h], workgroups: [w, h, 1] });
+    const got = await out.read();
+    for (let r = 0; r < h; r++) {
+      for (let t = 0; t < w; t++) {
+        assert.deepEqual([...got.slice((r * w + t) * 4, (r * w + t + 1) * 4)], [r, t, r * t, 1]);
+      }
+    }
+    tex.destroy();
+    tex.destroy(); // idempotent
+    assert.equal(gpu.memory().liveBytes, before.liveBytes + out.buffer.size);
+    assert.equal(gpu.memory().liveTextures, before.liveTextures);
+    assert.throws(
+      () => gpu.dispatch(gather, { bindings: [tex, out], params: [w, h], workgroups: 1 }),
+      /binding 1 uses a destroyed texture/,
+    );
+    const max = gpu.limits.maxTextureDimension2D;
+    assert.throws(() => gpu.texture(max + 1, 1, "wide"), /"wide" width .* allows 1 to/);
+    assert.throws(() => gpu.texture(1, 0, "flat"), /"flat" height 0 is out of range/);
+  });
+});
+
+Deno.test("profile() times each alternative, interleaved, without touching timed regions", async () => {
+  await withGpu(async (gpu) => {
+    const n = 1 << 16;
+    const tx = gpu.upload(new Float32Array(n).fill(1), [n], "x");
+    const ty = gpu.empty([n], "f32", "y");
+    const k = await gpu.kernel("test_axpi", AXPI, { wg: 64 });
+    const order: string[] = [];
+    const run = (name: string, wg: number) => () => {
+      order.push(name);
+      gpu.dispatch(k, { bindings: [tx, ty], params: [n, f32(2)], workgroups: wg });
+    };
+    if (gpu.hasTimestamps) await gpu.timed("outside", run("t", n / 64));
+    const times = await gpu.profile([run("a", n / 64), run("b", 1)], 3);
+    assert.deepEqual(order.slice(-6), ["a", "b", "a", "b", "a", "b"]);
+    assert.equal(times.length, 2);
+    for (const t of times) {
+      assert.equal(t.length, 3);
+      for (const ms of t) assert.ok(ms >= 0 && ms < 10_000, `${ms}`);
+    }
+    if (gpu.hasTimestamps) {
+      assert.deepEqual((await gpu.timings()).map((t) => t.label), ["outside"]);
+    }
+    assert.equal((await ty.read())[5], 7);
+  });
+});
+
+Deno.test("copyToTexture copies rows of whole texels, in program order", async () => {
+  await withGpu(async (gpu) => {
+    // 3 rows of 64 floats (256 bytes apart); copy 2 rows of 16 texels from row 1.
+    const src = gpu.upload(Float32Array.from({ length: 192 }, (_, i) => i), [3, 64]);
+    const tex = gpu.texture(17, 2, "t");
+    gpu.copyToTexture(src, tex, { byteOffset: 256, bytesPerRow: 256, width: 16, rows: 2 });
+    const gather = await gpu.kernel("test_gather", GATHER);
+    const out = gpu.empty([16 * 2 * 4]);
+    gpu.dispatch(gather, { bindings: [tex, out], params: [16, 2], workgroups: [16, 2, 1] });
+    assert.deepEqual([...await out.read()], Array.from({ length: 128 }, (_, i) => 64 + i));
+    tex.destroy();
+    assert.throws(
+      () => gpu.copyToTexture(src, tex, { byteOffset: 0, bytesPerRow: 256, width: 1, rows: 1 }),
+      /destroyed/,
+    );
+  });
+});
+
+Deno.test("kernel profiles time every dispatch by kernel name", async () => {
+  await withGpu(async (gpu) => {
+    if (!gpu.hasTimestamps) return; // lavapipe has them; the API refuses without
+    const k = await gpu.kernel("axpi", AXPI, { wg: 64 });
+    const j = await gpu.kernel("axpi2", AXPI, { wg: 32 });
+    const x = gpu.upload(new Float32Array(4096).fill(1), [4096]);
+    const y = gpu.empty([4096]);
+    gpu.startKernelProfile();
+    assert.throws(() => gpu.startKernelProfile(), /already running/);
+    for (let i = 0; i < 3; i++) {
+      gpu.dispatch(k, { bindings: [x, y], params: [4096, f32(2)], workgroups: 64 });
+    }
+    gpu.dispatch(j, { bindings: [x, y], params: [4096, f32(3)], workgroups: 128 });
+    const times = await gpu.stopKernelProfile();
+    assert.deepEqual(times.map((t) => t.kernel).sort(), ["axpi", "axpi2"]);
+    assert.equal(times.find((t) => t.kernel === "axpi")!.dispatches, 3);
+    assert.ok(times.every((t) => t.ms > 0 && Number.isFinite(t.ms)));
+    // The work itself ran: the last dispatch wrote y = 3x + i.
+    assert.equal((await y.read())[10], 3 + 10);
+    await assert.rejects(gpu.stopKernelProfile(), /No kernel profile/);
   });
 });

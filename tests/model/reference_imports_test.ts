@@ -11,15 +11,6 @@ import assert from "node:assert/strict";
 const ROOT = new URL("../../", import.meta.url);
 const rel = (specifier: string) => specifier.replace(ROOT.href, "");
 
-/**
- * GPU modules some references still import, each until its owner moves the
- * float64 references it holds into a GPU-free module. A stale entry fails
- * the test below, so this list can only shrink.
- */
-const PENDING: Record<string, string> = {
-  "src/ops/linear_backward.ts": "linearForwardReference / linearBackwardReference (linear owner)",
-};
-
 /** A reference module: GPU-free by contract. */
 function isReference(path: string): boolean {
   return /^src\/(ops|nn)\/\w+_reference\.ts$/.test(path) ||
@@ -62,23 +53,16 @@ Deno.test("the float64 references import no GPU code", async () => {
     ...[...Deno.readDirSync(new URL("src/model/reference/", ROOT))]
       .map((e) => `src/model/reference/${e.name}`),
   ].sort();
-  assert.ok(roots.length >= 17, `found only ${roots.length} reference modules`);
-  const pendingUsed = new Set<string>();
+  assert.ok(roots.length >= 18, `found only ${roots.length} reference modules`);
   for (const root of roots) {
     const graph = await importGraph(root);
     const seen = new Set<string>();
     const walk = (path: string, via: string[]): void => {
       if (seen.has(path)) return;
       seen.add(path);
-      if (Object.hasOwn(PENDING, path)) {
-        pendingUsed.add(path);
-        return;
-      }
       assert.ok(!isGpu(path), `${[...via, path].join(" → ")} reaches GPU code`);
       for (const dep of graph.get(path) ?? []) walk(dep, [...via, path]);
     };
     walk(root, []);
   }
-  const stale = Object.keys(PENDING).filter((p) => !pendingUsed.has(p));
-  assert.deepEqual(stale, [], "no reference imports these any more: remove them from PENDING");
 });

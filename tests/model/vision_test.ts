@@ -5,7 +5,8 @@
  */
 
 import assert from "node:assert/strict";
-import { assertCloseScaled, randomArray, withGpu } from "../_util.ts";
+import { assertClose, assertCloseScaled, randomArray, withGpu } from "../_util.ts";
+import { classAttentionWeightsReference } from "../../src/ops/attention_reference.ts";
 import { readSafetensors } from "../../src/io/safetensors.ts";
 import { destroyModel, loadModel } from "../../src/model/load.ts";
 import { visionForward, visionGrid } from "../../src/model/vision/model.ts";
@@ -17,6 +18,8 @@ import { randomStateDict } from "./_weights.ts";
 
 const FIXTURES = new URL("../fixtures/", import.meta.url).pathname;
 const TOL = 1e-4;
+/** Π and the class-attention weights lie in [0, 1]: absolute tolerance. */
+const PI_TOL = 1e-5;
 
 Deno.test("vision fixture: logits and every activation of both cases match PyTorch", async () => {
   const ref = await readSafetensors(`${FIXTURES}tost_vision_small.ref.safetensors`);
@@ -106,11 +109,25 @@ for (const [what, overrides, [B, H, W]] of VARIANTS) {
       try {
         const out = await visionForward(gpu, params, images, [B, 3, H, W], { activations: true });
         assertCloseScaled(out.logits, expected, TOL, "logits");
-        assert.equal(out.activations.size, acts.size);
+        // The reference's class-attention weights are read from the GPU forward's qkv.
+        const gpuNames = [...out.activations.keys()].map((n) => n.replace(/qkv$/, "weights"));
+        assert.deepEqual(gpuNames.toSorted(), [...acts.keys()].toSorted());
         const [Hp, Wp] = visionGrid(cfg, H, W);
+        const M = Hp * Wp + 1;
         assert.deepEqual(out.activations.get("patch_embed")?.shape, [B, Hp * Wp, cfg.embed_dim]);
         for (const [name, data] of acts) {
-          assertCloseScaled(out.activations.get(name)!.data, data, TOL, name);
+          if (name.endsWith(".attn.weights")) {
+            const qkv = out.activations.get(name.replace(/weights$/, "qkv"))!;
+            assert.deepEqual(qkv.shape, [B, M, 3 * cfg.embed_dim]);
+            const d = cfg.embed_dim / cfg.num_heads;
+            const weights = classAttentionWeightsReference(qkv.data, B, M, cfg.num_heads, d);
+            assertClose(weights, data, { atol: PI_TOL, rtol: 0 }, name);
+          } else if (name.endsWith(".attn.pi")) {
+            assert.deepEqual(out.activations.get(name)!.shape, [B, Hp * Wp, cfg.num_heads]);
+            assertClose(out.activations.get(name)!.data, data, { atol: PI_TOL, rtol: 0 }, name);
+          } else {
+            assertCloseScaled(out.activations.get(name)!.data, data, TOL, name);
+          }
         }
       } finally {
         params.destroy();

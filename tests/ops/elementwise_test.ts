@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
-import { addRows, residual, scaleChannels } from "../../src/ops/elementwise.ts";
+import { addRows, ELEMENTWISE, residual, scaleChannels } from "../../src/ops/elementwise.ts";
 import { copyRows } from "../../src/ops/copy_rows.ts";
 import { assertClose, randomArray, withGpu } from "../_util.ts";
+import { runnableVariants } from "./_variants.ts";
 
 Deno.test("residual x += γ⊙y and x += y, including over pieces of a small binding limit", async () => {
   await withGpu(async (gpu) => {
@@ -111,6 +112,35 @@ Deno.test("copyRows: prepend a broadcast row, concatenate, pick a row; bounds ar
         dstBatchRows: 1,
       }),
       /reads up to element 36 of src \[2,4,4\]/,
+    );
+  });
+});
+
+Deno.test("every elementwise variant: addRows over pieces, scaleChannels, plain residual", async () => {
+  await withGpu(async (gpu) => {
+    for (const [B, P, C] of [[3, 7, 5], [5, 3, 8], [2, 700, 12]]) {
+      const x = randomArray(B * P * C, 1);
+      const y = randomArray(B * P * C, 2);
+      const pe = randomArray(P * C, 3);
+      const g = randomArray(C, 4);
+      for (
+        const variant of runnableVariants(gpu, ELEMENTWISE, { n: x.length, vec4: C % 4 === 0 })
+      ) {
+        const what = `${variant} ${B}×${P}×${C}`;
+        const t = gpu.upload(x, [B, P, C]);
+        await addRows(gpu, t, gpu.upload(pe, [P, C]), { maxBindingBytes: 1024, variant });
+        const added = x.map((v, i) => Math.fround(v + pe[i % (P * C)]));
+        assert.deepEqual(await t.read(), added, `addRows ${what}`);
+        await scaleChannels(gpu, t, gpu.upload(g, [C]), { variant });
+        const scaled = added.map((v, i) => Math.fround(v * g[i % C]));
+        assert.deepEqual(await t.read(), scaled, `scaleChannels ${what}`);
+        await residual(gpu, t, gpu.upload(y, [B, P, C]), null, { variant });
+        assert.deepEqual(await t.read(), scaled.map((v, i) => Math.fround(v + y[i])), what);
+      }
+    }
+    await assert.rejects(
+      residual(gpu, gpu.empty([2, 5]), gpu.empty([2, 5]), null, { variant: "vec4x4" }),
+      /residual: variant vec4x4 needs sizes and rows of a multiple of 4 values/,
     );
   });
 });

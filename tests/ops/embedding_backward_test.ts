@@ -4,7 +4,8 @@ import {
   embeddingBackwardReference,
   groupTokenRows,
 } from "../../src/ops/embedding_backward.ts";
-import { linearBackward, linearBackwardReference } from "../../src/ops/linear_backward.ts";
+import { linearBackward } from "../../src/ops/linear_backward.ts";
+import { linearBackwardReference } from "../../src/ops/linear_reference.ts";
 import { assertClose, assertCloseScaled, randomArray, seededRandom, withGpu } from "../_util.ts";
 import { numericGradient } from "./_gradcheck.ts";
 

@@ -1,11 +1,13 @@
 import assert from "node:assert/strict";
-import { layerNormBackward } from "../../src/ops/layer_norm_backward.ts";
+import { LAYER_NORM_BACKWARD, layerNormBackward } from "../../src/ops/layer_norm_backward.ts";
+import { COLUMN_SUMS } from "../../src/ops/column_sums.ts";
 import {
   layerNormBackwardReference,
   layerNormReference,
 } from "../../src/ops/layer_norm_reference.ts";
 import { assertClose, assertCloseScaled, randomArray, withGpu } from "../_util.ts";
 import { numericGradient } from "./_gradcheck.ts";
+import { runnableVariants } from "./_variants.ts";
 
 const f64 = (a: Float32Array) => Float64Array.from(a);
 
@@ -49,21 +51,38 @@ async function checkGpu(rows: number, C: number, bias: boolean, seed: number): P
       C,
       eps,
     );
-    const dWeight = gpu.upload(dW0, [C]);
-    const dBias = bias ? gpu.upload(dB0, [C]) : null;
-    const dx = await layerNormBackward(gpu, {
-      dy: gpu.upload(dy, [rows, C]),
-      x: gpu.upload(x, [rows, C]),
-      weight: gpu.upload(w, [C]),
-      eps,
-      dWeight,
-      dBias,
-    });
-    assert.deepEqual(dx.shape, [rows, C]);
-    assertCloseScaled(await dx.read(), dxRef, 2e-4, "dx");
-    assertCloseScaled(await dWeight.read(), dWeightRef, 1e-5 * Math.max(1, rows / 10), "dWeight");
-    if (dBias && dBiasRef) {
-      assertCloseScaled(await dBias.read(), dBiasRef, 1e-5 * Math.max(1, rows / 10), "dBias");
+    const inputs = { dy: gpu.upload(dy, [rows, C]), x: gpu.upload(x, [rows, C]) };
+    const weight = gpu.upload(w, [C]);
+    // Every design of the row pass, with every design of the column pass.
+    for (const variant of runnableVariants(gpu, LAYER_NORM_BACKWARD, { rows, cols: C })) {
+      for (const columnVariant of runnableVariants(gpu, COLUMN_SUMS, { rows, cols: C })) {
+        const what = `${variant}/${columnVariant}`;
+        const dWeight = gpu.upload(dW0, [C]);
+        const dBias = bias ? gpu.upload(dB0, [C]) : null;
+        const dx = await layerNormBackward(
+          gpu,
+          { ...inputs, weight, eps, dWeight, dBias },
+          { variant, columnVariant },
+        );
+        assert.deepEqual(dx.shape, [rows, C]);
+        assertCloseScaled(await dx.read(), dxRef, 2e-4, `dx ${what}`);
+        const tol = 1e-5 * Math.max(1, rows / 10);
+        assertCloseScaled(await dWeight.read(), dWeightRef, tol, `dWeight ${what}`);
+        if (dBias && dBiasRef) {
+          assertCloseScaled(await dBias.read(), dBiasRef, tol, `dBias ${what}`);
+        }
+        // Into a stream gradient: dxInto += ∂x, and dxInto is returned.
+        const d0 = randomArray(rows * C, seed + 5);
+        const into = gpu.upload(d0, [rows, C]);
+        const got = await layerNormBackward(
+          gpu,
+          { ...inputs, weight, eps, dWeight, dBias, dxInto: into },
+          { variant, columnVariant },
+        );
+        assert.equal(got, into);
+        const want = dxRef.map((v, i) => v + d0[i]);
+        assertCloseScaled(await into.read(), want, 2e-4, `dxInto ${what}`);
+      }
     }
   });
 }
@@ -76,6 +95,8 @@ for (
     [700, 100, true],
     [7, 3000, true], // 256 threads per row
     [300, 64, true], // more rows than one level of the tree reduction
+    [5, 8, false],
+    [2100, 12, true], // several blocks of every column-sum design
   ] as const
 ) {
   Deno.test(`layerNormBackward matches the reference (${rows}×${C}, bias ${bias})`, async () => {
@@ -108,6 +129,10 @@ Deno.test("layerNormBackward: batched [B, T, C] input and shape errors", async (
     await assert.rejects(
       layerNormBackward(gpu, { dy: x, x, weight: w, eps: -1, dWeight, dBias: null }),
       RangeError,
+    );
+    await assert.rejects(
+      layerNormBackward(gpu, { dy: x, x, weight: w, eps: 1e-5, dWeight, dBias: null, dxInto: x }),
+      /dxInto must not be one of the inputs/,
     );
   });
 });

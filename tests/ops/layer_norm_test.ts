@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
-import { layerNorm } from "../../src/ops/layer_norm.ts";
+import { LAYER_NORM, layerNorm } from "../../src/ops/layer_norm.ts";
 import { layerNormReference } from "../../src/ops/layer_norm_reference.ts";
 import { assertClose, randomArray, withGpu } from "../_util.ts";
+import { runnableVariants } from "./_variants.ts";
 
 // f32 rounding of inputs near 30 (ulp 2e-6) and of their mean, scaled up by 1/std ≈ 1.
 const TOL = { atol: 1e-5, rtol: 1e-5 };
@@ -25,7 +26,21 @@ Deno.test("layerNormReference normalises and applies the affine map", () => {
 
 Deno.test("layerNorm matches the reference at awkward sizes, with and without bias", async () => {
   await withGpu(async (gpu) => {
-    const cases = [[1], [7], [63], [700], [5, 1], [3, 7], [9, 63], [4, 700], [2, 3, 7], [2, 2500]];
+    const cases = [
+      [1],
+      [7],
+      [63],
+      [700],
+      [5, 1],
+      [3, 7],
+      [9, 63],
+      [4, 700],
+      [2, 3, 7],
+      [2, 2500],
+      [7, 4],
+      [2, 3, 68],
+      [63, 12],
+    ];
     for (const shape of cases) {
       const n = shape.reduce((a, b) => a * b, 1);
       const C = shape[shape.length - 1];
@@ -37,11 +52,15 @@ Deno.test("layerNorm matches the reference at awkward sizes, with and without bi
       const x = gpu.upload(data, shape, "x");
       const wt = gpu.upload(w, [C], "w");
       // eps 0.25 is large enough to show if the kernel ignored its eps.
-      for (const [bias, eps] of [[null, 1e-5], [b, 1e-6], [b, 0.25]] as const) {
-        const y = await layerNorm(gpu, x, wt, bias && gpu.upload(bias, [C], "b"), eps);
-        assert.deepEqual(y.shape, shape);
-        const want = layerNormReference(data, w, bias, rows, C, eps);
-        assertClose(await y.read(), want, TOL, `layerNorm [${shape}] bias ${bias !== null}`);
+      for (const variant of runnableVariants(gpu, LAYER_NORM, { rows, cols: C })) {
+        for (const [bias, eps] of [[null, 1e-5], [b, 1e-6], [b, 0.25]] as const) {
+          const bt = bias && gpu.upload(bias, [C], "b");
+          const y = await layerNorm(gpu, x, wt, bt, eps, undefined, { variant });
+          assert.deepEqual(y.shape, shape);
+          const want = layerNormReference(data, w, bias, rows, C, eps);
+          const what = `layerNorm ${variant} [${shape}] bias ${bias !== null}`;
+          assertClose(await y.read(), want, TOL, what);
+        }
       }
     }
   });
@@ -67,21 +86,23 @@ Deno.test("layerNorm writes into out and rejects bad arguments", async () => {
 
 Deno.test("layerNorm splits tensors over the binding limit into pieces", async () => {
   await withGpu(async (gpu) => {
-    for (const [rows, C] of [[300, 7], [41, 63], [3, 700]]) {
+    for (const [rows, C] of [[300, 7], [41, 63], [3, 700], [300, 8], [41, 68]]) {
       const data = randomArray(rows * C, C, -3, 3);
       const w = randomArray(C, 1, 0.5, 1.5);
       const b = randomArray(C, 2);
-      const y = await layerNorm(
-        gpu,
-        gpu.upload(data, [rows, C]),
-        gpu.upload(w, [C]),
-        gpu.upload(b, [C]),
-        1e-5,
-        undefined,
-        { maxBindingBytes: 3000 },
-      );
-      const want = layerNormReference(data, w, b, rows, C, 1e-5);
-      assertClose(await y.read(), want, TOL, `chunked ${rows}×${C}`);
+      for (const variant of runnableVariants(gpu, LAYER_NORM, { rows, cols: C })) {
+        const y = await layerNorm(
+          gpu,
+          gpu.upload(data, [rows, C]),
+          gpu.upload(w, [C]),
+          gpu.upload(b, [C]),
+          1e-5,
+          undefined,
+          { maxBindingBytes: 3000, variant },
+        );
+        const want = layerNormReference(data, w, b, rows, C, 1e-5);
+        assertClose(await y.read(), want, TOL, `chunked ${variant} ${rows}×${C}`);
+      }
     }
   });
 });
@@ -98,5 +119,20 @@ Deno.test("layerNorm over more than 65535 rows (folded workgroup grid)", async (
     const w = new Float32Array([1, -1, 0.5]);
     const y = await layerNorm(gpu, gpu.upload(data, [rows, C]), gpu.upload(w, [C]), null, 1e-5);
     assertClose(await y.read(), layerNormReference(data, w, null, rows, C, 1e-5), TOL, "rows");
+  });
+});
+
+Deno.test("layerNorm: the row design needs rows of whole vec4s and says so", async () => {
+  await withGpu(async (gpu) => {
+    const x = gpu.upload(randomArray(21, 1), [3, 7]);
+    const w = gpu.upload(randomArray(7, 2), [7]);
+    await assert.rejects(
+      layerNorm(gpu, x, w, null, 1e-5, undefined, { variant: "row" }),
+      /layerNorm: variant row needs rows of a multiple of 4 values, got 7/,
+    );
+    await assert.rejects(
+      layerNorm(gpu, x, w, null, 1e-5, undefined, { variant: "tree" }),
+      /variant tree is unknown \(known: row, workgroup\)/,
+    );
   });
 });

@@ -2,6 +2,8 @@ import assert from "node:assert/strict";
 import { residualBackward, residualBackwardReference } from "../../src/ops/residual_backward.ts";
 import { assertClose, assertCloseScaled, randomArray, withGpu } from "../_util.ts";
 import { numericGradient } from "./_gradcheck.ts";
+import { runnableVariants } from "./_variants.ts";
+import { COLUMN_SUMS } from "../../src/ops/column_sums.ts";
 
 const f64 = (a: Float32Array) => Float64Array.from(a);
 
@@ -20,7 +22,9 @@ Deno.test("residualBackwardReference matches finite differences of x + γ⊙f", 
   assertClose(numericGradient(x, loss), dy, { atol: 1e-8 }, "dx");
 });
 
-for (const [rows, C] of [[1, 1], [7, 5], [63, 33], [700, 100], [300, 7]] as const) {
+for (
+  const [rows, C] of [[1, 1], [7, 5], [63, 33], [700, 100], [300, 7], [1, 4], [2100, 12]] as const
+) {
   Deno.test(`residualBackward matches the reference (${rows}×${C})`, async () => {
     await withGpu(async (gpu) => {
       const seed = rows * 7 + C;
@@ -30,17 +34,19 @@ for (const [rows, C] of [[1, 1], [7, 5], [63, 33], [700, 100], [300, 7]] as cons
       const dG0 = randomArray(C, seed + 3);
       const dGammaRef = f64(dG0);
       const dfRef = residualBackwardReference({ dy, f, gamma, dGamma: dGammaRef }, C);
-      const dGamma = gpu.upload(dG0, [C]);
       const dyT = gpu.upload(dy, [1, rows, C]);
-      const df = await residualBackward(gpu, {
-        dy: dyT,
-        f: gpu.upload(f, [1, rows, C]),
-        gamma: gpu.upload(gamma, [C]),
-        dGamma,
-      });
-      assert.deepEqual(df.shape, [1, rows, C]);
-      assertClose(await df.read(), dfRef, { atol: 1e-7, rtol: 1e-6 }, "df");
-      assertCloseScaled(await dGamma.read(), dGammaRef, 1e-5 * Math.max(1, rows / 10), "dGamma");
+      const fT = gpu.upload(f, [1, rows, C]);
+      const gammaT = gpu.upload(gamma, [C]);
+      for (const variant of runnableVariants(gpu, COLUMN_SUMS, { rows, cols: C })) {
+        const dGamma = gpu.upload(dG0, [C]);
+        const df = await residualBackward(gpu, { dy: dyT, f: fT, gamma: gammaT, dGamma }, {
+          variant,
+        });
+        assert.deepEqual(df.shape, [1, rows, C]);
+        assertClose(await df.read(), dfRef, { atol: 1e-7, rtol: 1e-6 }, `df ${variant}`);
+        const tol = 1e-5 * Math.max(1, rows / 10);
+        assertCloseScaled(await dGamma.read(), dGammaRef, tol, `dGamma ${variant}`);
+      }
       // dy is left untouched (it is ∂x)
       assert.deepEqual(await dyT.read(), dy);
     });

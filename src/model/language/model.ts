@@ -45,7 +45,7 @@ import type { AttentionState } from "../../nn/attention.ts";
 import type { LanguageConfig } from "../config.ts";
 import type { ParamStore } from "../params.ts";
 import { readForward } from "../_readback.ts";
-import type { ActivationHook, ForwardOutput } from "../_readback.ts";
+import type { ActivationFilter, ActivationHook, ForwardOutput } from "../_readback.ts";
 import { languageParams } from "./params.ts";
 import type { LanguageParams } from "./params.ts";
 
@@ -57,7 +57,10 @@ export interface LanguageTrunkOptions {
   states?: readonly AttentionState[];
   /** Position of the first id (decoding), default 0. */
   pos0?: number;
-  /** Receives `transformer.h.i.attn` and `transformer.h.i` (fixture names) as they are recorded. */
+  /**
+   * Receives `transformer.h.i.attn` and `transformer.h.i` (fixture names) as
+   * they are recorded, and for causal ToST `transformer.h.i.attn.pi`, Π `[B, T, H]`.
+   */
   onActivation?: ActivationHook;
 }
 
@@ -95,6 +98,9 @@ export async function languageTrunk(
       saves: options.saves,
       state: options.states?.[i],
       onAttention: hook && ((a) => hook(`${name}.attn`, a)),
+      onPi: hook && cfg.attention === "tssa" && !options.states
+        ? (pi) => hook(`${name}.attn.pi`, pi.view([idx.shape[0], T, cfg.n_head]))
+        : undefined,
     });
     hook?.(name, r.y);
     if (r.saves) saves.push(r.saves);
@@ -162,7 +168,8 @@ export type LanguageOutput = ForwardOutput; // logits `[B, T, V]`
 /**
  * Run a language model on token ids `[B, T]`: upload, record the whole
  * forward, submit once and read back the logits of every position (and,
- * with `activations`, every fixture-named intermediate). Temporaries come
+ * with `activations`, every fixture-named intermediate and causal ToST's Π
+ * `transformer.h.i.attn.pi`, or those a filter accepts). Temporaries come
  * from `arena` (reset by the caller) or a fresh one.
  *
  * @example
@@ -176,7 +183,7 @@ export async function languageForward(
   ids: ArrayLike<number | bigint>,
   B: number,
   T: number,
-  options: { activations?: boolean; arena?: Arena } = {},
+  options: { activations?: ActivationFilter; arena?: Arena } = {},
 ): Promise<LanguageOutput> {
   const cfg = languageConfig(store);
   return await withArena(gpu, options.arena, async () => {

@@ -29,7 +29,8 @@ import { layerNormReference } from "../../ops/layer_norm_reference.ts";
 export interface LanguageForwardOptions {
   /**
    * Receives `transformer.h.i.attn` (the attention module's output, before
-   * γ1) and `transformer.h.i` (the block's output), named as the fixtures.
+   * γ1) and `transformer.h.i` (the block's output), named as the fixtures,
+   * and for causal ToST the head memberships `transformer.h.i.attn.pi` `[B, T, NH]`.
    */
   capture?: Capture;
 }
@@ -67,7 +68,7 @@ function dims(layer: CausalAttentionLayer) {
  * Causal Token Statistics Self-Attention (`CausalSelfAttention_TSSA`) of one
  * sequence `T × C` (already normalised), returning `T × C` after `c_proj`:
  * the module's reference (`nn/causal_tssa_attention_reference.ts`) on the
- * weights of `prefix`.
+ * weights of `prefix`; `onPi` receives the head memberships Π `T × NH`.
  *
  *     w = c_attn(x) split into heads;  S[t,k] = Σ_{s≤t} w[s,k]²  (clamped ≥ 1e-12)
  *     Pi[t,h]   = softmax over h of temp[h]·Σ_k (w[t,k]²/S[t,k] + denom_bias[h,t])
@@ -82,6 +83,7 @@ function dims(layer: CausalAttentionLayer) {
 export function causalSelfAttentionTssa(
   x: Float64Array,
   layer: CausalAttentionLayer,
+  onPi?: (pi: Float64Array) => void,
 ): Float64Array {
   const { cfg, weights: w, prefix } = layer;
   const NH = cfg.n_head;
@@ -90,7 +92,9 @@ export function causalSelfAttentionTssa(
     temp: param(w, `${prefix}.temp`, [NH, 1]).data,
     denomBias: param(w, `${prefix}.denom_bias`, [NH, cfg.block_size, 1]).data,
   };
-  return causalTssaAttentionReference(x, params, dims(layer)).out;
+  const r = causalTssaAttentionReference(x, params, dims(layer));
+  onPi?.(r.saves.op.pi); // [T, NH]
+  return r.out;
 }
 
 /**
@@ -184,22 +188,23 @@ export function languageForwardReference(
     for (let c = 0; c < C; c++) x[r * C + c] = wte[id * C + c] + wpe[t * C + c];
   }
 
-  const attend = cfg.attention === "tssa" ? causalSelfAttentionTssa : causalSelfAttention;
+  const NH = cfg.n_head;
   for (let i = 0; i < cfg.n_layer; i++) {
     const p = `transformer.h.${i}`;
     const gamma1 = param(w, `${p}.gamma1`, [C]).data;
     const attnOut = new Float64Array(B * T * C);
+    const pi = opts.capture && cfg.attention === "tssa" ? new Float64Array(B * T * NH) : null;
     for (let b = 0; b < B; b++) {
       const xb = x.subarray(b * T * C, (b + 1) * T * C);
-      const a = attend(norm(cfg, w, `${p}.ln_1`, xb, T), {
-        cfg,
-        tokens: T,
-        weights: w,
-        prefix: `${p}.attn`,
-      });
+      const h = norm(cfg, w, `${p}.ln_1`, xb, T);
+      const layer = { cfg, tokens: T, weights: w, prefix: `${p}.attn` };
+      const a = cfg.attention === "tssa"
+        ? causalSelfAttentionTssa(h, layer, pi ? (v) => pi.set(v, b * T * NH) : undefined)
+        : causalSelfAttention(h, layer);
       attnOut.set(a, b * T * C);
     }
     opts.capture?.(`${p}.attn`, [B, T, C], attnOut.slice());
+    if (pi) opts.capture?.(`${p}.attn.pi`, [B, T, NH], pi);
     addScaledInPlace(x, attnOut, gamma1);
     const m = mlp(cfg, w, `${p}.mlp`, norm(cfg, w, `${p}.ln_2`, x, B * T), B * T);
     addScaledInPlace(x, m, param(w, `${p}.gamma2`, [C]).data);

@@ -18,6 +18,7 @@
 
 import { toF32 } from "../../io/dtype.ts";
 import type { StTensor } from "../../io/safetensors.ts";
+import { linearForwardReference } from "../../ops/linear_reference.ts";
 
 /** One named parameter or buffer of a model, widened to float64. */
 export interface Param {
@@ -131,17 +132,7 @@ export function linear(
   outF: number,
   bias?: Float64Array,
 ): Float64Array {
-  const y = new Float64Array(rows * outF);
-  for (let r = 0; r < rows; r++) {
-    const xo = r * inF;
-    for (let o = 0; o < outF; o++) {
-      const wo = o * inF;
-      let s = bias ? bias[o] : 0;
-      for (let i = 0; i < inF; i++) s += x[xo + i] * weight[wo + i];
-      y[r * outF + o] = s;
-    }
-  }
-  return y;
+  return linearForwardReference(x, weight, bias, { rows, inFeatures: inF, outFeatures: outF });
 }
 
 /**

@@ -34,13 +34,21 @@ import type { FeatureMap } from "../../ops/conv2d_reference.ts";
 import { BATCH_NORM_EPS, batchNormReference } from "../../ops/batch_norm_reference.ts";
 import { geluReference } from "../../ops/gelu_reference.ts";
 import { layerNormReference } from "../../ops/layer_norm_reference.ts";
-import { attentionReference } from "../../ops/attention_reference.ts";
+import {
+  attentionReference,
+  classAttentionWeightsReference,
+} from "../../ops/attention_reference.ts";
 import { tssaAttentionReference } from "../../nn/tssa_attention_reference.ts";
 import { softmaxSelfAttentionReference } from "../../nn/softmax_self_attention_reference.ts";
 
 /** Options of {@linkcode visionForwardReference}. */
 export interface VisionForwardOptions {
-  /** Receives `patch_embed`, `blocks.i` and `cls_attn_blocks.i` outputs, named as the fixtures. */
+  /**
+   * Receives `patch_embed`, `blocks.i` and `cls_attn_blocks.i` outputs, named
+   * as the fixtures, and TSSA's head memberships `blocks.i.attn.pi` `[B, N, NH]`
+   * and the class token's attention weights `cls_attn_blocks.i.attn.weights`
+   * `[B, NH, N + 1]`.
+   */
   capture?: Capture;
   /**
    * BatchNorm statistics: `"eval"` (running statistics, default) or `"batch"`
@@ -132,7 +140,7 @@ function projections(layer: AttentionLayer, inName: string, outName: string, inF
  * Token Statistics Self-Attention (`AttentionTSSA`) of one image's tokens
  * `N × D` (already normalised), returning `N × D` after `to_out`: the
  * module's reference (`nn/tssa_attention_reference.ts`) on the weights of
- * `prefix`.
+ * `prefix`. `onPi` receives the head memberships Π `N × NH`.
  *
  * @example
  * ```ts ignore
@@ -141,13 +149,19 @@ function projections(layer: AttentionLayer, inName: string, outName: string, inF
  * });
  * ```
  */
-export function attentionTssa(x: Float64Array, layer: AttentionLayer): Float64Array {
+export function attentionTssa(
+  x: Float64Array,
+  layer: AttentionLayer,
+  onPi?: (pi: Float64Array) => void,
+): Float64Array {
   const { tokens: N, dim: D, heads: NH, weights: w, prefix } = layer;
   const params = {
     ...projections(layer, "qkv", "to_out.0", D),
     temp: param(w, `${prefix}.temp`, [NH, 1]).data,
   };
-  return tssaAttentionReference(x, params, dims(N, D, NH)).out;
+  const r = tssaAttentionReference(x, params, dims(N, D, NH));
+  onPi?.(r.saves.op.pi); // [N, NH]
+  return r.out;
 }
 
 /**
@@ -204,19 +218,27 @@ function norm(cfg: VisionConfig, w: Weights, p: string, x: Float64Array, rows: n
   );
 }
 
-/** One block over one image's tokens `N × D`, in place. */
-function block(cfg: VisionConfig, w: Weights, i: number, x: Float64Array, N: number): void {
+/** One block over one image's tokens `N × D`, in place; `onPi` receives TSSA's Π `N × NH`. */
+function block(
+  cfg: VisionConfig,
+  w: Weights,
+  i: number,
+  x: Float64Array,
+  N: number,
+  onPi?: (pi: Float64Array) => void,
+): void {
   const D = cfg.embed_dim;
   const p = `blocks.${i}`;
-  const attend = cfg.attention === "tssa" ? attentionTssa : attentionSoftmax;
-  const a = attend(norm(cfg, w, `${p}.norm1`, x, N), {
+  const layer = {
     tokens: N,
     dim: D,
     heads: cfg.num_heads,
     weights: w,
     prefix: `${p}.attn`,
     qkvBias: cfg.qkv_bias,
-  });
+  };
+  const h = norm(cfg, w, `${p}.norm1`, x, N);
+  const a = cfg.attention === "tssa" ? attentionTssa(h, layer, onPi) : attentionSoftmax(h, layer);
   addScaledInPlace(x, a, param(w, `${p}.gamma1`, [D]).data);
   const m = mlp(norm(cfg, w, `${p}.norm2`, x, N), N, D, mlpHidden(D, cfg.mlp_ratio), w, `${p}.mlp`);
   addScaledInPlace(x, m, param(w, `${p}.gamma2`, [D]).data);
@@ -225,7 +247,8 @@ function block(cfg: VisionConfig, w: Weights, i: number, x: Float64Array, N: num
 /**
  * `ClassAttention` of one image's `M = N + 1` tokens (class token first):
  * returns `M × D` holding the attended, projected class token in row 0 and
- * the input rows 1… unchanged, as the reference module does.
+ * the input rows 1… unchanged, as the reference module does. `onWeights`
+ * receives the class token's attention weights `NH × M`.
  */
 function classAttention(
   cfg: VisionConfig,
@@ -233,6 +256,7 @@ function classAttention(
   p: string,
   x: Float64Array,
   M: number,
+  onWeights?: (weights: Float64Array) => void,
 ): Float64Array {
   const D = cfg.embed_dim;
   const NH = cfg.num_heads;
@@ -242,6 +266,7 @@ function classAttention(
   const qkv = linear(x, M, qkvW, D, 3 * D, qkvB); // [m, (s, h, k)]
   // Only the class token's query; softmax over all M tokens (class token included).
   const cls = attentionReference(qkv, 1, M, NH, HS, { classToken: true });
+  onWeights?.(classAttentionWeightsReference(qkv, 1, M, NH, HS));
   const out = x.slice();
   out.set(
     linear(
@@ -257,17 +282,22 @@ function classAttention(
   return out;
 }
 
-/** One class-attention block over one image's `M × D` tokens; returns the new tokens. */
+/**
+ * One class-attention block over one image's `M × D` tokens; returns the new
+ * tokens. `onWeights` receives the class token's attention weights `NH × M`.
+ */
 function classAttentionBlock(
   cfg: VisionConfig,
   w: Weights,
   i: number,
   x: Float64Array,
   M: number,
+  onWeights?: (weights: Float64Array) => void,
 ): Float64Array {
   const D = cfg.embed_dim;
   const p = `cls_attn_blocks.${i}`;
-  const a = classAttention(cfg, w, `${p}.attn`, norm(cfg, w, `${p}.norm1`, x, M), M);
+  const n1 = norm(cfg, w, `${p}.norm1`, x, M);
+  const a = classAttention(cfg, w, `${p}.attn`, n1, M, onWeights);
   x = addScaledInPlace(x.slice(), a, param(w, `${p}.gamma1`, [D]).data);
   if (cfg.tokens_norm) {
     x = norm(cfg, w, `${p}.norm2`, x, M);
@@ -331,9 +361,15 @@ export function visionForwardReference(
   );
   for (let b = 0; b < B; b++) for (let i = 0; i < N * D; i++) x[b * N * D + i] += pe[i];
 
+  const NH = cfg.num_heads;
   for (let i = 0; i < cfg.depth; i++) {
-    for (let b = 0; b < B; b++) block(cfg, w, i, x.subarray(b * N * D, (b + 1) * N * D), N);
+    const pi = capture && cfg.attention === "tssa" ? new Float64Array(B * N * NH) : null;
+    for (let b = 0; b < B; b++) {
+      const onPi = pi ? (p: Float64Array) => pi.set(p, b * N * NH) : undefined;
+      block(cfg, w, i, x.subarray(b * N * D, (b + 1) * N * D), N, onPi);
+    }
     capture?.(`blocks.${i}`, [B, N, D], x.slice());
+    if (pi) capture?.(`blocks.${i}.attn.pi`, [B, N, NH], pi);
   }
 
   const M = N + 1;
@@ -346,7 +382,12 @@ export function visionForwardReference(
     tokens.push(t);
   }
   for (let i = 0; i < cfg.cls_attn_layers; i++) {
-    for (let b = 0; b < B; b++) tokens[b] = classAttentionBlock(cfg, w, i, tokens[b], M);
+    const weights = capture ? new Float64Array(B * NH * M) : null;
+    for (let b = 0; b < B; b++) {
+      const onWeights = weights ? (p: Float64Array) => weights.set(p, b * NH * M) : undefined;
+      tokens[b] = classAttentionBlock(cfg, w, i, tokens[b], M, onWeights);
+    }
+    if (weights) capture?.(`cls_attn_blocks.${i}.attn.weights`, [B, NH, M], weights);
     if (capture) {
       const all = new Float64Array(B * M * D);
       tokens.forEach((t, b) => all.set(t, b * M * D));

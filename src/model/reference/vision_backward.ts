@@ -29,7 +29,7 @@ import { fourierFeatures } from "../fourier.ts";
 import { mlpHidden, stemWidths } from "../names.ts";
 import { param } from "./layers.ts";
 import type { Weights } from "./layers.ts";
-import { linearBackwardReference, linearForwardReference } from "../../ops/linear_backward.ts";
+import { linearBackwardReference, linearForwardReference } from "../../ops/linear_reference.ts";
 import { conv2dBackwardReference, conv2dReference } from "../../ops/conv2d_reference.ts";
 import type { FeatureMap } from "../../ops/conv2d_reference.ts";
 import {

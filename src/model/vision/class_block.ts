@@ -76,11 +76,16 @@ export async function classBlock(
   cfg: VisionConfig,
   p: ClassBlockParams,
   x: Tensor,
-  options: { saves?: boolean } = {},
+  options: {
+    saves?: boolean;
+    /** Receives the attention's projection `qkv` `[B, M, 3D]` while it is valid (inspect). */
+    onQkv?: (qkv: Tensor) => void;
+  } = {},
 ): Promise<{ y: Tensor; saves: ClassBlockSaves | null }> {
   const eps = cfg.norm_eps;
   const n1 = await norm(gpu, p.norm1, x, eps);
   const qkv = await linear(gpu, n1, p.qkv.weight, p.qkv.bias);
+  options.onQkv?.(qkv);
   const ca = await classAttention(gpu, qkv, cfg.num_heads); // [B, 1, D]
   const proj = await linear(gpu, ca, p.proj.weight, p.proj.bias);
   const a = copyOf(gpu, n1);
@@ -99,18 +104,21 @@ export async function classBlock(
     n2.destroy();
   }
   const cls2 = await takeRows(gpu, x2, 0, 1);
-  const ml = await mlp(gpu, cls2, p.mlp, { saves: options.saves });
-  const m = ml.out;
+  const clsOut = copyOf(gpu, cls2);
+  // clsOut += γ2·m, fused into the MLP's last product (m itself kept for the backward).
+  const m = options.saves ? gpu.empty(cls2.shape, "f32", "cls_block.m") : undefined;
+  const ml = await mlp(gpu, cls2, p.mlp, {
+    saves: options.saves,
+    residual: { x: clsOut, gamma: p.gamma2, out: m },
+  });
   const y = copyOf(gpu, x2);
   await residual(gpu, y, x2, null); // 2·x2: the patch tokens are added to themselves
-  const clsOut = copyOf(gpu, cls2);
-  await residual(gpu, clsOut, m, p.gamma2);
   await putRows(gpu, clsOut, y, 0);
   for (const t of [proj, x2, clsOut]) t.destroy();
-  if (options.saves) {
+  if (m) {
     return { y, saves: { x, n1, qkv, ca, a, x1, cls1, cls2, mlp: ml.saves!, m } };
   }
-  for (const t of [n1, qkv, ca, a, x1, cls2, m]) t.destroy();
+  for (const t of [n1, qkv, ca, a, x1, cls2]) t.destroy();
   cls1?.destroy();
   return { y, saves: null };
 }
@@ -212,17 +220,15 @@ export async function classBlockBackward(
       dstBatchRows: M,
     });
     await residual(gpu, dn1, da, null);
-    const dIn = tmp(
-      await layerNormBackward(gpu, {
-        dy: dn1,
-        x: s.x,
-        weight: p.norm1.weight,
-        eps,
-        dWeight: g.norm1.weight,
-        dBias: g.norm1.bias,
-      }),
-    );
-    await residual(gpu, dx1, dIn, null);
+    await layerNormBackward(gpu, {
+      dy: dn1,
+      x: s.x,
+      weight: p.norm1.weight,
+      eps,
+      dWeight: g.norm1.weight,
+      dBias: g.norm1.bias,
+      dxInto: dx1, // dx1 += ∂x through norm1
+    });
     return dx1;
   } finally {
     for (const t of temps) t.destroy();

@@ -31,7 +31,8 @@ import { convOutSize } from "../../ops/conv2d.ts";
 import { layerNorm } from "../../ops/layer_norm.ts";
 import { layerNormBackward } from "../../ops/layer_norm_backward.ts";
 import { linear } from "../../ops/linear.ts";
-import { accumulateRowSums, linearBackward } from "../../ops/linear_backward.ts";
+import { linearBackward } from "../../ops/linear_backward.ts";
+import { accumulateRowSums } from "../../ops/column_sums.ts";
 import { crossEntropyForwardBackward } from "../../ops/cross_entropy_backward.ts";
 import { block, blockBackward } from "../../nn/block.ts";
 import type { BlockSaves } from "../../nn/block.ts";
@@ -39,7 +40,7 @@ import type { VisionConfig } from "../config.ts";
 import { stemWidths } from "../names.ts";
 import type { ParamStore } from "../params.ts";
 import { readForward } from "../_readback.ts";
-import type { ActivationHook, ForwardOutput } from "../_readback.ts";
+import type { ActivationFilter, ActivationHook, ForwardOutput } from "../_readback.ts";
 import { visionParams } from "./params.ts";
 import type { VisionParams } from "./params.ts";
 import { addPositions, addPositionsBackward, gridFeatures, stem, stemBackward } from "./stem.ts";
@@ -107,6 +108,10 @@ async function forward(
       eps: cfg.norm_eps,
       heads: cfg.num_heads,
       saves: training,
+      // Π `[B, N, H]` of this forward (TSSA models only; `tost inspect`).
+      onPi: hook && cfg.attention === "tssa"
+        ? (pi) => hook(`blocks.${i}.attn.pi`, pi.view([B, N, cfg.num_heads]))
+        : undefined,
     });
     if (r.saves) blockSaves.push(r.saves);
     x = r.y;
@@ -125,7 +130,10 @@ async function forward(
   if (!training) st.map.destroy(); // x is the map, updated in place
   const clsSaves: ClassBlockSaves[] = [];
   for (let i = 0; i < p.clsBlocks.length; i++) {
-    const r = await classBlock(gpu, cfg, p.clsBlocks[i], t, { saves: training });
+    const r = await classBlock(gpu, cfg, p.clsBlocks[i], t, {
+      saves: training,
+      onQkv: hook && ((qkv) => hook(`cls_attn_blocks.${i}.attn.qkv`, qkv)),
+    });
     if (r.saves) clsSaves.push(r.saves);
     else t.destroy();
     t = r.y;
@@ -165,7 +173,9 @@ export type VisionOutput = ForwardOutput; // logits `[B, num_classes]`
 /**
  * Run a vision model on host images `[B, in_chans, H, W]` (NCHW): upload,
  * record the whole forward, submit once and read back the logits (and, with
- * `activations`, every fixture-named intermediate). Temporaries come from
+ * `activations`, every fixture-named intermediate, TSSA's Π `blocks.i.attn.pi`
+ * `[B, N, NH]` and the class blocks' `cls_attn_blocks.i.attn.qkv`, or those a
+ * filter accepts). Temporaries come from
  * `arena` (reset by the caller) or a fresh one.
  *
  * @example
@@ -178,7 +188,7 @@ export async function visionForward(
   store: ParamStore,
   images: Float32Array<ArrayBuffer>,
   shape: readonly [number, number, number, number],
-  options: { activations?: boolean; arena?: Arena } = {},
+  options: { activations?: ActivationFilter; arena?: Arena } = {},
 ): Promise<VisionOutput> {
   return await withArena(gpu, options.arena, async () => {
     const x = gpu.upload(images, shape, "vision.images");

@@ -32,7 +32,8 @@ import {
 import { gelu } from "../../ops/gelu.ts";
 import { geluBackward } from "../../ops/gelu_backward.ts";
 import { linear } from "../../ops/linear.ts";
-import { accumulateRowSums, linearBackward } from "../../ops/linear_backward.ts";
+import { linearBackward } from "../../ops/linear_backward.ts";
+import { accumulateRowSums } from "../../ops/column_sums.ts";
 import { addRows } from "../../ops/elementwise.ts";
 import { fourierFeatures } from "../fourier.ts";
 import type { ParamStore } from "../params.ts";
