@@ -51,6 +51,8 @@ export interface EvalBenchOptions {
   repeats: number;
   /** Top-level key of a PyTorch checkpoint's state_dict. */
   key?: string;
+  /** Called once the warm-up passes are done, before the timed ones (e.g. to start a kernel profile). */
+  onTimed?: () => void;
 }
 
 /**
@@ -114,6 +116,8 @@ export async function runEvalBench(
       return ms;
     };
     for (let i = 0; i < o.warmup; i++) await once();
+    await gpu.sync();
+    o.onTimed?.();
     correct = 0;
     const walls: number[] = [];
     for (let i = 0; i < o.repeats; i++) walls.push(await once());

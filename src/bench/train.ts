@@ -91,6 +91,8 @@ export interface TrainBenchOptions {
   warmup: number;
   /** The text data already loaded (tests); must match the settings' data and tokenizer. */
   dataset?: TextDataset;
+  /** Called once the warm-up steps are done, before the timed ones (e.g. to start a kernel profile). */
+  onTimed?: () => void;
 }
 
 async function freshTask(gpu: Gpu, s: TrainSettings, dataset?: TextDataset): Promise<TrainTask> {
@@ -203,6 +205,7 @@ export async function runTrainBench(
     };
     await run(options.warmup);
     await gpu.sync();
+    options.onTimed?.();
     const before = gpu.counters();
     recordMs = 0;
     const t0 = performance.now();

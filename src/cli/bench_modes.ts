@@ -247,11 +247,22 @@ export async function runModes(
   try {
     let line: string;
     let record: object;
-    if (options.profile) gpu.startKernelProfile();
+    // The profile covers the timed passes only: warm-up and first-use tuning stay out.
+    if (options.profile && !gpu.hasTimestamps) {
+      throw new Error("Kernel profiles need the timestamp-query feature, which this adapter lacks");
+    }
+    let profiling = false;
+    const onTimed = options.profile
+      ? () => {
+        gpu.startKernelProfile();
+        profiling = true;
+      }
+      : undefined;
     if (settings) {
       const r = await runTrainBench(gpu, settings, {
         steps: options.steps,
         warmup: options.warmup,
+        onTimed,
       });
       [record, line] = [r, describeTrain(r)];
     } else {
@@ -263,6 +274,7 @@ export async function runModes(
           warmup: options.warmup,
           repeats: options.repeats,
           key: options.key,
+          onTimed,
         });
       } catch (err) {
         if (err instanceof Deno.errors.NotFound) {
@@ -283,9 +295,9 @@ export async function runModes(
       record = r;
     }
     let kernels: KernelTime[] | null = null;
-    if (options.profile) {
-      // Per pass (optimizer step or evaluation batch), warm-up included.
-      const passes = settings ? options.warmup + options.steps : options.warmup + options.repeats;
+    if (profiling) {
+      // Per timed pass (optimizer step or evaluation batch).
+      const passes = settings ? options.steps : options.repeats;
       kernels = (await gpu.stopKernelProfile()).map((k) => ({
         kernel: k.kernel,
         dispatches: k.dispatches / passes,
