@@ -20,6 +20,7 @@ import { GELU_BACKWARD } from "./gelu_backward.ts";
 import { LAYER_NORM } from "./layer_norm.ts";
 import { LAYER_NORM_BACKWARD } from "./layer_norm_backward.ts";
 import { SOFTMAX } from "./softmax.ts";
+import { TSSA, type TssaShape } from "./tssa.ts";
 
 /**
  * `[rows, C]` of the models' activations, the MLP's hidden width is 4·C:
@@ -90,6 +91,26 @@ function sizes(factor: number): number[] {
   return MODEL_ROWS.map((s) => s.rows * s.cols * factor);
 }
 
+/**
+ * `[B, N, heads·d]` of the non-causal attention: the vision fixture in
+ * batches of 128 (16 tokens and the class token, 64 wide, 4 heads) and
+ * ToST-S (196 tokens, 384 wide, 6 heads) in batches of 8.
+ */
+export const TSSA_SHAPES: readonly TssaShape[] = [
+  { batches: 128, tokens: 17, dim: 64, heads: 4, headDim: 16 },
+  { batches: 8, tokens: 197, dim: 384, heads: 6, headDim: 64 },
+];
+
+function tssaTargets(t: Tunable<TssaShape>, shapes: readonly TssaShape[]): TuneTarget[] {
+  return shapes.map((s) => ({
+    op: t.op,
+    label: `${s.batches}×${s.tokens}×${s.dim}, ${s.heads} heads`,
+    shape: { batches: s.batches, tokens: s.tokens, dim: s.dim, heads: s.heads },
+    shapeClass: (gpu) => t.shapeClass(gpu, s),
+    retune: (gpu) => retune(gpu, t, s),
+  }));
+}
+
 /** Every tuned op but the GEMM, at the models' shapes, in the order `tost tune` runs them. */
 export function tuneTargets(): TuneTarget[] {
   return [
@@ -105,6 +126,7 @@ export function tuneTargets(): TuneTarget[] {
     ...rowTargets(CROSS_ENTROPY, LOSS_ROWS),
     ...rowTargets(CROSS_ENTROPY_FORWARD_BACKWARD, LOSS_ROWS),
     ...rowTargets(SOFTMAX, MODEL_ROWS.slice(0, 2)),
+    ...tssaTargets(TSSA, TSSA_SHAPES),
   ];
 }
 
