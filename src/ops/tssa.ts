@@ -54,6 +54,7 @@ import { bucket, testValues, type Tunable } from "../gpu/tune.ts";
 import { mismatch, resolveVariant, tunableOp } from "./_tuned.ts";
 import { bindingLimit, bindRows, rowPieces, storageAlignment } from "./_shapes.ts";
 import { tssaReference } from "./tssa_reference.ts";
+import { serialBudgetExceeded } from "./_serial.ts";
 
 /** Tokens per workgroup block in the non-causal passes. */
 const BLOCK_ROWS = 128;
@@ -337,15 +338,6 @@ export function tssaClass(s: TssaShape): string | null {
   return `b${bucket(s.batches)} n${bucket(s.tokens)} d${bucket(s.dim)} h${bucket(s.heads)}`;
 }
 
-/**
- * Loop iterations one invocation may run. Lavapipe (llvmpipe's compiler)
- * stops an invocation's loops silently after 65535 iterations in all
- * (measured here: a serial kernel over 700 tokens × 64 features left the
- * last columns unwritten), so the serial design takes only calls whose
- * loops stay well below that.
- */
-export const SERIAL_LOOP_BUDGET = 60_000;
-
 /** Loop iterations of one invocation of `kernels/tssa_serial.wgsl`, counting every loop level. */
 export function tssaSerialIterations(s: TssaShape): number {
   const { tokens: N, dim: D, heads: H } = s;
@@ -357,13 +349,13 @@ export function tssaUnsupported(gpu: Gpu, variant: string, s: TssaShape): string
   if (!(TSSA_VARIANTS as readonly string[]).includes(variant)) {
     return `is unknown (known: ${TSSA_VARIANTS.join(", ")})`;
   }
-  if (variant === "serial" && tssaSerialIterations(s) > SERIAL_LOOP_BUDGET) {
-    return `takes at most ${SERIAL_LOOP_BUDGET} loop iterations per batch element ` +
-      `(lavapipe's limit), got ${
-        tssaSerialIterations(s)
-      } for ${s.tokens} tokens × ${s.dim} features`;
-  }
-  if (variant === "serial" && !serialFits(gpu, s)) {
+  if (variant !== "serial") return null;
+  const over = serialBudgetExceeded(
+    tssaSerialIterations(s),
+    `${s.tokens} tokens × ${s.dim} features`,
+  );
+  if (over) return over;
+  if (!serialFits(gpu, s)) {
     return `needs one batch element (${s.tokens * s.dim * 4} bytes) in a storage binding`;
   }
   return null;

@@ -8,6 +8,7 @@
 import type { Gpu } from "../gpu/runtime.ts";
 import { retune, type Tunable, type TuneChoice } from "../gpu/tune.ts";
 import type { ElementShape, RowShape } from "./_tuned.ts";
+import { CLASS_ATTENTION, type ClassAttentionShape } from "./class_attention.ts";
 import { COLUMN_SUMS } from "./column_sums.ts";
 import { COPY_ROWS } from "./copy_rows.ts";
 import { CROSS_ENTROPY } from "./cross_entropy.ts";
@@ -111,6 +112,23 @@ function tssaTargets(t: Tunable<TssaShape>, shapes: readonly TssaShape[]): TuneT
   }));
 }
 
+/** `[B, N, H, d]` of the vision models' class attention (the same models as {@linkcode TSSA_SHAPES}). */
+export const CLASS_ATTENTION_SHAPES: readonly ClassAttentionShape[] = [
+  { B: 128, N: 17, H: 4, d: 16 },
+  { B: 8, N: 197, H: 6, d: 64 },
+];
+
+function classAttentionTargets(shapes: readonly ClassAttentionShape[]): TuneTarget[] {
+  const t = CLASS_ATTENTION;
+  return shapes.map((s) => ({
+    op: t.op,
+    label: `${s.B}×${s.N} tokens, ${s.H} heads of ${s.d}`,
+    shape: { B: s.B, N: s.N, H: s.H, d: s.d },
+    shapeClass: (gpu) => t.shapeClass(gpu, s),
+    retune: (gpu) => retune(gpu, t, s),
+  }));
+}
+
 /** Every tuned op but the GEMM, at the models' shapes, in the order `tost tune` runs them. */
 export function tuneTargets(): TuneTarget[] {
   return [
@@ -127,6 +145,7 @@ export function tuneTargets(): TuneTarget[] {
     ...rowTargets(CROSS_ENTROPY_FORWARD_BACKWARD, LOSS_ROWS),
     ...rowTargets(SOFTMAX, MODEL_ROWS.slice(0, 2)),
     ...tssaTargets(TSSA, TSSA_SHAPES),
+    ...classAttentionTargets(CLASS_ATTENTION_SHAPES),
   ];
 }
 
