@@ -10,6 +10,7 @@ import { retune, type Tunable, type TuneChoice } from "../gpu/tune.ts";
 import type { ElementShape, RowShape } from "./_tuned.ts";
 import { CLASS_ATTENTION, type ClassAttentionShape } from "./class_attention.ts";
 import { COLUMN_SUMS } from "./column_sums.ts";
+import { CAUSAL_TSSA } from "./causal_tssa.ts";
 import { COPY_ROWS } from "./copy_rows.ts";
 import { CROSS_ENTROPY } from "./cross_entropy.ts";
 import { CROSS_ENTROPY_FORWARD_BACKWARD } from "./cross_entropy_backward.ts";
@@ -112,6 +113,17 @@ function tssaTargets(t: Tunable<TssaShape>, shapes: readonly TssaShape[]): TuneT
   }));
 }
 
+/**
+ * `[B, T, heads·d]` of the causal attention: the `small` preset (8 × 64
+ * tokens, 64 wide, 4 heads), nanoGPT's CPU configuration (12 × 64, 128, 4
+ * heads) and 6 layers × 384 at 4 × 256 tokens (6 heads).
+ */
+export const CAUSAL_TSSA_SHAPES: readonly TssaShape[] = [
+  { batches: 8, tokens: 64, dim: 64, heads: 4, headDim: 16 },
+  { batches: 12, tokens: 64, dim: 128, heads: 4, headDim: 32 },
+  { batches: 4, tokens: 256, dim: 384, heads: 6, headDim: 64 },
+];
+
 /** `[B, N, H, d]` of the vision models' class attention (the same models as {@linkcode TSSA_SHAPES}). */
 export const CLASS_ATTENTION_SHAPES: readonly ClassAttentionShape[] = [
   { B: 128, N: 17, H: 4, d: 16 },
@@ -145,6 +157,7 @@ export function tuneTargets(): TuneTarget[] {
     ...rowTargets(CROSS_ENTROPY_FORWARD_BACKWARD, LOSS_ROWS),
     ...rowTargets(SOFTMAX, MODEL_ROWS.slice(0, 2)),
     ...tssaTargets(TSSA, TSSA_SHAPES),
+    ...tssaTargets(CAUSAL_TSSA, CAUSAL_TSSA_SHAPES),
     ...classAttentionTargets(CLASS_ATTENTION_SHAPES),
   ];
 }
