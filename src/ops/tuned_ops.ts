@@ -11,6 +11,7 @@ import type { ElementShape, RowShape } from "./_tuned.ts";
 import { CLASS_ATTENTION, type ClassAttentionShape } from "./class_attention.ts";
 import { COLUMN_SUMS } from "./column_sums.ts";
 import { CAUSAL_TSSA } from "./causal_tssa.ts";
+import { CAUSAL_TSSA_BACKWARD } from "./causal_tssa_backward.ts";
 import { COPY_ROWS } from "./copy_rows.ts";
 import { CROSS_ENTROPY } from "./cross_entropy.ts";
 import { CROSS_ENTROPY_FORWARD_BACKWARD } from "./cross_entropy_backward.ts";
@@ -158,6 +159,7 @@ export function tuneTargets(): TuneTarget[] {
     ...rowTargets(SOFTMAX, MODEL_ROWS.slice(0, 2)),
     ...tssaTargets(TSSA, TSSA_SHAPES),
     ...tssaTargets(CAUSAL_TSSA, CAUSAL_TSSA_SHAPES),
+    ...tssaTargets(CAUSAL_TSSA_BACKWARD, CAUSAL_TSSA_SHAPES),
     ...classAttentionTargets(CLASS_ATTENTION_SHAPES),
   ];
 }
