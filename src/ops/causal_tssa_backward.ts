@@ -38,7 +38,9 @@
  * `kernels/scan_block.wgsl`, for hardware GPUs) and `serial` (one dispatch
  * per scan, one invocation per batch element and column walking the tokens,
  * `kernels/scan_serial.wgsl`, no barriers: software adapters; its carries
- * are zero). The other passes are the same in both.
+ * are zero; the first pass and the three forward scans are one such walk,
+ * `kernels/causal_tssa_backward_prefix.wgsl`). The other passes are the same
+ * in both.
  *
  * @module
  */
@@ -46,6 +48,7 @@
 import type { Gpu, Tensor } from "../gpu/runtime.ts";
 import { f32 } from "../gpu/runtime.ts";
 import prepWgsl from "../../kernels/causal_tssa_backward_prep.wgsl" with { type: "text" };
+import prefixWgsl from "../../kernels/causal_tssa_backward_prefix.wgsl" with { type: "text" };
 import tokenWgsl from "../../kernels/causal_tssa_backward_token.wgsl" with { type: "text" };
 import softmaxWgsl from "../../kernels/causal_tssa_backward_softmax.wgsl" with { type: "text" };
 import dwWgsl from "../../kernels/causal_tssa_backward_dw.wgsl" with { type: "text" };
@@ -196,18 +199,32 @@ export async function causalTssaBackward(
     scratch.push(cs, as, qs, dpi0, du, dzu);
     checkBindable(gpu, op, { pi, qs });
     const perElement = { unitsPerRow: D, workgroupSize: 256, extra: [NB] };
-    // The forward's prefix sums, recomputed: block scans and their carries.
-    dispatchPieces(
-      gpu,
-      prep,
-      p,
-      [{ piece: w }, pi, { piece: cs }, { piece: as }, qs],
-      perElement,
-      options,
-    );
-    const cCarry = await scan(cs, D, false);
-    const aCarry = await scan(as, D, false);
-    const qCarry = await scan(qs, heads, false);
+    // The forward's prefix sums, recomputed: scans and their carries.
+    let cCarry: Tensor, aCarry: Tensor, qCarry: Tensor;
+    if (variant === "serial") {
+      // One pass writes all three; the carries are zero.
+      const prefix = await gpu.kernel("causal_tssa_backward_prefix", prefixWgsl, slots);
+      gpu.dispatch(prefix, {
+        bindings: [w, pi, cs, as, qs],
+        params: [B, N],
+        workgroups: workgroupGrid(Math.ceil((B * D) / 64), options),
+      });
+      cCarry = aCarry = gpu.empty([B, NB, D], "f32", `${op}.zeros`);
+      qCarry = gpu.empty([B, NB, heads], "f32", `${op}.zeros`);
+      scratch.push(cCarry, qCarry);
+    } else {
+      dispatchPieces(
+        gpu,
+        prep,
+        p,
+        [{ piece: w }, pi, { piece: cs }, { piece: as }, qs],
+        perElement,
+        options,
+      );
+      cCarry = await scan(cs, D, false);
+      aCarry = await scan(as, D, false);
+      qCarry = await scan(qs, heads, false);
+    }
     // ∂A, ∂Q, the direct terms; then their suffix sums.
     dispatchPieces(
       gpu,
