@@ -38,14 +38,14 @@ import causalPiWgsl from "../../kernels/causal_tssa_pi.wgsl" with { type: "text"
 import causalOutWgsl from "../../kernels/causal_tssa_out.wgsl" with { type: "text" };
 import causalSerialWgsl from "../../kernels/causal_tssa_serial.wgsl" with { type: "text" };
 import { assertF32, bindingLimit, bindRows, rowPieces, storageAlignment } from "./_shapes.ts";
-import { bucket, testValues, type Tunable } from "../gpu/tune.ts";
+import { testValues, type Tunable } from "../gpu/tune.ts";
 import { mismatch, resolveVariant, tunableOp } from "./_tuned.ts";
 import { serialBudgetExceeded } from "./_serial.ts";
 import { causalTssaReference } from "./causal_tssa_reference.ts";
 import { bindPiece, blockLayout, blockParams, blockPieces, workgroupGrid } from "./_tssa_blocks.ts";
 import type { TssaOptions } from "./_tssa_blocks.ts";
 import { blockSums, scanRows } from "./_scan.ts";
-import { tssaShape, tssaSlots } from "./tssa.ts";
+import { serialFits, tssaClass, tssaShape, tssaSlots } from "./tssa.ts";
 import type { TssaShape } from "./tssa.ts";
 
 /** Tokens per block: the length of the serial in-block part of each prefix sum. */
@@ -273,11 +273,6 @@ async function recordSerial(
   }
 }
 
-/** Whether one batch element of w fits a storage binding (the serial design's pieces). */
-function serialFits(gpu: Gpu, s: TssaShape, options: TssaOptions = {}): boolean {
-  return s.tokens * s.dim * 4 + storageAlignment(gpu) - 4 <= bindingLimit(gpu, options);
-}
-
 /** The causal TSSA forward designs (see the module doc). */
 export const CAUSAL_TSSA_VARIANTS = ["blocks", "serial"] as const;
 
@@ -298,12 +293,6 @@ export function causalTssaUnsupported(gpu: Gpu, variant: string, s: TssaShape): 
     return `needs one batch element (${s.tokens * s.dim * 4} bytes) in a storage binding`;
   }
   return null;
-}
-
-/** The shape class: batch elements, tokens, features and heads, each to a power of 4. */
-function causalTssaClass(s: TssaShape): string | null {
-  if (s.batches * s.tokens < 16) return null;
-  return `b${bucket(s.batches)} n${bucket(s.tokens)} d${bucket(s.dim)} h${bucket(s.heads)}`;
 }
 
 /** Shapes the variants are validated at: awkward sizes, more than one 64-token block. */
@@ -353,7 +342,7 @@ export const CAUSAL_TSSA: Tunable<TssaShape> = tunableOp<TssaShape>({
   version: 1,
   variants: CAUSAL_TSSA_VARIANTS,
   unsupported: causalTssaUnsupported,
-  shapeClass: causalTssaClass,
+  shapeClass: tssaClass,
   fallback: (gpu, s) =>
     gpu.info.software && causalTssaUnsupported(gpu, "serial", s) === null ? "serial" : "blocks",
   validate: validateCausal,

@@ -57,12 +57,12 @@ import { assertF32, assertShape } from "./_shapes.ts";
 import { blockLayout, workgroupGrid } from "./_tssa_blocks.ts";
 import type { TssaOptions } from "./_tssa_blocks.ts";
 import { blockScan, SCAN_ROWS, serialScan, totalSums } from "./_scan.ts";
-import { bucket, testValues, type Tunable } from "../gpu/tune.ts";
+import { testValues, type Tunable } from "../gpu/tune.ts";
 import { mismatch, resolveVariant, tunableOp } from "./_tuned.ts";
 import { serialBudgetExceeded } from "./_serial.ts";
 import { causalTssa } from "./causal_tssa.ts";
 import { causalTssaBackwardReference, causalTssaReference } from "./causal_tssa_reference.ts";
-import { tssaShape } from "./tssa.ts";
+import { tssaClass, tssaShape } from "./tssa.ts";
 import type { TssaShape } from "./tssa.ts";
 import { causalBlockSize } from "./causal_tssa.ts";
 import { bindingLimit } from "./_shapes.ts";
@@ -305,12 +305,6 @@ export function causalTssaBackwardUnsupported(
   return null;
 }
 
-/** The shape class: batch elements, tokens, features and heads, each to a power of 4. */
-function backwardClass(s: TssaShape): string | null {
-  if (s.batches * s.tokens < 16) return null;
-  return `b${bucket(s.batches)} n${bucket(s.tokens)} d${bucket(s.dim)} h${bucket(s.heads)}`;
-}
-
 /** Shapes the variants are validated at: awkward sizes, more than one 64-token block. */
 const CHECK_BACKWARD: readonly TssaShape[] = [
   { batches: 1, tokens: 1, dim: 1, heads: 1, headDim: 1 },
@@ -375,7 +369,7 @@ export const CAUSAL_TSSA_BACKWARD: Tunable<TssaShape> = tunableOp<TssaShape>({
   version: 1,
   variants: CAUSAL_TSSA_BACKWARD_VARIANTS,
   unsupported: causalTssaBackwardUnsupported,
-  shapeClass: backwardClass,
+  shapeClass: tssaClass,
   fallback: (gpu, s) =>
     gpu.info.software && causalTssaBackwardUnsupported(gpu, "serial", s) === null
       ? "serial"

@@ -317,8 +317,8 @@ async function recordSerial(
   return { pi, sq, stats };
 }
 
-/** Whether one batch element of w fits a storage binding (the serial design's pieces). */
-function serialFits(gpu: Gpu, s: TssaShape, options: TssaOptions = {}): boolean {
+/** Whether one batch element of w fits a storage binding (the serial designs' pieces). */
+export function serialFits(gpu: Gpu, s: TssaShape, options: TssaOptions = {}): boolean {
   return s.tokens * s.dim * 4 + storageAlignment(gpu) - 4 <= bindingLimit(gpu, options);
 }
 
