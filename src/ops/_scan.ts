@@ -12,7 +12,11 @@
  *   carries that complete it (`kernels/scan_block.wgsl`, then the block
  *   totals scanned the same way);
  * - {@linkcode scanRows}: the whole scan in place, a block scan plus its
- *   carries added (`kernels/scan_add.wgsl`).
+ *   carries added (`kernels/scan_add.wgsl`);
+ * - {@linkcode serialScan}: the whole scan in place in one dispatch, one
+ *   invocation per batch element and column walking the rows
+ *   (`kernels/scan_serial.wgsl`: the design for software adapters, with no
+ *   barriers; rounding grows with L/64 + 64 terms).
  *
  * Scans are hierarchical: work O(L·C), depth O(log L), every partial sum
  * formed as a tree (f32 rounding grows with log L, not L).
@@ -29,6 +33,7 @@ import type { Gpu, Tensor } from "../gpu/runtime.ts";
 import blockSumsWgsl from "../../kernels/block_sums.wgsl" with { type: "text" };
 import scanBlockWgsl from "../../kernels/scan_block.wgsl" with { type: "text" };
 import scanAddWgsl from "../../kernels/scan_add.wgsl" with { type: "text" };
+import scanSerialWgsl from "../../kernels/scan_serial.wgsl" with { type: "text" };
 import {
   bindPiece,
   blockLayout,
@@ -207,4 +212,34 @@ export async function scanRows(
     params: [rows, cols, layout.blocksPerBatch, total],
     workgroups: workgroupGrid(Math.ceil(total / 256), options),
   });
+}
+
+/**
+ * Record the whole scan of `x` (`[B, L, C]`, one binding) in place in one
+ * dispatch (`kernels/scan_serial.wgsl`), and return carries of
+ * {@linkcode blockScan}'s shape `[B, ceil(L/64), C]` that are all zero (a new
+ * scratch tensor), so that consumers of a block scan read the same sums.
+ * Each invocation loops over L rows: callers keep L within the serial
+ * designs' loop budget (`_serial.ts`).
+ */
+export async function serialScan(
+  gpu: Gpu,
+  x: Tensor,
+  dims: ScanDims,
+  scan: ScanDirection,
+  options: TssaOptions,
+  scratch: Tensor[],
+): Promise<Tensor> {
+  const { batches, rows, cols } = dims;
+  const zeros = gpu.empty([batches, Math.ceil(rows / SCAN_ROWS), cols], "f32", "scan.carries");
+  scratch.push(zeros);
+  if (batches * rows * cols === 0) return zeros;
+  gpu.assertBindable("scanned rows", x.byteSize);
+  const kernel = await gpu.kernel("scan_serial", scanSerialWgsl, { reverse: String(scan.reverse) });
+  gpu.dispatch(kernel, {
+    bindings: [x],
+    params: [batches, rows, cols],
+    workgroups: workgroupGrid(Math.ceil((batches * cols) / 64), options),
+  });
+  return zeros;
 }

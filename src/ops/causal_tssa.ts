@@ -9,7 +9,13 @@
  *     dots[h,n,k]  = Σ_{n' ≤ n} Pi[h,n']·w[h,n',k]² / (Σ_{n' ≤ n} Pi[h,n'] + 1e-8)
  *     y[h,n,k]     = −w[h,n,k] · Pi[h,n] / (1 + dots[h,n,k])
  *
- * The GPU version is a parallel scan: work O(N·D), depth O(log N). Tokens
+ * Two GPU designs, chosen per adapter by measuring ({@linkcode CAUSAL_TSSA}):
+ * `serial` (software adapters such as lavapipe; `kernels/causal_tssa_serial.wgsl`:
+ * three dispatches, one invocation per (batch element, column) walking the
+ * tokens for the prefix sums and one per token for Pi, no scans and no
+ * barriers) and `blocks`, described next (hardware GPUs).
+ *
+ * The `blocks` version is a parallel scan: work O(N·D), depth O(log N). Tokens
  * are cut into blocks of 64; block totals of w² (`kernels/block_sums.wgsl`)
  * are scanned hierarchically (`kernels/scan_block.wgsl`,
  * `kernels/scan_add.wgsl`); `kernels/causal_tssa_pi.wgsl` finishes the prefix
@@ -30,11 +36,16 @@
 import type { Gpu, Tensor } from "../gpu/runtime.ts";
 import causalPiWgsl from "../../kernels/causal_tssa_pi.wgsl" with { type: "text" };
 import causalOutWgsl from "../../kernels/causal_tssa_out.wgsl" with { type: "text" };
-import { assertF32 } from "./_shapes.ts";
+import causalSerialWgsl from "../../kernels/causal_tssa_serial.wgsl" with { type: "text" };
+import { assertF32, bindingLimit, bindRows, rowPieces, storageAlignment } from "./_shapes.ts";
+import { testValues, type Tunable } from "../gpu/tune.ts";
+import { mismatch, resolveVariant, tunableOp } from "./_tuned.ts";
+import { serialBudgetExceeded } from "./_serial.ts";
+import { causalTssaReference } from "./causal_tssa_reference.ts";
 import { bindPiece, blockLayout, blockParams, blockPieces, workgroupGrid } from "./_tssa_blocks.ts";
 import type { TssaOptions } from "./_tssa_blocks.ts";
 import { blockSums, scanRows } from "./_scan.ts";
-import { tssaShape, tssaSlots } from "./tssa.ts";
+import { serialFits, tssaClass, tssaShape, tssaSlots } from "./tssa.ts";
 import type { TssaShape } from "./tssa.ts";
 
 /** Tokens per block: the length of the serial in-block part of each prefix sum. */
@@ -52,6 +63,8 @@ export interface CausalTssaSaves {
 export interface CausalTssaForwardOptions extends TssaOptions {
   /** Keep Pi for the backward and return it. */
   saves?: boolean;
+  /** Test/bench-only: run this design of {@linkcode CAUSAL_TSSA_VARIANTS} instead of the tuned one. */
+  variant?: string;
 }
 
 /**
@@ -132,7 +145,15 @@ export async function causalTssa(
   const scratch: Tensor[] = [];
   try {
     if (B * N > 0) {
-      await record(gpu, s, { w, temp, denomBias, pi, y }, blockSize, scratch, options);
+      let variant = await resolveVariant(gpu, op, CAUSAL_TSSA, s, options.variant);
+      // A tuned (not forced) serial choice gives way to blocks when a test's
+      // smaller binding limit cannot hold one batch element.
+      if (variant === "serial" && !options.variant && !serialFits(gpu, s, options)) {
+        variant = "blocks";
+      }
+      const tensors = { w, temp, denomBias, pi, y };
+      if (variant === "serial") await recordSerial(gpu, s, tensors, blockSize, options);
+      else await record(gpu, s, tensors, blockSize, scratch, options);
     }
   } catch (err) {
     y.destroy();
@@ -206,3 +227,140 @@ async function record(
     });
   }
 }
+
+/** Invocations per workgroup of the serial design. */
+const SERIAL_WG = 64;
+
+/** The serial design: three dispatches per piece of whole batch elements. */
+async function recordSerial(
+  gpu: Gpu,
+  s: TssaShape,
+  t: { w: Tensor; temp: Tensor; denomBias: Tensor; pi: Tensor; y: Tensor },
+  blockSize: number,
+  options: TssaOptions,
+): Promise<void> {
+  const op = "causalTssa";
+  const { batches: B, tokens: N, dim: D } = s;
+  const { w, temp, denomBias, pi, y } = t;
+  gpu.assertBindable(`${op}: Pi`, pi.byteSize);
+  const slots = { dim: D, heads: s.heads, headDim: s.headDim, workgroupSize: SERIAL_WG };
+  const [squares, memberships, output] = await Promise.all(
+    ["squares", "memberships", "output"].map((entry) =>
+      gpu.kernel("causal_tssa_serial", causalSerialWgsl, slots, entry)
+    ),
+  );
+  const align = storageAlignment(gpu);
+  const groups = (n: number) => workgroupGrid(Math.ceil(n / SERIAL_WG), options);
+  for (const { start, count } of rowPieces(op, B, N * D * 4, bindingLimit(gpu, options), align)) {
+    const wb = bindRows(w, start, count, N * D, align);
+    const yb = bindRows(y, start, count, N * D, align);
+    const params = [count, N, start, wb.base, blockSize];
+    gpu.dispatch(squares, {
+      bindings: [wb.range, yb.range],
+      params,
+      workgroups: groups(count * D),
+    });
+    gpu.dispatch(memberships, {
+      bindings: [wb.range, yb.range, pi, temp, denomBias],
+      params,
+      workgroups: groups(count * N),
+    });
+    gpu.dispatch(output, {
+      bindings: [wb.range, yb.range, pi],
+      params,
+      workgroups: groups(count * D),
+    });
+  }
+}
+
+/** The causal TSSA forward designs (see the module doc). */
+export const CAUSAL_TSSA_VARIANTS = ["blocks", "serial"] as const;
+
+/** Loop iterations of one invocation of the serial kernels: the longest of the three. */
+function serialIterations(s: TssaShape): number {
+  return Math.max(s.tokens, s.heads * (s.headDim + 3));
+}
+
+/** Why a causal TSSA variant cannot run a call, or null. */
+export function causalTssaUnsupported(gpu: Gpu, variant: string, s: TssaShape): string | null {
+  if (!(CAUSAL_TSSA_VARIANTS as readonly string[]).includes(variant)) {
+    return `is unknown (known: ${CAUSAL_TSSA_VARIANTS.join(", ")})`;
+  }
+  if (variant !== "serial") return null;
+  const over = serialBudgetExceeded(serialIterations(s), `${s.tokens} tokens × ${s.dim} features`);
+  if (over) return over;
+  if (!serialFits(gpu, s)) {
+    return `needs one batch element (${s.tokens * s.dim * 4} bytes) in a storage binding`;
+  }
+  return null;
+}
+
+/** Shapes the variants are validated at: awkward sizes, more than one 64-token block. */
+const CHECK_CAUSAL: readonly TssaShape[] = [
+  { batches: 1, tokens: 1, dim: 1, heads: 1, headDim: 1 },
+  { batches: 3, tokens: 7, dim: 20, heads: 4, headDim: 5 },
+  { batches: 2, tokens: 130, dim: 96, heads: 6, headDim: 16 },
+];
+
+async function validateCausal(gpu: Gpu, variant: string): Promise<string | null> {
+  for (const s of CHECK_CAUSAL) {
+    const { batches: B, tokens: N, dim: D, heads: H } = s;
+    const hw = testValues(B * N * D, N + D);
+    const ht = testValues(H, 5).map((v) => v + 1.5);
+    const hb = testValues(H * (N + 3), 6).map((v) => v / 4);
+    const w = gpu.upload(hw, [B, N, D], "check.w");
+    const temp = gpu.upload(ht, [H], "check.temp");
+    const bias = gpu.upload(hb, [H, N + 3], "check.denom_bias");
+    try {
+      // A piece limit of about one batch element (serial) or one block of
+      // 64 tokens (blocks) exercises the pieces.
+      const limit = Math.max((variant === "serial" ? N : 64) * D * 4 + 512, 4096);
+      const { y, saves } = await causalTssa(gpu, w, temp, bias, H, {
+        variant,
+        saves: true,
+        maxBindingBytes: limit,
+      });
+      const [gy, gpi] = [await y.read(), await saves.pi.read()];
+      y.destroy();
+      saves.pi.destroy();
+      const dims = { batches: B, tokens: N, heads: H, headDim: s.headDim, blockSize: N + 3 };
+      const ref = causalTssaReference(hw, { temp: ht, denomBias: hb }, dims);
+      const tol = { atol: 1e-6, rtol: 1e-4 };
+      const what = `${B}×${N}×${D}, ${H} heads`;
+      const why = mismatch(`y ${what}`, gy, ref.y, tol) ?? mismatch(`Pi ${what}`, gpi, ref.pi, tol);
+      if (why) return why;
+    } finally {
+      for (const t of [w, temp, bias]) t.destroy();
+    }
+  }
+  return null;
+}
+
+/** The causal TSSA forward as a tuned op ("causal_tssa" in `tost tune` and `tost info`). */
+export const CAUSAL_TSSA: Tunable<TssaShape> = tunableOp<TssaShape>({
+  op: "causal_tssa",
+  version: 1,
+  variants: CAUSAL_TSSA_VARIANTS,
+  unsupported: causalTssaUnsupported,
+  shapeClass: tssaClass,
+  fallback: (gpu, s) =>
+    gpu.info.software && causalTssaUnsupported(gpu, "serial", s) === null ? "serial" : "blocks",
+  validate: validateCausal,
+  workload(gpu, s) {
+    const { batches: B, tokens: N, dim: D, heads: H } = s;
+    const w = gpu.upload(testValues(B * N * D, 1), [B, N, D], "tune.w");
+    const temp = gpu.upload(testValues(H, 2), [H], "tune.temp");
+    const bias = gpu.upload(testValues(H * N, 3), [H, N], "tune.denom_bias");
+    return {
+      shape: [B, N, D, H],
+      run: async (variant) => {
+        const { y, saves } = await causalTssa(gpu, w, temp, bias, H, { variant, saves: true });
+        y.destroy();
+        saves.pi.destroy();
+      },
+      destroy() {
+        for (const t of [w, temp, bias]) t.destroy();
+      },
+    };
+  },
+});

@@ -6,8 +6,13 @@
  * Input is the packed projection `qkv [B, N, 3·C]` (last dimension
  * `(3, H, d)`); output `[B, 1, C]`, heads concatenated. Scale `1/√d`.
  *
- * GPU kernel: `kernels/class_attention.wgsl` (one workgroup per batch and
- * head, keys spread over its invocations, partial softmaxes merged).
+ * GPU kernels, two designs chosen per adapter by measuring
+ * ({@linkcode CLASS_ATTENTION}): `workgroup` (`kernels/class_attention.wgsl`,
+ * one workgroup per batch and head, keys spread over its invocations,
+ * partial softmaxes merged: hardware GPUs) and `serial`
+ * (`kernels/class_attention_serial.wgsl`, one invocation per batch and head
+ * walking the keys in order, no barriers: software adapters). They may
+ * differ in the last bits.
  * Float64 reference: `attentionReference(…, { classToken: true })` in
  * `attention_reference.ts`.
  *
@@ -17,9 +22,14 @@
 import type { Gpu, Tensor } from "../gpu/runtime.ts";
 import { f32 } from "../gpu/runtime.ts";
 import classWgsl from "../../kernels/class_attention.wgsl" with { type: "text" };
+import classSerialWgsl from "../../kernels/class_attention_serial.wgsl" with { type: "text" };
 import { bindingLimit, bindRows, rowPieces, storageAlignment } from "./_shapes.ts";
 import type { ChunkOptions } from "./_shapes.ts";
 import { qkvShape } from "./_attention_shape.ts";
+import { bucket, testValues, type Tunable } from "../gpu/tune.ts";
+import { mismatch, resolveVariant, tunableOp } from "./_tuned.ts";
+import { serialBudgetExceeded } from "./_serial.ts";
+import { attentionReference } from "./attention_reference.ts";
 
 /** vec4 columns merged per step: 8 (or fewer for small heads), dividing ⌈d/4⌉. */
 function mergeVec4s(headVec4s: number): number {
@@ -35,7 +45,7 @@ function mergeVec4s(headVec4s: number): number {
  *
  * @param qkv f32 `[B, N, 3·C]`, last dimension `(3, heads, d)`, `d ≤ 128`, `N ≥ 1`
  * @param heads number of heads `H` (`C = H·d`)
- * @param options `maxBindingBytes` (tests)
+ * @param options `maxBindingBytes` (tests), `variant` (tests, benches)
  * @returns a new f32 tensor `[B, 1, C]`, heads concatenated
  * @throws {TypeError} for a malformed `qkv`, a head count that does not
  *   divide it, or no tokens
@@ -50,7 +60,7 @@ export async function classAttention(
   gpu: Gpu,
   qkv: Tensor,
   heads: number,
-  options: ChunkOptions = {},
+  options: ChunkOptions & { variant?: string } = {},
 ): Promise<Tensor> {
   const op = "classAttention";
   const { B, N, H, d, C } = qkvShape(op, qkv, heads);
@@ -60,10 +70,25 @@ export async function classAttention(
   const limit = bindingLimit(gpu, options);
   const align = storageAlignment(gpu);
   const headVec4s = Math.ceil(d / 4);
-  const kernel = await gpu.kernel("class_attention", classWgsl, {
-    headVec4s,
-    mergeVec4s: mergeVec4s(headVec4s),
-  });
+  let variant: string;
+  try {
+    variant = await resolveVariant(gpu, op, CLASS_ATTENTION, { B, N, H, d }, options.variant);
+  } catch (err) {
+    out.destroy();
+    throw err;
+  }
+  const serial = variant === "serial";
+  const kernel = serial
+    ? await gpu.kernel("class_attention_serial", classSerialWgsl, {
+      headVec4s,
+      workgroupSize: SERIAL_WG,
+    })
+    : await gpu.kernel("class_attention", classWgsl, {
+      headVec4s,
+      mergeVec4s: mergeVec4s(headVec4s),
+    });
+  /** Workgroups for `pairs` (batch, head) pairs. */
+  const groups = (pairs: number) => serial ? Math.ceil(pairs / SERIAL_WG) : pairs;
   const scale = f32(Math.LOG2E / Math.sqrt(d));
   const params = (
     pairs: number,
@@ -99,7 +124,7 @@ export async function classAttention(
       gpu.dispatch(kernel, {
         bindings: [src.range, src.range, dst.range, placeholder],
         params: params(count * H, N, src.base, src.base, dst.base, 0, true, true),
-        workgroups: count * H,
+        workgroups: groups(count * H),
       });
     }
     placeholder.destroy();
@@ -127,10 +152,103 @@ export async function classAttention(
           index === 0,
           index === pieces.length - 1,
         ),
-        workgroups: H,
+        workgroups: groups(H),
       });
     });
   }
   state.destroy();
   return out;
 }
+
+/** (batch, head) pairs (invocations) per workgroup of the serial design. */
+const SERIAL_WG = 8;
+
+/** A class-attention call: batch elements, tokens, heads and head size. */
+export interface ClassAttentionShape {
+  B: number;
+  N: number;
+  H: number;
+  d: number;
+}
+
+/** The class-attention designs (see the module doc). */
+export const CLASS_ATTENTION_VARIANTS = ["workgroup", "serial"] as const;
+
+/**
+ * Loop iterations of one invocation of the serial kernel over `keys` keys:
+ * per key two loops over the head's vec4s.
+ */
+function serialIterations(keys: number, d: number): number {
+  const d4 = Math.ceil(d / 4);
+  return keys * (2 * d4 + 1) + 3 * d4;
+}
+
+/** Why a class-attention variant cannot run a call, or null. */
+export function classAttentionUnsupported(variant: string, s: ClassAttentionShape): string | null {
+  if (!(CLASS_ATTENTION_VARIANTS as readonly string[]).includes(variant)) {
+    return `is unknown (known: ${CLASS_ATTENTION_VARIANTS.join(", ")})`;
+  }
+  if (variant !== "serial") return null;
+  return serialBudgetExceeded(serialIterations(s.N, s.d), `${s.N} keys of ${s.d} values`);
+}
+
+/** The shape class: batch·heads (the parallelism), tokens and head size, each to a power of 4. */
+function classAttentionClass(s: ClassAttentionShape): string | null {
+  if (s.B * s.H < 4) return null;
+  return `p${bucket(s.B * s.H)} n${bucket(s.N)} d${bucket(s.d)}`;
+}
+
+/** Shapes the variants are validated at (`[B, N, H, d]`; keys split over bindings in the last). */
+const CHECK_CLASS: readonly ClassAttentionShape[] = [
+  { B: 1, N: 1, H: 1, d: 5 },
+  { B: 3, N: 17, H: 4, d: 16 },
+  { B: 2, N: 63, H: 6, d: 7 },
+];
+
+async function validateClassAttention(gpu: Gpu, variant: string): Promise<string | null> {
+  for (const [i, s] of CHECK_CLASS.entries()) {
+    const { B, N, H, d } = s;
+    const hx = testValues(B * N * 3 * H * d, 11 + i).map((v) => 3 * v);
+    const qkv = gpu.upload(hx, [B, N, 3 * H * d], "check.qkv");
+    try {
+      // The last shape also runs with its keys split over several bindings.
+      for (
+        const limit of i === CHECK_CLASS.length - 1 ? [undefined, 20 * 3 * H * d * 4] : [undefined]
+      ) {
+        const y = await classAttention(gpu, qkv, H, { variant, maxBindingBytes: limit });
+        const got = await y.read();
+        y.destroy();
+        const want = attentionReference(hx, B, N, H, d, { classToken: true });
+        const why = mismatch(`[${B}, ${N}, ${H}, ${d}]`, got, want, { atol: 2e-5, rtol: 1e-4 });
+        if (why) return why;
+      }
+    } finally {
+      qkv.destroy();
+    }
+  }
+  return null;
+}
+
+/** Class attention's forward as a tuned op ("class_attention" in `tost tune` and `tost info`). */
+export const CLASS_ATTENTION: Tunable<ClassAttentionShape> = tunableOp<ClassAttentionShape>({
+  op: "class_attention",
+  version: 1,
+  variants: CLASS_ATTENTION_VARIANTS,
+  unsupported: (_gpu, v, s) => classAttentionUnsupported(v, s),
+  shapeClass: classAttentionClass,
+  fallback: (gpu, s) =>
+    gpu.info.software && classAttentionUnsupported("serial", s) === null ? "serial" : "workgroup",
+  validate: validateClassAttention,
+  workload(gpu, { B, N, H, d }) {
+    const qkv = gpu.upload(testValues(B * N * 3 * H * d, 1), [B, N, 3 * H * d], "tune.qkv");
+    return {
+      shape: [B, N, H, d],
+      run: async (variant) => {
+        (await classAttention(gpu, qkv, H, { variant })).destroy();
+      },
+      destroy() {
+        qkv.destroy();
+      },
+    };
+  },
+});

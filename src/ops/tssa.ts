@@ -12,14 +12,22 @@
  * (the clamp is `F.normalize`'s `max(‖w‖, 1e-12)`, which the reference
  * applies before squaring: an all-zero feature gives zeros, not NaN).
  *
- * The GPU version makes three passes over the tokens, each parallel over
- * blocks of 128 tokens: column sums of w² (`kernels/block_sums.wgsl`,
- * reduced over blocks as a tree), Pi with the Pi-weighted sums fused
- * (`kernels/tssa_pi.wgsl`, reduced the same way), and the output
- * (`kernels/tssa_out.wgsl`). Tensors over one storage binding are processed
- * in pieces of whole blocks. Asked for its saves, the same forward keeps
- * Pi and the statistics for the backward (`tssa_backward.ts`) instead of
- * freeing them.
+ * Two GPU designs, chosen per adapter by measuring ({@linkcode TSSA},
+ * `src/gpu/tune.ts`):
+ *
+ * - `blocks` (hardware GPUs): three passes over the tokens, each parallel
+ *   over blocks of 128 tokens: column sums of w² (`kernels/block_sums.wgsl`,
+ *   reduced over blocks as a tree), Pi with the Pi-weighted sums fused
+ *   (`kernels/tssa_pi.wgsl`, workgroups of 256 threads with barriers,
+ *   reduced the same way), and the output (`kernels/tssa_out.wgsl`).
+ *   Tensors over one storage binding are processed in pieces of whole blocks.
+ * - `serial` (software adapters such as lavapipe): one dispatch, one
+ *   invocation per batch element doing all of it in token order with no
+ *   workgroup memory and no barriers (`kernels/tssa_serial.wgsl`); pieces of
+ *   whole batch elements.
+ *
+ * Both give the same saves. Asked for them, the forward keeps Pi and the
+ * statistics for the backward (`tssa_backward.ts`) instead of freeing them.
  *
  * The float64 reference of the forward and of its saves is `tssaReference`
  * in `tssa_reference.ts`.
@@ -40,7 +48,13 @@ import {
   workgroupGrid,
 } from "./_tssa_blocks.ts";
 import type { TssaOptions } from "./_tssa_blocks.ts";
+import tssaSerialWgsl from "../../kernels/tssa_serial.wgsl" with { type: "text" };
 import { blockSums, totalSums } from "./_scan.ts";
+import { bucket, testValues, type Tunable } from "../gpu/tune.ts";
+import { mismatch, resolveVariant, tunableOp } from "./_tuned.ts";
+import { bindingLimit, bindRows, rowPieces, storageAlignment } from "./_shapes.ts";
+import { tssaReference } from "./tssa_reference.ts";
+import { serialBudgetExceeded } from "./_serial.ts";
 
 /** Tokens per workgroup block in the non-causal passes. */
 const BLOCK_ROWS = 128;
@@ -137,6 +151,8 @@ export interface TssaSaves {
 export interface TssaForwardOptions extends TssaOptions {
   /** Keep Pi and the statistics for the backward and return them. */
   saves?: boolean;
+  /** Test/bench-only: run this design of {@linkcode TSSA_VARIANTS} instead of the tuned one. */
+  variant?: string;
 }
 
 /**
@@ -192,7 +208,15 @@ export async function tssa(
       scratch.push(sq, stats);
       saves = { pi, sq, stats };
     } else {
-      saves = await record(gpu, s, { w, temp, pi, y }, scratch, options);
+      let variant = await resolveVariant(gpu, "tssa", TSSA, s, options.variant);
+      // A tuned (not forced) serial choice gives way to blocks when a test's
+      // smaller binding limit cannot hold one batch element.
+      if (variant === "serial" && !options.variant && !serialFits(gpu, s, options)) {
+        variant = "blocks";
+      }
+      saves = variant === "serial"
+        ? await recordSerial(gpu, s, { w, temp, pi, y }, scratch, options)
+        : await record(gpu, s, { w, temp, pi, y }, scratch, options);
     }
   } catch (err) {
     y.destroy();
@@ -254,3 +278,153 @@ async function record(
   }
   return { pi, sq, stats };
 }
+
+/** Batch elements (invocations) per workgroup of the serial design. */
+const SERIAL_WG = 8;
+
+/** The serial design: one dispatch per piece of whole batch elements. */
+async function recordSerial(
+  gpu: Gpu,
+  s: TssaShape,
+  t: { w: Tensor; temp: Tensor; pi: Tensor; y: Tensor },
+  scratch: Tensor[],
+  options: TssaOptions,
+): Promise<TssaSaves> {
+  const { batches: B, tokens: N, dim: D } = s;
+  const { w, temp, pi, y } = t;
+  const sq = gpu.empty([B, 1, D], "f32", "tssa.sq");
+  const stats = gpu.empty([B, 1, 2 * D], "f32", "tssa.stats");
+  scratch.push(sq, stats);
+  gpu.assertBindable("tssa: Pi", pi.byteSize);
+  gpu.assertBindable("tssa: statistics", stats.byteSize);
+  const kernel = await gpu.kernel("tssa_serial", tssaSerialWgsl, {
+    dim: D,
+    heads: s.heads,
+    headDim: s.headDim,
+    workgroupSize: SERIAL_WG,
+  });
+  const align = storageAlignment(gpu);
+  const pieces = rowPieces("tssa", B, N * D * 4, bindingLimit(gpu, options), align);
+  for (const { start, count } of pieces) {
+    const wb = bindRows(w, start, count, N * D, align);
+    const yb = bindRows(y, start, count, N * D, align);
+    gpu.dispatch(kernel, {
+      bindings: [wb.range, temp, pi, sq, stats, yb.range],
+      params: [count, N, start, wb.base],
+      workgroups: workgroupGrid(Math.ceil(count / SERIAL_WG), options),
+    });
+  }
+  return { pi, sq, stats };
+}
+
+/** Whether one batch element of w fits a storage binding (the serial designs' pieces). */
+export function serialFits(gpu: Gpu, s: TssaShape, options: TssaOptions = {}): boolean {
+  return s.tokens * s.dim * 4 + storageAlignment(gpu) - 4 <= bindingLimit(gpu, options);
+}
+
+/** The TSSA forward designs (see the module doc). */
+export const TSSA_VARIANTS = ["blocks", "serial"] as const;
+
+/** Calls with fewer tokens than this over all batch elements are not measured. */
+const TUNE_MIN_TOKENS = 16;
+
+/**
+ * The shape class of a TSSA call: batch elements, tokens, features and heads,
+ * each rounded up to a power of 4 (the serial design's parallelism is the
+ * batch, its serial work tokens × features).
+ */
+export function tssaClass(s: TssaShape): string | null {
+  if (s.batches * s.tokens < TUNE_MIN_TOKENS) return null;
+  return `b${bucket(s.batches)} n${bucket(s.tokens)} d${bucket(s.dim)} h${bucket(s.heads)}`;
+}
+
+/** Loop iterations of one invocation of `kernels/tssa_serial.wgsl`, counting every loop level. */
+export function tssaSerialIterations(s: TssaShape): number {
+  const { tokens: N, dim: D, heads: H } = s;
+  return D * (N + 1) + N * (D + 3 * H + 1) + D * (2 * N + 1);
+}
+
+/** Why a TSSA variant cannot run a call, or null. */
+export function tssaUnsupported(gpu: Gpu, variant: string, s: TssaShape): string | null {
+  if (!(TSSA_VARIANTS as readonly string[]).includes(variant)) {
+    return `is unknown (known: ${TSSA_VARIANTS.join(", ")})`;
+  }
+  if (variant !== "serial") return null;
+  const over = serialBudgetExceeded(
+    tssaSerialIterations(s),
+    `${s.tokens} tokens × ${s.dim} features`,
+  );
+  if (over) return over;
+  if (!serialFits(gpu, s)) {
+    return `needs one batch element (${s.tokens * s.dim * 4} bytes) in a storage binding`;
+  }
+  return null;
+}
+
+/** Shapes the variants are validated at: awkward sizes, heads over chunk edges, an all-zero feature. */
+const CHECK_TSSA: readonly TssaShape[] = [
+  { batches: 1, tokens: 1, dim: 1, heads: 1, headDim: 1 },
+  { batches: 3, tokens: 7, dim: 20, heads: 4, headDim: 5 },
+  { batches: 9, tokens: 17, dim: 64, heads: 4, headDim: 16 },
+  { batches: 2, tokens: 130, dim: 96, heads: 6, headDim: 16 },
+];
+
+async function validateTssa(gpu: Gpu, variant: string): Promise<string | null> {
+  for (const s of CHECK_TSSA) {
+    const { batches: B, tokens: N, dim: D, heads: H } = s;
+    const hw = testValues(B * N * D, N + D);
+    for (let i = D - 1; i < hw.length; i += D) hw[i] = 0; // the last feature: all zero
+    const ht = testValues(H, 5).map((v) => v + 1.5);
+    const w = gpu.upload(hw, [B, N, D], "check.w");
+    const temp = gpu.upload(ht, [H], "check.temp");
+    try {
+      // A piece limit of about one batch element (serial) or one block of
+      // 128 tokens (blocks) exercises the pieces.
+      const limit = Math.max((variant === "serial" ? N : 128) * D * 4 + 512, 4096);
+      const { y, saves } = await tssa(gpu, w, temp, H, {
+        variant,
+        saves: true,
+        maxBindingBytes: limit,
+      });
+      const [gy, gpi] = [await y.read(), await saves.pi.read()];
+      for (const t of [y, saves.pi, saves.sq, saves.stats]) t.destroy();
+      const ref = tssaReference(hw, ht, { batches: B, tokens: N, heads: H, headDim: s.headDim });
+      const tol = { atol: 1e-6, rtol: 1e-4 };
+      const what = `${B}×${N}×${D}, ${H} heads`;
+      const why = mismatch(`y ${what}`, gy, ref.y, tol) ?? mismatch(`Pi ${what}`, gpi, ref.pi, tol);
+      if (why) return why;
+    } finally {
+      w.destroy();
+      temp.destroy();
+    }
+  }
+  return null;
+}
+
+/** The TSSA forward as a tuned op ("tssa" in `tost tune` and `tost info`). */
+export const TSSA: Tunable<TssaShape> = tunableOp<TssaShape>({
+  op: "tssa",
+  version: 1,
+  variants: TSSA_VARIANTS,
+  unsupported: tssaUnsupported,
+  shapeClass: tssaClass,
+  fallback: (gpu, s) =>
+    gpu.info.software && tssaUnsupported(gpu, "serial", s) === null ? "serial" : "blocks",
+  validate: validateTssa,
+  workload(gpu, s) {
+    const { batches: B, tokens: N, dim: D, heads: H } = s;
+    const w = gpu.upload(testValues(B * N * D, 1), [B, N, D], "tune.w");
+    const temp = gpu.upload(testValues(H, 2), [H], "tune.temp");
+    return {
+      shape: [B, N, D, H],
+      run: async (variant) => {
+        const { y, saves } = await tssa(gpu, w, temp, H, { variant, saves: true });
+        for (const t of [y, saves.pi, saves.sq, saves.stats]) t.destroy();
+      },
+      destroy() {
+        w.destroy();
+        temp.destroy();
+      },
+    };
+  },
+});

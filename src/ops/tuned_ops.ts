@@ -8,7 +8,10 @@
 import type { Gpu } from "../gpu/runtime.ts";
 import { retune, type Tunable, type TuneChoice } from "../gpu/tune.ts";
 import type { ElementShape, RowShape } from "./_tuned.ts";
+import { CLASS_ATTENTION, type ClassAttentionShape } from "./class_attention.ts";
 import { COLUMN_SUMS } from "./column_sums.ts";
+import { CAUSAL_TSSA } from "./causal_tssa.ts";
+import { CAUSAL_TSSA_BACKWARD } from "./causal_tssa_backward.ts";
 import { COPY_ROWS } from "./copy_rows.ts";
 import { CROSS_ENTROPY } from "./cross_entropy.ts";
 import { CROSS_ENTROPY_FORWARD_BACKWARD } from "./cross_entropy_backward.ts";
@@ -20,6 +23,7 @@ import { GELU_BACKWARD } from "./gelu_backward.ts";
 import { LAYER_NORM } from "./layer_norm.ts";
 import { LAYER_NORM_BACKWARD } from "./layer_norm_backward.ts";
 import { SOFTMAX } from "./softmax.ts";
+import { TSSA, type TssaShape } from "./tssa.ts";
 
 /**
  * `[rows, C]` of the models' activations, the MLP's hidden width is 4·C:
@@ -90,6 +94,54 @@ function sizes(factor: number): number[] {
   return MODEL_ROWS.map((s) => s.rows * s.cols * factor);
 }
 
+/**
+ * `[B, N, heads·d]` of the non-causal attention: the vision fixture in
+ * batches of 128 (16 tokens and the class token, 64 wide, 4 heads) and
+ * ToST-S (196 tokens, 384 wide, 6 heads) in batches of 8.
+ */
+export const TSSA_SHAPES: readonly TssaShape[] = [
+  { batches: 128, tokens: 17, dim: 64, heads: 4, headDim: 16 },
+  { batches: 8, tokens: 197, dim: 384, heads: 6, headDim: 64 },
+];
+
+function tssaTargets(t: Tunable<TssaShape>, shapes: readonly TssaShape[]): TuneTarget[] {
+  return shapes.map((s) => ({
+    op: t.op,
+    label: `${s.batches}×${s.tokens}×${s.dim}, ${s.heads} heads`,
+    shape: { batches: s.batches, tokens: s.tokens, dim: s.dim, heads: s.heads },
+    shapeClass: (gpu) => t.shapeClass(gpu, s),
+    retune: (gpu) => retune(gpu, t, s),
+  }));
+}
+
+/**
+ * `[B, T, heads·d]` of the causal attention: the `small` preset (8 × 64
+ * tokens, 64 wide, 4 heads), nanoGPT's CPU configuration (12 × 64, 128, 4
+ * heads) and 6 layers × 384 at 4 × 256 tokens (6 heads).
+ */
+export const CAUSAL_TSSA_SHAPES: readonly TssaShape[] = [
+  { batches: 8, tokens: 64, dim: 64, heads: 4, headDim: 16 },
+  { batches: 12, tokens: 64, dim: 128, heads: 4, headDim: 32 },
+  { batches: 4, tokens: 256, dim: 384, heads: 6, headDim: 64 },
+];
+
+/** `[B, N, H, d]` of the vision models' class attention (the same models as {@linkcode TSSA_SHAPES}). */
+export const CLASS_ATTENTION_SHAPES: readonly ClassAttentionShape[] = [
+  { B: 128, N: 17, H: 4, d: 16 },
+  { B: 8, N: 197, H: 6, d: 64 },
+];
+
+function classAttentionTargets(shapes: readonly ClassAttentionShape[]): TuneTarget[] {
+  const t = CLASS_ATTENTION;
+  return shapes.map((s) => ({
+    op: t.op,
+    label: `${s.B}×${s.N} tokens, ${s.H} heads of ${s.d}`,
+    shape: { B: s.B, N: s.N, H: s.H, d: s.d },
+    shapeClass: (gpu) => t.shapeClass(gpu, s),
+    retune: (gpu) => retune(gpu, t, s),
+  }));
+}
+
 /** Every tuned op but the GEMM, at the models' shapes, in the order `tost tune` runs them. */
 export function tuneTargets(): TuneTarget[] {
   return [
@@ -105,6 +157,10 @@ export function tuneTargets(): TuneTarget[] {
     ...rowTargets(CROSS_ENTROPY, LOSS_ROWS),
     ...rowTargets(CROSS_ENTROPY_FORWARD_BACKWARD, LOSS_ROWS),
     ...rowTargets(SOFTMAX, MODEL_ROWS.slice(0, 2)),
+    ...tssaTargets(TSSA, TSSA_SHAPES),
+    ...tssaTargets(CAUSAL_TSSA, CAUSAL_TSSA_SHAPES),
+    ...tssaTargets(CAUSAL_TSSA_BACKWARD, CAUSAL_TSSA_SHAPES),
+    ...classAttentionTargets(CLASS_ATTENTION_SHAPES),
   ];
 }
 

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { causalTssa } from "../../src/ops/causal_tssa.ts";
-import { causalTssaBackward } from "../../src/ops/causal_tssa_backward.ts";
+import { CAUSAL_TSSA_BACKWARD, causalTssaBackward } from "../../src/ops/causal_tssa_backward.ts";
+import { runnableVariants } from "./_variants.ts";
 import {
   causalTssaBackwardReference,
   causalTssaReference,
@@ -107,48 +108,52 @@ const GPU_SIZES = [
   { batches: 1, tokens: 300, heads: 6, headDim: 16, blockSize: 300 },
   // 79 scan blocks: two levels of prefix and suffix scans.
   { batches: 1, tokens: 5000, heads: 2, headDim: 3, blockSize: 5000 },
+  { batches: 12, tokens: 64, heads: 4, headDim: 32, blockSize: 64 }, // nanoGPT's CPU configuration
 ];
 
 Deno.test("causalTssaBackward on the GPU matches the float64 reference at awkward sizes", async (t) => {
   await withGpu(async (gpu) => {
     for (const dims of GPU_SIZES) {
       const { batches: B, tokens: N, heads: H, headDim: d, blockSize } = dims;
-      await t.step(`B ${B}, N ${N}, H ${H}, d ${d})`, async () => {
-        const D = H * d;
-        const p = problem(dims, 5000 + N);
-        const w = new Float32Array(p.w);
-        const dy = new Float32Array(p.dy);
-        const temp = new Float32Array(p.temp);
-        const denomBias = new Float32Array(p.denomBias);
-        // Reference in float64 from the same float32 inputs.
-        const q = { w: f64(w), dy: f64(dy), temp: f64(temp), denomBias: f64(denomBias) };
-        const wT = gpu.upload(w, [B, N, D]);
-        const dyT = gpu.upload(dy, [B, N, D]);
-        const tempT = gpu.upload(temp, [H, 1]);
-        const biasT = gpu.upload(denomBias, [H, blockSize, 1]);
-        const dtempT = gpu.upload(new Float32Array(H).fill(0.5), [H, 1]);
-        const dBiasT = gpu.upload(new Float32Array(H * blockSize).fill(-0.25), [H, blockSize, 1]);
-        const { y, saves } = await causalTssa(gpu, wT, tempT, biasT, H, { saves: true });
-        const pi = saves.pi;
-        const dw = await causalTssaBackward(gpu, {
-          dy: dyT,
-          w: wT,
-          temp: tempT,
-          denomBias: biasT,
-          saves,
-          dtemp: dtempT,
-          dDenomBias: dBiasT,
-          heads: H,
+      const shape = { batches: B, tokens: N, dim: H * d, heads: H, headDim: d };
+      for (const variant of runnableVariants(gpu, CAUSAL_TSSA_BACKWARD, shape)) {
+        await t.step(`${variant}: B ${B}, N ${N}, H ${H}, d ${d})`, async () => {
+          const D = H * d;
+          const p = problem(dims, 5000 + N);
+          const w = new Float32Array(p.w);
+          const dy = new Float32Array(p.dy);
+          const temp = new Float32Array(p.temp);
+          const denomBias = new Float32Array(p.denomBias);
+          // Reference in float64 from the same float32 inputs.
+          const q = { w: f64(w), dy: f64(dy), temp: f64(temp), denomBias: f64(denomBias) };
+          const wT = gpu.upload(w, [B, N, D]);
+          const dyT = gpu.upload(dy, [B, N, D]);
+          const tempT = gpu.upload(temp, [H, 1]);
+          const biasT = gpu.upload(denomBias, [H, blockSize, 1]);
+          const dtempT = gpu.upload(new Float32Array(H).fill(0.5), [H, 1]);
+          const dBiasT = gpu.upload(new Float32Array(H * blockSize).fill(-0.25), [H, blockSize, 1]);
+          const { y, saves } = await causalTssa(gpu, wT, tempT, biasT, H, { saves: true });
+          const pi = saves.pi;
+          const dw = await causalTssaBackward(gpu, {
+            dy: dyT,
+            w: wT,
+            temp: tempT,
+            denomBias: biasT,
+            saves,
+            dtemp: dtempT,
+            dDenomBias: dBiasT,
+            heads: H,
+          }, { variant });
+          const saved = causalTssaReference(q.w, q, dims);
+          const ref = backward(q, dims);
+          assertCloseScaled(await y.read(), saved.y, 1e-5, "y");
+          assertCloseScaled(await pi.read(), saved.pi, 1e-5, "pi");
+          assertCloseScaled(await dw.read(), ref.dw, 1e-4, "dw");
+          assertCloseScaled(await dtempT.read(), ref.dtemp, 1e-4, "dtemp");
+          assertCloseScaled(await dBiasT.read(), ref.dDenomBias, 1e-4, "dDenomBias");
+          for (const t of [wT, dyT, tempT, biasT, dtempT, dBiasT, y, pi, dw]) t.destroy();
         });
-        const saved = causalTssaReference(q.w, q, dims);
-        const ref = backward(q, dims);
-        assertCloseScaled(await y.read(), saved.y, 1e-5, "y");
-        assertCloseScaled(await pi.read(), saved.pi, 1e-5, "pi");
-        assertCloseScaled(await dw.read(), ref.dw, 1e-4, "dw");
-        assertCloseScaled(await dtempT.read(), ref.dtemp, 1e-4, "dtemp");
-        assertCloseScaled(await dBiasT.read(), ref.dDenomBias, 1e-4, "dDenomBias");
-        for (const t of [wT, dyT, tempT, biasT, dtempT, dBiasT, y, pi, dw]) t.destroy();
-      });
+      }
     }
   });
 });
@@ -171,7 +176,12 @@ Deno.test("causalTssaBackward: pieces over the binding limit and folded grids gi
     const dyT = gpu.upload(dy, [B, N, D]);
     const tempT = gpu.upload(temp, [H, 1]);
     const biasT = gpu.upload(denomBias, [H, blockSize, 1]);
-    for (const options of [{ maxBindingBytes: 6000 }, { foldWorkgroupsAt: 3 }]) {
+    const cases = [
+      { maxBindingBytes: 6000 },
+      { foldWorkgroupsAt: 3, variant: "blocks" },
+      { foldWorkgroupsAt: 3, variant: "serial" },
+    ];
+    for (const options of cases) {
       const dtempT = gpu.upload(new Float32Array(H).fill(0.5), [H, 1]);
       const dBiasT = gpu.upload(new Float32Array(H * blockSize).fill(-0.25), [H, blockSize, 1]);
       const args = { w: wT, temp: tempT, denomBias: biasT, heads: H };
@@ -185,6 +195,20 @@ Deno.test("causalTssaBackward: pieces over the binding limit and folded grids gi
         dDenomBias: dBiasT,
       }, options);
       const what = JSON.stringify(options);
+      if (options.maxBindingBytes) {
+        // The serial scans need each token tensor in one binding.
+        await assert.rejects(
+          () =>
+            causalTssaBackward(gpu, {
+              ...args,
+              dy: dyT,
+              saves,
+              dtemp: dtempT,
+              dDenomBias: dBiasT,
+            }, { ...options, variant: "serial" }),
+          /variant serial needs the token tensors in one storage binding/,
+        );
+      }
       assertCloseScaled(await pi.read(), causalTssaReference(q.w, q, dims).pi, 1e-5, what);
       assertCloseScaled(await dw.read(), ref.dw, 1e-4, `dw ${what}`);
       assertCloseScaled(await dtempT.read(), ref.dtemp, 1e-4, `dtemp ${what}`);

@@ -1,7 +1,7 @@
 // The one scan (src/ops/_scan.ts, kernels/scan_block.wgsl and scan_add.wgsl)
 // and the block sums, against plain loops at awkward sizes, both directions.
 import assert from "node:assert/strict";
-import { blockScan, blockSums, SCAN_ROWS, scanRows } from "../../src/ops/_scan.ts";
+import { blockScan, blockSums, SCAN_ROWS, scanRows, serialScan } from "../../src/ops/_scan.ts";
 import { blockLayout, blockPieces } from "../../src/ops/_tssa_blocks.ts";
 import type { Tensor } from "../../src/gpu/runtime.ts";
 import { assertClose, randomArray, withGpu } from "../_util.ts";
@@ -42,6 +42,52 @@ Deno.test("scanRows: prefix and suffix sums at awkward sizes", async () => {
         );
         for (const s of [...scratch, t]) s.destroy();
       }
+    }
+  });
+});
+
+Deno.test("serialScan: the whole scan in one dispatch, zero carries, at awkward sizes", async () => {
+  await withGpu(async (gpu) => {
+    for (const [B, L, C] of [...SIZES, [40, 65, 3]]) {
+      for (const reverse of [false, true]) {
+        const x = randomArray(B * L * C, L + C);
+        const t = gpu.upload(x, [B, L, C]);
+        const scratch: Tensor[] = [];
+        const dims = { batches: B, rows: L, cols: C };
+        // Folded at 2 workgroups per dimension: 120 columns need 2 of 64 invocations.
+        const carries = await serialScan(
+          gpu,
+          t,
+          dims,
+          { reverse },
+          { foldWorkgroupsAt: 2 },
+          scratch,
+        );
+        assert.deepEqual(carries.shape, [B, Math.ceil(L / SCAN_ROWS), C]);
+        assert.ok((await carries.read()).every((v) => v === 0));
+        assertClose(
+          await t.read(),
+          scanReference(x, B, L, C, reverse),
+          { atol: 1e-4, rtol: 1e-5 },
+          `serial ${reverse ? "suffix" : "prefix"} [${B}, ${L}, ${C}]`,
+        );
+        for (const s of [...scratch, t]) s.destroy();
+      }
+    }
+  });
+});
+
+Deno.test("serialScan is exact on integers over 4500 rows, both directions", async () => {
+  const B = 2, L = 4500, C = 3;
+  const x = new Float32Array(B * L * C);
+  for (let i = 0; i < x.length; i++) x[i] = (i * 7919) % 13;
+  await withGpu(async (gpu) => {
+    for (const reverse of [false, true]) {
+      const t = gpu.upload(x, [B, L, C]);
+      const scratch: Tensor[] = [];
+      await serialScan(gpu, t, { batches: B, rows: L, cols: C }, { reverse }, {}, scratch);
+      assert.deepEqual([...await t.read()], [...scanReference(x, B, L, C, reverse)]);
+      for (const s of [...scratch, t]) s.destroy();
     }
   });
 });

@@ -1,9 +1,10 @@
 import assert from "node:assert/strict";
-import { tssa } from "../../src/ops/tssa.ts";
+import { TSSA, tssa, TSSA_VARIANTS } from "../../src/ops/tssa.ts";
 import { tssaReference } from "../../src/ops/tssa_reference.ts";
 import type { Gpu } from "../../src/gpu/runtime.ts";
 import type { TssaOptions } from "../../src/ops/_tssa_blocks.ts";
 import { assertClose, randomArray, withGpu } from "../_util.ts";
+import { runnableVariants } from "./_variants.ts";
 
 interface Case {
   B: number;
@@ -18,7 +19,7 @@ async function runTssa(
   w: Float32Array<ArrayBuffer>,
   temp: Float32Array<ArrayBuffer>,
   c: Case,
-  options: TssaOptions = {},
+  options: TssaOptions & { variant?: string } = {},
 ): Promise<Float32Array> {
   const D = c.H * c.d;
   const wt = gpu.upload(w, [c.B, c.N, D], "w");
@@ -28,6 +29,10 @@ async function runTssa(
   const out = (await y.read()) as Float32Array;
   for (const t of [wt, tt, y]) t.destroy();
   return out;
+}
+
+function shapeOf(c: Case) {
+  return { batches: c.B, tokens: c.N, dim: c.H * c.d, heads: c.H, headDim: c.d };
 }
 
 function inputs(c: Case, seed: number) {
@@ -42,6 +47,8 @@ Deno.test("tssa matches the float64 reference at awkward sizes", async () => {
     { B: 2, N: 7, H: 4, d: 5 },
     { B: 3, N: 63, H: 1, d: 64 },
     { B: 1, N: 700, H: 4, d: 16 },
+    { B: 2, N: 700, H: 2, d: 2 }, // 700 tokens within the serial design's loop budget
+    { B: 2, N: 100, H: 6, d: 24 }, // 59788 loop iterations: just under the serial budget
     { B: 2, N: 129, H: 6, d: 64 }, // D = 384: six column chunks, two token blocks
     { B: 1, N: 300, H: 8, d: 48 }, // heads straddle 64-column chunks
     { B: 1, N: 40, H: 12, d: 5 }, // 384 (token, head) pairs: > 256 per workgroup
@@ -49,9 +56,11 @@ Deno.test("tssa matches the float64 reference at awkward sizes", async () => {
   await withGpu(async (gpu) => {
     for (const [i, c] of cases.entries()) {
       const { w, temp } = inputs(c, 10 + i);
-      const got = await runTssa(gpu, w, temp, c);
       const ref = tssaReference(w, temp, { batches: c.B, tokens: c.N, heads: c.H, headDim: c.d }).y;
-      assertClose(got, ref, { atol: 1e-6, rtol: 1e-5 }, `tssa ${JSON.stringify(c)}`);
+      for (const variant of runnableVariants(gpu, TSSA, shapeOf(c))) {
+        const got = await runTssa(gpu, w, temp, c, { variant });
+        assertClose(got, ref, { atol: 1e-6, rtol: 1e-5 }, `tssa ${variant} ${JSON.stringify(c)}`);
+      }
     }
   });
 });
@@ -61,9 +70,14 @@ Deno.test("tssa at 100 000 tokens matches the float64 reference", async () => {
   const c: Case = { B: 1, N: 100_000, H: 4, d: 5, lo: 0.5 };
   await withGpu(async (gpu) => {
     const { w, temp } = inputs(c, 3);
-    const got = await runTssa(gpu, w, temp, c);
     const ref = tssaReference(w, temp, { batches: c.B, tokens: c.N, heads: c.H, headDim: c.d }).y;
+    assert.deepEqual(runnableVariants(gpu, TSSA, shapeOf(c)), ["blocks"]);
+    const got = await runTssa(gpu, w, temp, c);
     assertClose(got, ref, { atol: 1e-7, rtol: 1e-5 }, "tssa N=100000");
+    await assert.rejects(
+      () => runTssa(gpu, w, temp, c, { variant: "serial" }),
+      /serial takes at most 60000 loop iterations per invocation/,
+    );
   });
 });
 
@@ -72,15 +86,38 @@ Deno.test("tssa in binding-sized pieces equals the one-piece result", async () =
   const c: Case = { B: 2, N: 1000, H: 4, d: 5 };
   await withGpu(async (gpu) => {
     const { w, temp } = inputs(c, 5);
-    const whole = await runTssa(gpu, w, temp, c);
-    const pieces = await runTssa(gpu, w, temp, c, { maxBindingBytes: 12 * 1024 });
+    const ref = tssaReference(w, temp, { batches: c.B, tokens: c.N, heads: c.H, headDim: c.d }).y;
+    const whole = await runTssa(gpu, w, temp, c, { variant: "blocks" });
+    const pieces = await runTssa(gpu, w, temp, c, {
+      maxBindingBytes: 12 * 1024,
+      variant: "blocks",
+    });
     assert.deepEqual(pieces, whole);
-    assertClose(
-      pieces,
-      tssaReference(w, temp, { batches: c.B, tokens: c.N, heads: c.H, headDim: c.d }).y,
-      { atol: 1e-6, rtol: 1e-5 },
+    assertClose(pieces, ref, { atol: 1e-6, rtol: 1e-5 });
+    await assert.rejects(
+      () => runTssa(gpu, w, temp, c, { maxBindingBytes: 4096, variant: "blocks" }),
+      RangeError,
     );
-    await assert.rejects(() => runTssa(gpu, w, temp, c, { maxBindingBytes: 4096 }), RangeError);
+    // The serial design binds whole batch elements: 24 KB each here, so one per piece.
+    const s: Case = { B: 3, N: 300, H: 4, d: 5 };
+    const si = inputs(s, 6);
+    const sref = tssaReference(si.w, si.temp, {
+      batches: s.B,
+      tokens: s.N,
+      heads: s.H,
+      headDim: s.d,
+    });
+    const serial = await runTssa(gpu, si.w, si.temp, s, { variant: "serial" });
+    const serialPieces = await runTssa(gpu, si.w, si.temp, s, {
+      maxBindingBytes: 30 * 1024,
+      variant: "serial",
+    });
+    assert.deepEqual(serialPieces, serial);
+    assertClose(serial, sref.y, { atol: 1e-6, rtol: 1e-5 });
+    await assert.rejects(
+      () => runTssa(gpu, si.w, si.temp, s, { maxBindingBytes: 12 * 1024, variant: "serial" }),
+      /does not fit/,
+    );
   });
 });
 
@@ -93,6 +130,15 @@ Deno.test("tssa with grids folded over x, y and z equals the unfolded result", a
     const whole = await runTssa(gpu, w, temp, c);
     const folded = await runTssa(gpu, w, temp, c, { foldWorkgroupsAt: 5 });
     assert.deepEqual(folded, whole);
+    // 40 batch elements: 5 workgroups of 8 invocations, folded at 2 per dimension.
+    const many: Case = { B: 40, N: 9, H: 4, d: 4 };
+    const m = inputs(many, 8);
+    const serial = await runTssa(gpu, m.w, m.temp, many, { variant: "serial" });
+    const serialFolded = await runTssa(gpu, m.w, m.temp, many, {
+      variant: "serial",
+      foldWorkgroupsAt: 2,
+    });
+    assert.deepEqual(serialFolded, serial);
   });
 });
 
@@ -101,10 +147,12 @@ Deno.test("tssa: an all-zero feature gives zeros, not NaN (F.normalize's clamp)"
   const { w, temp } = inputs(c, 9);
   for (let i = 4; i < w.length; i += 6) w[i] = 0; // feature 4 of every token
   await withGpu(async (gpu) => {
-    const got = await runTssa(gpu, w, temp, c);
     const ref = tssaReference(w, temp, { batches: c.B, tokens: c.N, heads: c.H, headDim: c.d }).y;
     assert.ok(ref.every(Number.isFinite));
-    assertClose(got, ref, { atol: 1e-6, rtol: 1e-5 });
+    for (const variant of TSSA_VARIANTS) {
+      const got = await runTssa(gpu, w, temp, c, { variant });
+      assertClose(got, ref, { atol: 1e-6, rtol: 1e-5 }, variant);
+    }
   });
 });
 
@@ -115,6 +163,10 @@ Deno.test("tssa rejects wrong shapes", async () => {
     await assert.rejects(() => tssa(gpu, w, temp, 3), TypeError); // 8 % 3 != 0
     await assert.rejects(() => tssa(gpu, w, temp, 4), TypeError); // temp has 2 values
     await assert.rejects(() => tssa(gpu, w, temp, 0), RangeError);
+    await assert.rejects(
+      () => tssa(gpu, w, temp, 2, { variant: "nope" }),
+      /variant nope is unknown/,
+    );
     const flat = gpu.upload(new Float32Array(8), [8]);
     await assert.rejects(() => tssa(gpu, flat, temp, 2), TypeError);
     const empty = await tssa(gpu, gpu.empty([2, 0, 8]), temp, 2);
@@ -146,19 +198,23 @@ Deno.test("tssa with saves: the same output, and Pi and the statistics of the re
   await withGpu(async (gpu) => {
     const wt = gpu.upload(w, [c.B, c.N, D]);
     const tt = gpu.upload(temp, [c.H]);
-    const plain = await tssa(gpu, wt, tt, c.H);
-    const { y, saves } = await tssa(gpu, wt, tt, c.H, { saves: true });
-    assert.deepEqual([...(await y.read())], [...(await plain.read())], "bit-identical y");
-    assertClose(await saves.pi.read(), ref.pi, { atol: 1e-6, rtol: 1e-5 }, "pi");
-    assertClose(await saves.sq.read(), ref.sq, { atol: 1e-5, rtol: 1e-5 }, "sq");
-    const stats = await saves.stats.read();
-    for (let b = 0; b < c.B; b++) {
-      const row = stats.subarray(b * 2 * D, (b + 1) * 2 * D);
-      const num = ref.num.subarray(b * D, (b + 1) * D);
-      const den = Array.from({ length: D }, (_, k) => ref.den[b * c.H + Math.floor(k / c.d)]);
-      assertClose(row.subarray(0, D), num, { atol: 1e-5, rtol: 1e-5 }, "Σ Pi·w²");
-      assertClose(row.subarray(D), den, { atol: 1e-5, rtol: 1e-5 }, "Σ Pi");
+    for (const variant of TSSA_VARIANTS) {
+      const plain = await tssa(gpu, wt, tt, c.H, { variant });
+      const { y, saves } = await tssa(gpu, wt, tt, c.H, { saves: true, variant });
+      assert.deepEqual([...(await y.read())], [...(await plain.read())], "bit-identical y");
+      assertClose(await saves.pi.read(), ref.pi, { atol: 1e-6, rtol: 1e-5 }, "pi");
+      assertClose(await saves.sq.read(), ref.sq, { atol: 1e-5, rtol: 1e-5 }, "sq");
+      const stats = await saves.stats.read();
+      for (let b = 0; b < c.B; b++) {
+        const row = stats.subarray(b * 2 * D, (b + 1) * 2 * D);
+        const num = ref.num.subarray(b * D, (b + 1) * D);
+        const den = Array.from({ length: D }, (_, k) => ref.den[b * c.H + Math.floor(k / c.d)]);
+        assertClose(row.subarray(0, D), num, { atol: 1e-5, rtol: 1e-5 }, "Σ Pi·w²");
+        assertClose(row.subarray(D), den, { atol: 1e-5, rtol: 1e-5 }, "Σ Pi");
+      }
+      for (const t of [plain, y, saves.pi, saves.sq, saves.stats]) t.destroy();
     }
-    for (const t of [wt, tt, plain, y, saves.pi, saves.sq, saves.stats]) t.destroy();
+    wt.destroy();
+    tt.destroy();
   });
 });
