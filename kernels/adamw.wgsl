@@ -1,5 +1,5 @@
-// One AdamW step (PyTorch's torch.optim.AdamW, decoupled weight decay) on one
-// parameter tensor, with global-norm gradient clipping and gradient
+// One AdamW step (PyTorch's torch.optim.AdamW, decoupled weight decay) on a
+// flat range of parameters (weight decay on elements [0, decay_end)), with global-norm gradient clipping and gradient
 // accumulation folded in, then the gradient is zeroed for the next step:
 //
 //   g     = grad · grad_scale · clip          (grad_scale = 1 / micro-steps)
@@ -20,6 +20,7 @@
 
 struct Params {
   n: u32,
+  decay_end: u32,
   lr: f32,
   beta1: f32,
   beta2: f32,
@@ -63,7 +64,11 @@ fn main(
   let vi = p.beta2 * v[i] + (1.0 - p.beta2) * g * g;
   m[i] = mi;
   v[i] = vi;
-  let decayed = param[i] * (1.0 - p.lr * p.weight_decay);
+  var wd = 0.0;
+  if (i < p.decay_end) {
+    wd = p.weight_decay;
+  }
+  let decayed = param[i] * (1.0 - p.lr * wd);
   param[i] = decayed - (p.lr / p.bc1) * mi / (sqrt(vi) / p.sqrt_bc2 + p.eps);
   grad[i] = 0.0;
 }
