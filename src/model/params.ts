@@ -87,7 +87,10 @@ export function decays(name: string, shape: readonly number[]): boolean {
 export interface FlatSegment {
   /** The whole buffer, `[numel]` f32. */
   readonly tensor: Tensor;
-  /** Elements before this index belong to tensors with weight decay (or to gaps between them). */
+  /**
+   * Elements before this index belong to tensors with weight decay (or to
+   * the zero gaps between them). Both it and the size are multiples of 64.
+   */
   readonly decayEnd: number;
   /** The tensors in it, by name, in layout order. */
   readonly names: readonly string[];
@@ -127,6 +130,11 @@ function layoutOf(specs: readonly ParamSpec[], align: number, maxBytes: number):
     seg.n = at + n;
     if (i < decayCount) seg.decayEnd = seg.n;
   });
+  // Whole aligned blocks (the optimizer reads vec4s); the padding is zeros.
+  for (const seg of segments) {
+    seg.n = Math.ceil(seg.n / step) * step;
+    seg.decayEnd = Math.ceil(seg.decayEnd / step) * step;
+  }
   return { segments };
 }
 

@@ -46,10 +46,17 @@ export async function gradNormSquared(
   if (out.dtype !== "f32" || out.numel < 1) {
     throw new TypeError(`gradNormSquared: out must be a non-empty f32 tensor, got [${out.shape}]`);
   }
-  const slots = { workgroupSize: WORKGROUP_SIZE, perWorkgroup: PER_WORKGROUP };
-  const [partialK, totalK] = await Promise.all([
-    gpu.kernel("grad_norm", gradNormWgsl, slots, "partial"),
-    gpu.kernel("grad_norm", gradNormWgsl, slots, "total"),
+  const slots = (vec4: boolean) => ({
+    workgroupSize: WORKGROUP_SIZE,
+    perWorkgroup: vec4 ? PER_WORKGROUP / 4 : PER_WORKGROUP,
+    vecType: vec4 ? "vec4f" : "f32",
+    square: vec4 ? "dot(x, x)" : "x * x",
+  });
+  // vec4 loads where a piece is whole vec4s (the flat gradients): faster on lavapipe.
+  const [partialK, partial4K, totalK] = await Promise.all([
+    gpu.kernel("grad_norm", gradNormWgsl, slots(false), "partial"),
+    gpu.kernel("grad_norm", gradNormWgsl, slots(true), "partial"),
+    gpu.kernel("grad_norm", gradNormWgsl, slots(false), "total"),
   ]);
   const limit = bindingLimit(gpu, { maxBindingBytes });
   const align = gpu.limits.minStorageBufferOffsetAlignment;
@@ -66,9 +73,10 @@ export async function gradNormSquared(
     for (const { t, start, end } of pieces) {
       const n = end - start;
       const groups = Math.ceil(n / PER_WORKGROUP);
-      gpu.dispatch(partialK, {
+      const vec4 = n % 4 === 0 && start % 4 === 0;
+      gpu.dispatch(vec4 ? partial4K : partialK, {
         bindings: [{ tensor: t, offset: start * 4, size: n * 4 }, partials],
-        params: [n, offset],
+        params: [vec4 ? n / 4 : n, offset],
         workgroups: groups,
       });
       offset += groups;
