@@ -1,5 +1,5 @@
-// One AdamW step (PyTorch's torch.optim.AdamW, decoupled weight decay) on one
-// parameter tensor, with global-norm gradient clipping and gradient
+// One AdamW step (PyTorch's torch.optim.AdamW, decoupled weight decay) on a
+// flat range of parameters (weight decay on elements [0, decay_end)), with global-norm gradient clipping and gradient
 // accumulation folded in, then the gradient is zeroed for the next step:
 //
 //   g     = grad · grad_scale · clip          (grad_scale = 1 / micro-steps)
@@ -14,12 +14,16 @@
 // training stats, see train_stats.wgsl) names a step whose loss or gradient
 // norm was not finite: the parameters and moments keep their last good values.
 //
+// {{vecType}} is vec4f (n and decay_end count vec4s: the flat buffers are
+// padded to whole vec4s, see model/params.ts) or f32.
+//
 // bc1 = 1 − β1^t and bc2 = 1 − β2^t are computed on the host in float64.
 
 {{include grid}}
 
 struct Params {
   n: u32,
+  decay_end: u32,
   lr: f32,
   beta1: f32,
   beta2: f32,
@@ -32,10 +36,10 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read_write> param: array<f32>;
-@group(0) @binding(2) var<storage, read_write> grad: array<f32>;
-@group(0) @binding(3) var<storage, read_write> m: array<f32>;
-@group(0) @binding(4) var<storage, read_write> v: array<f32>;
+@group(0) @binding(1) var<storage, read_write> param: array<{{vecType}}>;
+@group(0) @binding(2) var<storage, read_write> grad: array<{{vecType}}>;
+@group(0) @binding(3) var<storage, read_write> m: array<{{vecType}}>;
+@group(0) @binding(4) var<storage, read_write> v: array<{{vecType}}>;
 @group(0) @binding(5) var<storage, read> norm_sq: array<f32>;
 @group(0) @binding(6) var<storage, read> halt: array<u32>;
 
@@ -50,7 +54,7 @@ fn main(
     return;
   }
   if (halt[0] != 0u) {
-    grad[i] = 0.0;
+    grad[i] = {{vecType}}(0.0);
     return;
   }
   var scale = p.grad_scale;
@@ -63,7 +67,11 @@ fn main(
   let vi = p.beta2 * v[i] + (1.0 - p.beta2) * g * g;
   m[i] = mi;
   v[i] = vi;
-  let decayed = param[i] * (1.0 - p.lr * p.weight_decay);
+  var wd = 0.0;
+  if (i < p.decay_end) {
+    wd = p.weight_decay;
+  }
+  let decayed = param[i] * (1.0 - p.lr * wd);
   param[i] = decayed - (p.lr / p.bc1) * mi / (sqrt(vi) / p.sqrt_bc2 + p.eps);
-  grad[i] = 0.0;
+  grad[i] = {{vecType}}(0.0);
 }

@@ -2,6 +2,7 @@
 // result is the same bit for bit on every run:
 //
 //   partial: partials[offset + w] = Σ x[i]² over workgroup w's {{perWorkgroup}} elements
+//            (of type {{vecType}}: f32, or vec4f for inputs of whole vec4s)
 //   total:   out[0] = Σ partials[0 .. count)        (one workgroup)
 
 {{include grid}}
@@ -13,7 +14,9 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> src: array<f32>;
+@group(0) @binding(1) var<storage, read> src: array<{{vecType}}>;
+// The same binding as `partials` in the total entry point (the sums, f32).
+@group(0) @binding(1) var<storage, read> partials: array<f32>;
 @group(0) @binding(2) var<storage, read_write> dst: array<f32>;
 
 const WG: u32 = {{workgroupSize}}u; // a power of two
@@ -31,7 +34,7 @@ fn partial(
     let i = begin + k + lid;
     if (i < p.n) {
       let x = src[i];
-      s = s + x * x;
+      s = s + {{square}};
     }
   }
   let sum = workgroup_sum(lid, s);
@@ -44,7 +47,7 @@ fn partial(
 fn total(@builtin(local_invocation_index) lid: u32) {
   var s = 0.0;
   for (var i = lid; i < p.n; i = i + WG) {
-    s = s + src[i];
+    s = s + partials[i];
   }
   let sum = workgroup_sum(lid, s);
   if (lid == 0u) {

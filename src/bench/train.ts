@@ -165,7 +165,7 @@ export async function runTrainBench(
   if (task.config.family === "language") record.vocab_size = task.config.vocab_size;
   const interval = Math.max(1, s.log_interval);
   const steps = new StepPipeline(gpu, {
-    optimized: task.optimized,
+    flat: task.flat,
     settings: s,
     capacity: interval,
   });

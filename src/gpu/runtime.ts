@@ -165,7 +165,7 @@ const VIEW_OWNER: TensorOwner = { _release() {} };
 /** A byte range of a tensor to bind (for tensors over one binding's limit). */
 export interface BufferRange {
   readonly tensor: Tensor;
-  /** Byte offset; a multiple of `minStorageBufferOffsetAlignment`. */
+  /** Byte offset from the tensor's start; a multiple of `minStorageBufferOffsetAlignment`. */
   readonly offset: number;
   /** Byte size. */
   readonly size: number;
@@ -236,6 +236,8 @@ export class Tensor {
     readonly dtype: DType,
     owner: TensorOwner = gpu,
     parent: Tensor | null = null,
+    /** Byte offset of element 0 in `buffer` (0 but for {@linkcode Tensor.slice}s). */
+    readonly offset = 0,
   ) {
     this.#owner = owner;
     this.#parent = parent;
@@ -267,7 +269,39 @@ export class Tensor {
     if (numel(shape) !== this.numel) {
       throw new TypeError(`Cannot view [${this.shape}] as [${shape}]`);
     }
-    return new Tensor(this.gpu, this.buffer, [...shape], this.dtype, VIEW_OWNER, this);
+    return new Tensor(this.gpu, this.buffer, [...shape], this.dtype, VIEW_OWNER, this, this.offset);
+  }
+
+  /**
+   * A view of `numel(shape)` elements from element `start`: shares the
+   * buffer and owns nothing, like {@linkcode view}. Bound, copied, read and
+   * cleared as a tensor of its own, so `start · 4` must be a multiple of the
+   * device's `minStorageBufferOffsetAlignment`. (WebGPU tracks usage per
+   * buffer: two slices of one buffer cannot be bound read-only and writable
+   * in one dispatch.)
+   *
+   * @throws {RangeError} for a range outside the tensor or a misaligned start
+   */
+  slice(start: number, shape: readonly number[]): Tensor {
+    const n = numel(shape);
+    if (!Number.isInteger(start) || start < 0 || start + n > this.numel) {
+      throw new RangeError(`Cannot slice [${shape}] at ${start} of [${this.shape}]`);
+    }
+    const align = this.gpu.limits.minStorageBufferOffsetAlignment;
+    if ((start * 4) % align !== 0) {
+      throw new RangeError(
+        `Cannot slice at element ${start}: byte offset ${start * 4} is not a multiple of ${align}`,
+      );
+    }
+    return new Tensor(
+      this.gpu,
+      this.buffer,
+      [...shape],
+      this.dtype,
+      VIEW_OWNER,
+      this,
+      this.offset + start * 4,
+    );
   }
 
   /** Read the tensor back (submits pending work). */
@@ -330,7 +364,7 @@ export class Texture {
  * its buffer (an arena may hand out a buffer larger than the tensor).
  */
 function wholeBinding(t: Tensor): number {
-  return Math.min(t.buffer.size, Math.max(16, Math.ceil(t.byteSize / 16) * 16));
+  return Math.min(t.buffer.size - t.offset, Math.max(16, Math.ceil(t.byteSize / 16) * 16));
 }
 
 /** Product of a shape's dimensions (1 for a scalar). */
@@ -521,7 +555,8 @@ export class Gpu implements TensorOwner {
   clear(t: Tensor): void {
     if (t.destroyed) throw new Error("clear of a destroyed tensor");
     this.#endPass();
-    this.#currentEncoder().clearBuffer(t.buffer, 0, t.buffer.size);
+    // The bytes a binding of `t` sees (a slice clears only its own range).
+    this.#currentEncoder().clearBuffer(t.buffer, t.offset, wholeBinding(t));
   }
 
   /**
@@ -563,7 +598,7 @@ export class Gpu implements TensorOwner {
     // Queue writes are ordered before later submits but after earlier ones,
     // so pending dispatches must be submitted first to keep program order.
     this.flush();
-    this.device.queue.writeBuffer(t.buffer, elementOffset * 4, data);
+    this.device.queue.writeBuffer(t.buffer, t.offset + elementOffset * 4, data);
   }
 
   /** @internal called by Tensor.destroy. */
@@ -770,7 +805,7 @@ export class Gpu implements TensorOwner {
       entries.push({
         binding: i + 1,
         buffer: range.tensor.buffer,
-        offset: range.offset,
+        offset: range.tensor.offset + range.offset,
         size: range.size,
       });
     });
@@ -802,7 +837,13 @@ export class Gpu implements TensorOwner {
   /** Copy bytes between tensors, in program order with dispatches. */
   copy(src: Tensor, dst: Tensor, bytes = src.byteSize, srcOffset = 0, dstOffset = 0): void {
     this.#endPass();
-    this.#currentEncoder().copyBufferToBuffer(src.buffer, srcOffset, dst.buffer, dstOffset, bytes);
+    this.#currentEncoder().copyBufferToBuffer(
+      src.buffer,
+      src.offset + srcOffset,
+      dst.buffer,
+      dst.offset + dstOffset,
+      bytes,
+    );
   }
 
   /**
@@ -819,7 +860,11 @@ export class Gpu implements TensorOwner {
     if (src.destroyed || dst.destroyed) throw new Error("copyToTexture of a destroyed resource");
     this.#endPass();
     this.#currentEncoder().copyBufferToTexture(
-      { buffer: src.buffer, offset: layout.byteOffset, bytesPerRow: layout.bytesPerRow },
+      {
+        buffer: src.buffer,
+        offset: src.offset + layout.byteOffset,
+        bytesPerRow: layout.bytesPerRow,
+      },
       { texture: dst.texture },
       [layout.width, layout.rows],
     );
@@ -911,7 +956,7 @@ export class Gpu implements TensorOwner {
       usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
     });
     this.#endPass();
-    this.#currentEncoder().copyBufferToBuffer(t.buffer, byteOffset, staging, 0, size);
+    this.#currentEncoder().copyBufferToBuffer(t.buffer, t.offset + byteOffset, staging, 0, size);
     this.flush();
     try {
       this.#waits++;
@@ -940,7 +985,8 @@ export class Gpu implements TensorOwner {
     );
     for (const r of ranges) {
       if (r.tensor.destroyed) throw new Error("read of a destroyed tensor");
-      if (r.offset % 4 !== 0 || r.size % 4 !== 0 || r.offset + r.size > r.tensor.buffer.size) {
+      const at = r.tensor.offset + r.offset;
+      if (r.offset % 4 !== 0 || r.size % 4 !== 0 || at + r.size > r.tensor.buffer.size) {
         throw new RangeError(
           `read of bytes [${r.offset}, ${r.offset + r.size}) of a ${r.tensor.buffer.size}-byte ` +
             `buffer: offsets and sizes must be multiples of 4 within it`,
@@ -970,7 +1016,8 @@ export class Gpu implements TensorOwner {
       });
       g.ranges.forEach((r, i) => {
         if (r.size > 0) {
-          encoder.copyBufferToBuffer(r.tensor.buffer, r.offset, staging, g.offsets[i], r.size);
+          const at = r.tensor.offset + r.offset;
+          encoder.copyBufferToBuffer(r.tensor.buffer, at, staging, g.offsets[i], r.size);
         }
       });
       return staging;

@@ -37,6 +37,7 @@ export function createLanguageTask(
     return {
       config: cfg,
       optimized: state.optimized,
+      flat: state.flat,
       unit: "tokens",
       itemsPerMicro: s.batch_size * s.block_size,
       trainItems: data.train.length,

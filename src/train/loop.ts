@@ -268,7 +268,7 @@ export async function train(
   let steps: StepPipeline;
   try {
     steps = new StepPipeline(gpu, {
-      optimized: task.optimized,
+      flat: task.flat,
       settings: s,
       capacity: s.log_interval,
     });

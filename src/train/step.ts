@@ -25,7 +25,7 @@
 import type { Gpu, Tensor } from "../gpu/runtime.ts";
 import type { Arena } from "../gpu/arena.ts";
 import { adamwStep } from "./adamw.ts";
-import type { OptimizedParam } from "./adamw.ts";
+import type { FlatOptimizerState } from "./adamw.ts";
 import { gradNormSquared } from "./clip.ts";
 import type { TrainSettings } from "./presets.ts";
 import trainStatsWgsl from "../../kernels/train_stats.wgsl" with { type: "text" };
@@ -68,7 +68,8 @@ export interface StepArgs {
 
 /** Options of a {@linkcode StepPipeline}. */
 export interface StepPipelineOptions {
-  optimized: readonly OptimizedParam[];
+  /** The flat parameter, gradient and moment buffers (`TrainTask.flat`). */
+  flat: FlatOptimizerState;
   settings: TrainSettings;
   /** Most steps recorded between two reads (the stats buffer's slots): the log interval. */
   capacity: number;
@@ -82,7 +83,7 @@ const HEADER_WORDS = 4;
  *
  * @example
  * ```ts ignore
- * const steps = new StepPipeline(gpu, { optimized: task.optimized, settings, capacity: 10 });
+ * const steps = new StepPipeline(gpu, { flat: task.flat, settings, capacity: 10 });
  * for (let step = 1; step <= 10; step++) {
  *   await steps.record({ lr, step, arena: task.arena, micro: () => task.micro() });
  * }
@@ -92,7 +93,7 @@ const HEADER_WORDS = 4;
  */
 export class StepPipeline {
   readonly #gpu: Gpu;
-  readonly #optimized: readonly OptimizedParam[];
+  readonly #flat: FlatOptimizerState;
   readonly #settings: TrainSettings;
   readonly capacity: number;
   readonly #slotWords: number;
@@ -108,7 +109,7 @@ export class StepPipeline {
       throw new RangeError(`StepPipeline: capacity must be a positive integer, got ${capacity}`);
     }
     this.#gpu = gpu;
-    this.#optimized = options.optimized;
+    this.#flat = options.flat;
     this.#settings = settings;
     this.capacity = capacity;
     this.#slotWords = 2 + settings.gradient_accumulation_steps;
@@ -151,14 +152,14 @@ export class StepPipeline {
           const loss = await args.micro();
           gpu.copy(loss, this.#stats, 4, 0, (base + 2 + k) * 4);
         }
-        await gradNormSquared(gpu, this.#optimized.map((p) => p.grad), this.#normSq);
+        await gradNormSquared(gpu, this.#flat.grad.map((g) => g.tensor), this.#normSq);
         gpu.copy(this.#normSq, this.#stats, 4, 0, base * 4);
         gpu.dispatch(finish, {
           bindings: [this.#stats],
           params: [base, K, args.step],
           workgroups: 1,
         });
-        await adamwStep(gpu, this.#optimized, {
+        await adamwStep(gpu, this.#flat, {
           lr: args.lr,
           step: args.step,
           beta1: s.beta1,

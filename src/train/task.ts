@@ -13,7 +13,7 @@ import { ParamStore } from "../model/params.ts";
 import type { NamedTensors } from "../model/params.ts";
 import type { ModelConfig } from "../model/config.ts";
 import { decays } from "./adamw.ts";
-import type { OptimizedParam } from "./adamw.ts";
+import type { FlatOptimizerState, OptimizedParam } from "./adamw.ts";
 import type { ExtraTensors } from "./checkpoint.ts";
 import type { SamplerState, Tokenizer } from "./data.ts";
 
@@ -30,6 +30,8 @@ export interface TrainTask {
   config: ModelConfig;
   /** Every trained tensor with its gradient and AdamW moments. */
   optimized: OptimizedParam[];
+  /** The same as flat buffers (what the optimizer steps run on). */
+  flat: FlatOptimizerState;
   /** What one micro-batch holds, and how many. */
   unit: "tokens" | "images";
   itemsPerMicro: number;
@@ -63,6 +65,7 @@ export interface Moments {
 /** The optimizer's view of a model: every trained tensor with its gradient and moments. */
 export interface OptimizerState {
   optimized: OptimizedParam[];
+  flat: FlatOptimizerState;
   /** First and second AdamW moments, stores with the trained names. */
   m: ParamStore;
   v: ParamStore;
@@ -109,7 +112,13 @@ export function optimizerState(
       decay: decays(name, param.shape),
     };
   });
-  return { optimized, m, v };
+  const flat = {
+    param: store.segments(),
+    grad: grads.segments(),
+    m: m.segments(),
+    v: v.segments(),
+  };
+  return { optimized, flat, m, v };
 }
 
 /** What every task owns on the GPU: the model, its gradients and optimizer state, two arenas. */
@@ -117,6 +126,7 @@ export interface TaskState {
   store: ParamStore;
   grads: ParamStore;
   optimized: OptimizedParam[];
+  flat: FlatOptimizerState;
   /** A step's temporaries (reset by `StepPipeline.record`). */
   arena: Arena;
   /** An evaluation batch's temporaries. */
@@ -152,5 +162,6 @@ export function createTaskState(
     destroy();
     throw err;
   }
-  return { store, grads, optimized: optimizer.optimized, arena, evalArena, destroy };
+  const { optimized, flat } = optimizer;
+  return { store, grads, optimized, flat, arena, evalArena, destroy };
 }

@@ -73,6 +73,7 @@ export async function createVisionTask(
     return {
       config: cfg,
       optimized: state.optimized,
+      flat: state.flat,
       unit: "images",
       itemsPerMicro: s.batch_size,
       trainItems: train.count,

@@ -148,6 +148,41 @@ Deno.test("binding ranges address pieces of one buffer", async () => {
   });
 });
 
+Deno.test("slices are bound, written, read, copied and cleared as tensors of their own", async () => {
+  await withGpu(async (gpu) => {
+    const per = gpu.limits.minStorageBufferOffsetAlignment / 4;
+    const whole = gpu.upload(new Float32Array(4 * per).fill(9), [4 * per], "whole");
+    assert.throws(() => whole.slice(1, [3]), /not a multiple/);
+    assert.throws(() => whole.slice(3 * per, [per + 1]), /Cannot slice/);
+    const a = whole.slice(per, [7]); // 7 values: the binding rounds up past them
+    const b = whole.slice(2 * per, [7]);
+    // WebGPU forbids one buffer read-only and writable in a dispatch: y is another one.
+    const other = gpu.empty([2 * per], "f32", "other");
+    const y = other.slice(per, [7]);
+    assert.equal(a.view([7, 1]).offset, a.offset);
+    gpu.write(a, new Float32Array(7).map((_, i) => i));
+    assert.deepEqual([...await a.read()], [0, 1, 2, 3, 4, 5, 6]);
+    const k = await gpu.kernel("test_axpi", AXPI, { wg: 64 });
+    gpu.dispatch(k, { bindings: [a, y], params: [7, f32(2)], workgroups: 1 });
+    assert.deepEqual([...await y.read()], [0, 3, 6, 9, 12, 15, 18]);
+    assert.equal((await other.read())[per - 1], 0, "bytes before the bound slice untouched");
+    gpu.copy(y, b);
+    const [viaRange] = await gpu.readMany([{ tensor: b, offset: 4, size: 8 }]);
+    assert.deepEqual([...viaRange], [3, 6]);
+    gpu.copy(y, a, 8, 4, 0);
+    assert.deepEqual([...await gpu.read(a, 0, 12)], [3, 6, 2]);
+    gpu.clear(a);
+    const all = await whole.read();
+    assert.deepEqual([...all.slice(per, per + 7)], new Array(7).fill(0));
+    assert.equal(all[per - 1], 9, "bytes before the slice untouched");
+    assert.equal(all[per + 16], 9, "bytes past the slice's binding untouched");
+    assert.equal(all[2 * per + 1], 3, "the other slice untouched");
+    whole.destroy();
+    other.destroy();
+    assert.ok(a.destroyed, "a slice dies with its source");
+  });
+});
+
 Deno.test("compile errors name the kernel and line:col", async () => {
   await withGpu(async (gpu) => {
     await assert.rejects(

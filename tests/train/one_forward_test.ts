@@ -186,7 +186,7 @@ function modelBuffers(task: TrainTask, extra: readonly Tensor[] = []): Set<GPUBu
 /** Two optimizer steps; the arena's buffer count after the first and the second. */
 async function twoSteps(gpu: Gpu, task: TrainTask, settings: { lr: number }) {
   const steps = new StepPipeline(gpu, {
-    optimized: task.optimized,
+    flat: task.flat,
     settings: presetSettings("tiny"),
     capacity: 2,
   });

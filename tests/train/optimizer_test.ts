@@ -8,11 +8,13 @@
 import assert from "node:assert/strict";
 import { assertClose, assertCloseScaled, randomArray, withGpu } from "../_util.ts";
 import { adamwStep, adamwStepReference, decays } from "../../src/train/adamw.ts";
-import type { AdamWStateReference, OptimizedParam } from "../../src/train/adamw.ts";
+import type { AdamWStateReference } from "../../src/train/adamw.ts";
 import { gradNormSquared, gradNormSquaredReference } from "../../src/train/clip.ts";
 import { learningRate } from "../../src/train/schedule.ts";
 import type { LanguageConfig } from "../../src/model/config.ts";
-import { ParamStore } from "../../src/model/params.ts";
+import { allocateFlat, ParamStore } from "../../src/model/params.ts";
+import type { FlatTensors } from "../../src/model/params.ts";
+import type { Gpu } from "../../src/gpu/runtime.ts";
 import { languageForwardBackward } from "../../src/model/language/model.ts";
 import { Arena } from "../../src/gpu/arena.ts";
 import { randomStateDict } from "../model/_weights.ts";
@@ -29,89 +31,168 @@ Deno.test("decay groups: ≥2-D weights except temp and denom_bias", () => {
   assert.deepEqual(SHAPES.map(([n, s]) => decays(n, s)), [true, false, false, false, false]);
 });
 
-Deno.test("AdamW with clipping and accumulation scale: 4 steps match the float64 formulas", async () => {
-  await withGpu(async (gpu) => {
-    const params: OptimizedParam[] = [];
-    const host: AdamWStateReference[] = [];
-    SHAPES.forEach(([name, shape], i) => {
-      const n = shape.reduce((a, b) => a * b, 1);
-      const init = randomArray(n, 10 + i);
-      params.push({
-        name,
-        param: gpu.upload(init, shape),
-        grad: gpu.empty(shape),
-        m: gpu.empty(shape),
-        v: gpu.empty(shape),
+/** Awkward sizes (1, 7, 63, 700) with mixed decay, decayed and not interleaved. */
+const FLAT_SHAPES: [string, number[]][] = [
+  ["blocks.0.attn.temp", [1, 1]],
+  ["blocks.0.attn.c_attn.weight", [7, 9]],
+  ["blocks.0.attn.c_attn.bias", [7]],
+  ["blocks.0.mlp.c_fc.weight", [28, 25]],
+  ["blocks.0.gamma1", [700]],
+  ["blocks.0.attn.denom_bias", [3, 9, 1]],
+];
+
+/** Counts the dispatches recorded on `gpu` until `stop`. */
+function countDispatches(gpu: Gpu) {
+  let n = 0;
+  gpu.onDispatch = () => n++;
+  return {
+    reset: () => void (n = 0),
+    count: () => n,
+    stop: () => void (gpu.onDispatch = null),
+  };
+}
+
+/** Four flat stores (param, grad, m, v) of FLAT_SHAPES; the params set to `init`. */
+function flatState(gpu: Gpu, init: Float32Array<ArrayBuffer>[], maxBytes?: number) {
+  const specs = FLAT_SHAPES.map(([name, shape]) => ({ name, shape, kind: "float" as const }));
+  const [param, grad, m, v] = ["p.", "g.", "m.", "v."].map((l) =>
+    allocateFlat(gpu, specs, l, maxBytes)
+  );
+  FLAT_SHAPES.forEach(([name], i) => gpu.write(param.tensors.get(name)!, init[i]));
+  const flat = {
+    param: param.segments,
+    grad: grad.segments,
+    m: m.segments,
+    v: v.segments,
+  };
+  const get = (which: FlatTensors, i: number) => which.tensors.get(FLAT_SHAPES[i][0])!;
+  return { param, grad, m, v, flat, get };
+}
+
+for (
+  const limits of [{}, { maxBytes: 4096, maxBindingBytes: 1024 }] as {
+    maxBytes?: number;
+    maxBindingBytes?: number;
+  }[]
+) {
+  const label = limits.maxBytes ? " (several buffers and binding windows)" : " (one dispatch)";
+  Deno.test(`AdamW with clipping and accumulation scale: 4 steps match float64${label}`, async () => {
+    await withGpu(async (gpu) => {
+      const inits = FLAT_SHAPES.map(([, shape], i) =>
+        randomArray(shape.reduce((a, b) => a * b, 1), 10 + i)
+      );
+      const st = flatState(gpu, inits, limits.maxBytes);
+      if (limits.maxBytes) assert.ok(st.flat.param.length > 1, "several segments");
+      else assert.equal(st.flat.param.length, 1);
+      const host: AdamWStateReference[] = FLAT_SHAPES.map(([name, shape], i) => ({
+        param: Float64Array.from(inits[i]),
+        grad: new Float32Array(inits[i].length),
+        m: new Float64Array(inits[i].length),
+        v: new Float64Array(inits[i].length),
         decay: decays(name, shape),
-      });
-      host.push({
-        param: Float64Array.from(init),
-        grad: new Float32Array(n),
-        m: new Float64Array(n),
-        v: new Float64Array(n),
-        decay: decays(name, shape),
-      });
-    });
-    const normSq = gpu.empty([1]);
-    const halt = gpu.empty([1], "u32");
-    // maxNorm 3 clips the large-gradient steps (scale 2) but not the small ones.
-    const steps = [
-      { scale: 2, gradScale: 0.5, lr: 1e-2 },
-      { scale: 0.1, gradScale: 1, lr: 5e-3 },
-      { scale: 3, gradScale: 0.25, lr: 2e-2 },
-      { scale: 0.05, gradScale: 1, lr: 1e-3 },
-    ];
-    let clipped = 0;
-    for (const [k, st] of steps.entries()) {
-      params.forEach((p, i) => {
-        const g = randomArray(p.param.numel, 100 * k + i, -st.scale, st.scale);
-        gpu.write(p.grad, g);
-        host[i].grad = g;
-      });
-      await gradNormSquared(gpu, params.map((p) => p.grad), normSq);
-      const sq = gradNormSquaredReference(host.map((h) => h.grad));
-      assertClose(await gpu.read(normSq), [sq], { atol: 0, rtol: 1e-5 }, "norm²");
-      if (Math.sqrt(sq) * st.gradScale > 3) clipped++;
-      const opts = {
-        lr: st.lr,
-        step: k + 1,
+      }));
+      const normSq = gpu.empty([1]);
+      const halt = gpu.empty([1], "u32");
+      const grads = () => st.flat.grad.map((g) => g.tensor);
+      // maxNorm 3 clips the large-gradient steps (scale 2) but not the small ones.
+      const steps = [
+        { scale: 2, gradScale: 0.5, lr: 1e-2 },
+        { scale: 0.1, gradScale: 1, lr: 5e-3 },
+        { scale: 3, gradScale: 0.25, lr: 2e-2 },
+        { scale: 0.05, gradScale: 1, lr: 1e-3 },
+      ];
+      let clipped = 0;
+      const dispatches = countDispatches(gpu);
+      for (const [k, s] of steps.entries()) {
+        host.forEach((h, i) => {
+          const g = randomArray(h.param.length, 100 * k + i, -s.scale, s.scale);
+          gpu.write(st.get(st.grad, i), g);
+          h.grad = g;
+        });
+        dispatches.reset();
+        await gradNormSquared(gpu, grads(), normSq, limits.maxBindingBytes);
+        if (!limits.maxBytes) assert.equal(dispatches.count(), 2, "norm: partials + total");
+        const sq = gradNormSquaredReference(host.map((h) => h.grad));
+        assertClose(await gpu.read(normSq), [sq], { atol: 0, rtol: 1e-5 }, "norm²");
+        if (Math.sqrt(sq) * s.gradScale > 3) clipped++;
+        const opts = {
+          lr: s.lr,
+          step: k + 1,
+          beta1: 0.9,
+          beta2: 0.95,
+          eps: 1e-8,
+          weightDecay: 0.1,
+          gradScale: s.gradScale,
+          maxNorm: 3,
+        };
+        dispatches.reset();
+        await adamwStep(gpu, st.flat, { ...opts, normSq, halt }, limits.maxBindingBytes);
+        if (!limits.maxBytes) assert.equal(dispatches.count(), 1, "AdamW: one dispatch");
+        adamwStepReference(host, opts);
+        for (const [i, h] of host.entries()) {
+          const name = FLAT_SHAPES[i][0];
+          const [p, m, v, g] = await gpu.readMany(
+            [st.param, st.m, st.v, st.grad].map((w) => st.get(w, i)),
+          );
+          assertClose(p, h.param, { atol: 1e-6, rtol: 1e-5 }, name);
+          assertClose(m, h.m, { atol: 1e-7, rtol: 1e-5 }, `${name} m`);
+          assertClose(v, h.v, { atol: 1e-9, rtol: 1e-5 }, `${name} v`);
+          assert.ok(g.every((x) => x === 0), `${name}: grad zeroed`);
+        }
+      }
+      dispatches.stop();
+      assert.ok(clipped >= 1 && clipped < steps.length, `clipping was exercised (${clipped})`);
+      // The gaps between tensors stay zero (they never reach the norm).
+      const slotted = host.reduce((a, h) => a + h.param.length, 0);
+      const whole = await gpu.readMany(st.flat.param.map((s) => s.tensor));
+      const nonzero = whole.reduce((a, w) => a + w.filter((x) => x !== 0).length, 0);
+      assert.ok(nonzero <= slotted, "gaps untouched");
+      // A halt word (a non-finite step) leaves parameters and moments alone, zeroes gradients.
+      const all = (which: FlatTensors[]) =>
+        gpu.readMany(which.flatMap((w) => host.map((_, i) => st.get(w, i))));
+      const before = await all([st.param, st.m, st.v]);
+      gpu.write(halt, new Uint32Array([5]));
+      host.forEach((h, i) => gpu.write(st.get(st.grad, i), randomArray(h.param.length, 7)));
+      await gradNormSquared(gpu, grads(), normSq, limits.maxBindingBytes);
+      await adamwStep(gpu, st.flat, {
+        lr: 1,
+        step: 5,
         beta1: 0.9,
         beta2: 0.95,
         eps: 1e-8,
         weightDecay: 0.1,
-        gradScale: st.gradScale,
-        maxNorm: 3,
-      };
-      await adamwStep(gpu, params, { ...opts, normSq, halt });
-      adamwStepReference(host, opts);
-      for (const [i, p] of params.entries()) {
-        assertClose(await gpu.read(p.param), host[i].param, { atol: 1e-6, rtol: 1e-5 }, p.name);
-        assertClose(await gpu.read(p.m), host[i].m, { atol: 1e-7, rtol: 1e-5 }, `${p.name} m`);
-        assertClose(await gpu.read(p.v), host[i].v, { atol: 1e-9, rtol: 1e-5 }, `${p.name} v`);
-        assert.ok((await gpu.read(p.grad)).every((g) => g === 0), `${p.name}: grad zeroed`);
-      }
-    }
-    assert.ok(clipped >= 1 && clipped < steps.length, `clipping was exercised (${clipped})`);
-    // A halt word (a non-finite step) leaves parameters and moments alone, zeroes gradients.
-    const before = await gpu.readMany(params.flatMap((p) => [p.param, p.m, p.v]));
-    gpu.write(halt, new Uint32Array([5]));
-    for (const p of params) gpu.write(p.grad, randomArray(p.param.numel, 7));
-    await gradNormSquared(gpu, params.map((p) => p.grad), normSq);
-    await adamwStep(gpu, params, {
-      lr: 1,
-      step: 5,
-      beta1: 0.9,
-      beta2: 0.95,
-      eps: 1e-8,
-      weightDecay: 0.1,
-      gradScale: 1,
-      maxNorm: 0,
-      normSq,
-      halt,
+        gradScale: 1,
+        maxNorm: 0,
+        normSq,
+        halt,
+      }, limits.maxBindingBytes);
+      const after = await all([st.param, st.m, st.v]);
+      for (const [i, a] of after.entries()) assert.deepEqual(a, before[i], `state ${i} untouched`);
+      for (const g of await all([st.grad])) assert.ok(g.every((x) => x === 0));
     });
-    const after = await gpu.readMany(params.flatMap((p) => [p.param, p.m, p.v]));
-    for (const [i, a] of after.entries()) assert.deepEqual(a, before[i], `state ${i} untouched`);
-    for (const p of params) assert.ok((await gpu.read(p.grad)).every((g) => g === 0));
+  });
+}
+
+Deno.test("AdamW refuses stores laid out differently", async () => {
+  await withGpu(async (gpu) => {
+    const st = flatState(
+      gpu,
+      FLAT_SHAPES.map(([, s]) => new Float32Array(s.reduce((a, b) => a * b))),
+    );
+    const other = allocateFlat(gpu, [{ name: "x", shape: [5], kind: "float" }], "x.");
+    const normSq = gpu.empty([1]);
+    const halt = gpu.empty([1], "u32");
+    const opts = { lr: 1, step: 1, beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0 };
+    await assert.rejects(
+      adamwStep(gpu, { ...st.flat, m: other.segments }, {
+        ...opts,
+        gradScale: 1,
+        maxNorm: 0,
+        normSq,
+        halt,
+      }),
+      /differ in layout/,
+    );
   });
 });
 

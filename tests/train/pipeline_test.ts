@@ -63,7 +63,7 @@ async function languageTask(gpu: Gpu, s: TrainSettings): Promise<TrainTask> {
 /** Run `n` steps reading the statistics every `every` steps; the stats and final state. */
 async function runSteps(gpu: Gpu, s: TrainSettings, n: number, every: number) {
   const task = await languageTask(gpu, s);
-  const steps = new StepPipeline(gpu, { optimized: task.optimized, settings: s, capacity: every });
+  const steps = new StepPipeline(gpu, { flat: task.flat, settings: s, capacity: every });
   try {
     const stats: StepStats[] = [];
     for (let step = 1; step <= n; step++) {
@@ -130,7 +130,7 @@ Deno.test("a non-finite step is caught on the GPU: it and the steps after it upd
   await withGpu(async (gpu) => {
     const s = settings({ learning_rate: 1e30, min_lr: 1e30, grad_clip: 0 });
     const task = await languageTask(gpu, s);
-    const steps = new StepPipeline(gpu, { optimized: task.optimized, settings: s, capacity: 4 });
+    const steps = new StepPipeline(gpu, { flat: task.flat, settings: s, capacity: 4 });
     try {
       const record = (step: number) =>
         steps.record({ lr: s.learning_rate, step, arena: task.arena, micro: () => task.micro() });
@@ -155,7 +155,7 @@ Deno.test("a device error in a step's work rejects that step without a wait", as
   await withGpu(async (gpu) => {
     const s = settings();
     const task = await languageTask(gpu, s);
-    const steps = new StepPipeline(gpu, { optimized: task.optimized, settings: s, capacity: 4 });
+    const steps = new StepPipeline(gpu, { flat: task.flat, settings: s, capacity: 4 });
     const bad = await gpu.kernel(
       "test_bad_binding",
       `@group(0) @binding(0) var<uniform> p: vec4u;
