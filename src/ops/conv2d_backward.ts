@@ -4,9 +4,15 @@
  * weight for `kernels/conv2d.wgsl` ({@linkcode conv3x3s2Train}), and the
  * backward ({@linkcode conv3x3s2Backward}):
  *
- *     ∂x  = conv_transpose(∂y, W)          (assigned; kernels/conv2d_backward_input.wgsl)
- *     ∂W += Σ_{b,oy,ox} ∂y ⊗ x-patch        (accumulated; kernels/conv2d_backward_weight.wgsl,
- *                                           one workgroup per weight element, tree reduction)
+ *     ∂x  = conv_transpose(∂y, W)          (assigned)
+ *     ∂W += Σ_{b,oy,ox} ∂y ⊗ x-patch        (accumulated)
+ *
+ * in the `conv2d` tunable's two designs (`CONV2D_VARIANTS`, the forward's
+ * choice serves the backward): `gemm`, through the GEMM engine on the patch
+ * matrix (`conv2d_gemm.ts`: ∂W += ∂yᵀ·col, ∂x = col2im(∂y·W)), or `direct`
+ * (kernels/conv2d_backward_weight.wgsl, one workgroup per weight element and
+ * a tree reduction; kernels/conv2d_backward_input.wgsl, one thread per input
+ * element).
  *
  * Layouts: the input is NCHW (`"nchw"`, the images) or NHWC (`"nhwc"`, an
  * earlier stage); outputs and `∂y` are NHWC `[B, Ho, Wo, Cout]`. The float64
@@ -22,24 +28,15 @@ import type { Gpu, Tensor } from "../gpu/runtime.ts";
 import packWgsl from "../../kernels/conv2d_pack_weight.wgsl" with { type: "text" };
 import inputWgsl from "../../kernels/conv2d_backward_input.wgsl" with { type: "text" };
 import weightWgsl from "../../kernels/conv2d_backward_weight.wgsl" with { type: "text" };
-import { conv3x3s2, convOutSize, paddedChannels } from "./conv2d.ts";
+import { CONV2D, conv3x3s2, convOutSize, paddedChannels } from "./conv2d.ts";
+import { convGemm, convGemmBackward } from "./conv2d_gemm.ts";
+import { resolveVariant } from "./_tuned.ts";
 import { assertF32, assertShape } from "./_shapes.ts";
+import type { ConvDims, ConvLayout } from "./conv2d_gemm.ts";
 
 const WG = 64;
 
-/** Input layout of a stem convolution. */
-export type ConvLayout = "nchw" | "nhwc";
-
-/** Sizes of one stem convolution call. */
-export interface ConvDims {
-  B: number;
-  cin: number;
-  H: number;
-  W: number;
-  cout: number;
-  ho: number;
-  wo: number;
-}
+export type { ConvDims, ConvLayout } from "./conv2d_gemm.ts";
 
 function convDims(op: string, x: Tensor, weight: Tensor, layout: ConvLayout): ConvDims {
   assertF32(op, "x", x);
@@ -55,6 +52,15 @@ function convDims(op: string, x: Tensor, weight: Tensor, layout: ConvLayout): Co
   }
   if (H < 1 || W < 1) throw new RangeError(`${op}: empty image ${H}×${W}`);
   return { B, cin, H, W, cout: weight.shape[0], ho: convOutSize(H), wo: convOutSize(W) };
+}
+
+/**
+ * The design of a training convolution and its backward: `forced`, or the
+ * `conv2d` tunable's choice for the call's shape (measured on the forward).
+ */
+function convVariant(gpu: Gpu, op: string, d: ConvDims, forced?: string): Promise<string> {
+  const shape = { m: d.B * d.ho * d.wo, cin: d.cin, cout: d.cout };
+  return resolveVariant(gpu, op, CONV2D, shape, forced);
 }
 
 function params(d: ConvDims, n: number, layout: ConvLayout): number[] {
@@ -101,8 +107,14 @@ export async function conv3x3s2Train(
   x: Tensor,
   weight: Tensor,
   layout: ConvLayout,
+  options: { variant?: string } = {},
 ): Promise<Tensor> {
-  const d = convDims("conv3x3s2Train", x, weight, layout);
+  const op = "conv3x3s2Train";
+  const d = convDims(op, x, weight, layout);
+  if (await convVariant(gpu, op, d, options.variant) === "gemm") {
+    const w = { tensor: weight, layout: "depth" as const, ld: d.cin * 9 };
+    return await convGemm(gpu, x, d, layout, w, { bias: null, gelu: false });
+  }
   const packed = await packConvWeight(gpu, weight);
   const zero = gpu.upload(new Float32Array(d.cout), [d.cout], "conv3x3s2Train.bias");
   try {
@@ -137,6 +149,8 @@ export async function conv3x3s2Backward(
     dWeight: Tensor;
     layout: ConvLayout;
     inputGrad?: boolean;
+    /** A {@linkcode CONV2D_VARIANTS} name instead of the forward's tuned choice (tests, benches). */
+    variant?: string;
   },
 ): Promise<Tensor | null> {
   const op = "conv3x3s2Backward";
@@ -148,6 +162,10 @@ export async function conv3x3s2Backward(
   assertShape(op, "dWeight", dWeight, weight.shape);
   for (const [name, t] of Object.entries({ dy, x, weight })) {
     gpu.assertBindable(`${op}: ${name}`, t.byteSize);
+  }
+  if (await convVariant(gpu, op, d, args.variant) === "gemm") {
+    const inputGrad = args.inputGrad ?? true;
+    return await convGemmBackward(gpu, { dy, x, weight, dWeight, d, layout, inputGrad });
   }
   const elems = dWeight.numel;
   if (elems > 0 && d.B > 0) {

@@ -9,6 +9,7 @@ import type { Gpu } from "../gpu/runtime.ts";
 import { retune, type Tunable, type TuneChoice } from "../gpu/tune.ts";
 import type { ElementShape, RowShape } from "./_tuned.ts";
 import { COLUMN_SUMS } from "./column_sums.ts";
+import { CONV2D, type ConvShape } from "./conv2d.ts";
 import { COPY_ROWS } from "./copy_rows.ts";
 import { CROSS_ENTROPY } from "./cross_entropy.ts";
 import { CROSS_ENTROPY_FORWARD_BACKWARD } from "./cross_entropy_backward.ts";
@@ -90,6 +91,27 @@ function sizes(factor: number): number[] {
   return MODEL_ROWS.map((s) => s.rows * s.cols * factor);
 }
 
+/**
+ * The vision stem's convolutions (patch 8, 64 wide: 1 → 16 → 32 → 64
+ * channels on 28-pixel images, 14, 7 and 4 pixels a side after each) for an
+ * evaluation batch of 128 and a training batch of 32.
+ */
+export const STEM_CONVS: readonly ConvShape[] = [128, 32].flatMap((B) => [
+  { m: B * 14 * 14, cin: 1, cout: 16 },
+  { m: B * 7 * 7, cin: 16, cout: 32 },
+  { m: B * 4 * 4, cin: 32, cout: 64 },
+]);
+
+function convTargets(shapes: readonly ConvShape[]): TuneTarget[] {
+  return shapes.map((s) => ({
+    op: CONV2D.op,
+    label: `${s.m} pixels ${s.cin}→${s.cout}`,
+    shape: { m: s.m, cin: s.cin, cout: s.cout },
+    shapeClass: (gpu) => CONV2D.shapeClass(gpu, s),
+    retune: (gpu) => retune(gpu, CONV2D, s),
+  }));
+}
+
 /** Every tuned op but the GEMM, at the models' shapes, in the order `tost tune` runs them. */
 export function tuneTargets(): TuneTarget[] {
   return [
@@ -105,6 +127,7 @@ export function tuneTargets(): TuneTarget[] {
     ...rowTargets(CROSS_ENTROPY, LOSS_ROWS),
     ...rowTargets(CROSS_ENTROPY_FORWARD_BACKWARD, LOSS_ROWS),
     ...rowTargets(SOFTMAX, MODEL_ROWS.slice(0, 2)),
+    ...convTargets(STEM_CONVS),
   ];
 }
 
