@@ -331,8 +331,8 @@ function nchwToNhwc(x: Float32Array, B: number, C: number, P: number): Float32Ar
 }
 
 /**
- * The stem convolution's tunable: `gemm` (im2col and the GEMM engine; the
- * default) or `direct` (one kernel, no temporary), classed by output pixels
+ * The stem convolution's tunable: `gemm` (im2col and the GEMM engine) or
+ * `direct` (one kernel, no temporary), classed by output pixels
  * (rounded up to a power of 4), input and output channels.
  */
 export const CONV2D: Tunable<ConvShape> = tunableOp<ConvShape>({
@@ -350,7 +350,11 @@ export const CONV2D: Tunable<ConvShape> = tunableOp<ConvShape>({
     return null;
   },
   shapeClass: (s) => s.m < TUNE_MIN_PIXELS ? null : `m${bucket(s.m)} ci${s.cin} co${s.cout}`,
-  fallback: (gpu, s) => s.m * s.cin * 36 > gpu.limits.maxBufferSize ? "direct" : "gemm",
+  // Without a measurement: the direct kernel for the first stage's few input
+  // channels (a GEMM over Cin·9 < 36 terms lost to it 3× on lavapipe) and for
+  // patch matrices over one buffer, the GEMM otherwise (2.5–6× faster).
+  fallback: (gpu, s) =>
+    s.cin < 4 || s.m * s.cin * 36 > gpu.limits.maxBufferSize ? "direct" : "gemm",
   validate,
   workload(gpu, { m, cin, cout }) {
     // One square NHWC image with about m output pixels.
