@@ -168,6 +168,15 @@ export const CONV2D_VARIANTS = ["gemm", "direct"] as const;
 /** Calls with fewer output pixels than this are not measured. */
 const TUNE_MIN_PIXELS = 256;
 
+/**
+ * The shape class of a stem convolution (forward or backward): output
+ * pixels rounded up to a power of 4, input and output channels; null below
+ * 256 pixels (not measured).
+ */
+export function convClass(s: ConvShape): string | null {
+  return s.m < TUNE_MIN_PIXELS ? null : `m${bucket(s.m)} ci${s.cin} co${s.cout}`;
+}
+
 /** Options of {@linkcode conv3x3s2}. */
 export interface Conv3x3s2Options extends ChunkOptions {
   /** Apply exact (erf) GELU to the result (fused into the GEMM variant's epilogue). */
@@ -268,7 +277,7 @@ async function convDirect(
 }
 
 /** Convolution sizes the variants are validated at: odd and tiny images, Cout not a multiple of 4. */
-const CHECK_CONVS = [
+export const CHECK_CONVS = [
   { B: 1, cin: 1, H: 1, W: 1, cout: 1, layout: "nchw" },
   { B: 3, cin: 3, H: 5, W: 7, cout: 6, layout: "nchw" },
   { B: 2, cin: 5, H: 7, W: 4, cout: 9, layout: "nhwc" },
@@ -287,22 +296,14 @@ async function validate(gpu: Gpu, variant: string): Promise<string | null> {
       bias: Float64Array.from(bias),
     });
     const [ho, wo] = [conv.H, conv.W];
-    // NCHW reference → NHWC, the kernel's output layout.
-    const want = new Float64Array(conv.data.length);
-    for (let b = 0; b < B; b++) {
-      for (let p = 0; p < ho * wo; p++) {
-        for (let co = 0; co < cout; co++) {
-          want[(b * ho * wo + p) * cout + co] = conv.data[(b * cout + co) * ho * wo + p];
-        }
-      }
-    }
+    const want = nchwToNhwc(conv.data, B, cout, ho * wo); // the kernel's output layout
     const packed = foldBatchNormReference(weight, cout, cin, {
       weight: new Float32Array(cout).fill(1),
       bias: new Float32Array(cout),
       mean: new Float32Array(cout),
       variance: new Float32Array(cout).fill(1),
     }, 0).weight;
-    const input = c.layout === "nchw" ? x : nchwToNhwc(x, B, cin, H * W);
+    const input = c.layout === "nchw" ? x : Float32Array.from(nchwToNhwc(x, B, cin, H * W));
     const xs = gpu.upload(input, c.layout === "nchw" ? [B, cin, H, W] : [B, H, W, cin]);
     const ws = gpu.upload(packed, [cin * 9, paddedChannels(cout)]);
     const bs = gpu.upload(bias, [cout]);
@@ -319,9 +320,9 @@ async function validate(gpu: Gpu, variant: string): Promise<string | null> {
   return null;
 }
 
-/** `[B, C, P]` → `[B, P, C]`. */
-function nchwToNhwc(x: Float32Array, B: number, C: number, P: number): Float32Array<ArrayBuffer> {
-  const out = new Float32Array(x.length);
+/** `[B, C, P]` → `[B, P, C]` (NCHW to NHWC, P = H·W): the variants' checks. */
+export function nchwToNhwc(x: ArrayLike<number>, B: number, C: number, P: number): Float64Array {
+  const out = new Float64Array(x.length);
   for (let b = 0; b < B; b++) {
     for (let c = 0; c < C; c++) {
       for (let p = 0; p < P; p++) out[(b * P + p) * C + c] = x[(b * C + c) * P + p];
@@ -349,7 +350,7 @@ export const CONV2D: Tunable<ConvShape> = tunableOp<ConvShape>({
     }
     return null;
   },
-  shapeClass: (s) => s.m < TUNE_MIN_PIXELS ? null : `m${bucket(s.m)} ci${s.cin} co${s.cout}`,
+  shapeClass: convClass,
   // Without a measurement: the direct kernel for the first stage's few input
   // channels (a GEMM over Cin·9 < 36 terms lost to it 3× on lavapipe) and for
   // patch matrices over one buffer, the GEMM otherwise (2.5–6× faster).

@@ -10,6 +10,7 @@ import { retune, type Tunable, type TuneChoice } from "../gpu/tune.ts";
 import type { ElementShape, RowShape } from "./_tuned.ts";
 import { COLUMN_SUMS } from "./column_sums.ts";
 import { CONV2D, type ConvShape } from "./conv2d.ts";
+import { CONV2D_BACKWARD } from "./conv2d_backward.ts";
 import { COPY_ROWS } from "./copy_rows.ts";
 import { CROSS_ENTROPY } from "./cross_entropy.ts";
 import { CROSS_ENTROPY_FORWARD_BACKWARD } from "./cross_entropy_backward.ts";
@@ -103,13 +104,13 @@ export const STEM_CONVS: readonly ConvShape[] = [[128, 3], [32, 1]].flatMap(([B,
   { m: B * 4 * 4, cin: 32, cout: 64 },
 ]);
 
-function convTargets(shapes: readonly ConvShape[]): TuneTarget[] {
+function convTargets(t: Tunable<ConvShape>, shapes: readonly ConvShape[]): TuneTarget[] {
   return shapes.map((s) => ({
-    op: CONV2D.op,
+    op: t.op,
     label: `${s.m} pixels ${s.cin}→${s.cout}`,
     shape: { m: s.m, cin: s.cin, cout: s.cout },
-    shapeClass: (gpu) => CONV2D.shapeClass(gpu, s),
-    retune: (gpu) => retune(gpu, CONV2D, s),
+    shapeClass: (gpu) => t.shapeClass(gpu, s),
+    retune: (gpu) => retune(gpu, t, s),
   }));
 }
 
@@ -128,7 +129,8 @@ export function tuneTargets(): TuneTarget[] {
     ...rowTargets(CROSS_ENTROPY, LOSS_ROWS),
     ...rowTargets(CROSS_ENTROPY_FORWARD_BACKWARD, LOSS_ROWS),
     ...rowTargets(SOFTMAX, MODEL_ROWS.slice(0, 2)),
-    ...convTargets(STEM_CONVS),
+    ...convTargets(CONV2D, STEM_CONVS),
+    ...convTargets(CONV2D_BACKWARD, STEM_CONVS.slice(3)),
   ];
 }
 
