@@ -13,6 +13,7 @@
 // Bindings: 1 = dy, 2 = W, 3 = dx (read_write).
 
 {{include grid}}
+{{include conv_taps}}
 
 struct Params {
   n: u32,      // threads (pack_weight, input_grad) or workgroups (weight_grad) in total
@@ -43,36 +44,21 @@ fn main(
   if (i >= params.n) {
     return;
   }
-  var b: u32;
-  var ci: u32;
-  var iy: u32;
-  var ix: u32;
-  if (params.nchw == 1u) {
-    ix = i % params.w;
-    iy = (i / params.w) % params.h;
-    ci = (i / (params.w * params.h)) % params.cin;
-    b = i / (params.w * params.h * params.cin);
-  } else {
-    ci = i % params.cin;
-    ix = (i / params.cin) % params.w;
-    iy = (i / (params.cin * params.w)) % params.h;
-    b = i / (params.cin * params.w * params.h);
-  }
+  let at = input_coords(i);
+  let b = at.x;
+  let ci = at.y;
   var acc = 0.0;
   for (var ky = 0u; ky < 3u; ky++) {
-    // iy = 2·oy + ky − 1  ⇔  oy = (iy + 1 − ky)/2, which must be whole and inside.
-    let ty = i32(iy) + 1 - i32(ky);
-    if (ty < 0 || (ty & 1) != 0 || u32(ty) / 2u >= params.ho) {
+    let oy = tap_output(at.z, ky, params.ho);
+    if (oy < 0) {
       continue;
     }
-    let oy = u32(ty) / 2u;
     for (var kx = 0u; kx < 3u; kx++) {
-      let tx = i32(ix) + 1 - i32(kx);
-      if (tx < 0 || (tx & 1) != 0 || u32(tx) / 2u >= params.wo) {
+      let ox = tap_output(at.w, kx, params.wo);
+      if (ox < 0) {
         continue;
       }
-      let ox = u32(tx) / 2u;
-      let g_at = ((b * params.ho + oy) * params.wo + ox) * params.cout;
+      let g_at = ((b * params.ho + u32(oy)) * params.wo + u32(ox)) * params.cout;
       let w_at = ci * 9u + ky * 3u + kx;
       for (var co = 0u; co < params.cout; co++) {
         acc += grad[g_at + co] * kernel_w[co * params.cin * 9u + w_at];

@@ -10,6 +10,7 @@
  * @module
  */
 
+import convTaps from "../../kernels/lib/conv_taps.wgsl" with { type: "text" };
 import erf from "../../kernels/lib/erf.wgsl" with { type: "text" };
 import grid from "../../kernels/lib/grid.wgsl" with { type: "text" };
 import lanes from "../../kernels/lib/lanes.wgsl" with { type: "text" };
@@ -25,6 +26,7 @@ import tssaPiTile from "../../kernels/lib/tssa_pi_tile.wgsl" with { type: "text"
 
 /** Snippet sources by include name. */
 export const WGSL_LIBRARY: Readonly<Record<string, string>> = Object.freeze({
+  conv_taps: convTaps,
   erf,
   grid,
   lanes,

@@ -12,6 +12,8 @@ import { CLASS_ATTENTION, type ClassAttentionShape } from "./class_attention.ts"
 import { COLUMN_SUMS } from "./column_sums.ts";
 import { CAUSAL_TSSA } from "./causal_tssa.ts";
 import { CAUSAL_TSSA_BACKWARD } from "./causal_tssa_backward.ts";
+import { CONV2D, type ConvShape } from "./conv2d.ts";
+import { CONV2D_BACKWARD } from "./conv2d_backward.ts";
 import { COPY_ROWS } from "./copy_rows.ts";
 import { CROSS_ENTROPY } from "./cross_entropy.ts";
 import { CROSS_ENTROPY_FORWARD_BACKWARD } from "./cross_entropy_backward.ts";
@@ -142,6 +144,28 @@ function classAttentionTargets(shapes: readonly ClassAttentionShape[]): TuneTarg
   }));
 }
 
+/**
+ * The vision stem's convolutions (patch 8, 64 wide: Cin → 16 → 32 → 64
+ * channels on 28-pixel images, 14, 7 and 4 pixels a side after each) for the
+ * vision fixture's evaluation batch of 128 (3 input channels) and the
+ * `mnist` preset's training batch of 32 (1 input channel).
+ */
+export const STEM_CONVS: readonly ConvShape[] = [[128, 3], [32, 1]].flatMap(([B, cin]) => [
+  { m: B * 14 * 14, cin, cout: 16 },
+  { m: B * 7 * 7, cin: 16, cout: 32 },
+  { m: B * 4 * 4, cin: 32, cout: 64 },
+]);
+
+function convTargets(t: Tunable<ConvShape>, shapes: readonly ConvShape[]): TuneTarget[] {
+  return shapes.map((s) => ({
+    op: t.op,
+    label: `${s.m} pixels ${s.cin}→${s.cout}`,
+    shape: { m: s.m, cin: s.cin, cout: s.cout },
+    shapeClass: (gpu) => t.shapeClass(gpu, s),
+    retune: (gpu) => retune(gpu, t, s),
+  }));
+}
+
 /** Every tuned op but the GEMM, at the models' shapes, in the order `tost tune` runs them. */
 export function tuneTargets(): TuneTarget[] {
   return [
@@ -161,6 +185,8 @@ export function tuneTargets(): TuneTarget[] {
     ...tssaTargets(CAUSAL_TSSA, CAUSAL_TSSA_SHAPES),
     ...tssaTargets(CAUSAL_TSSA_BACKWARD, CAUSAL_TSSA_SHAPES),
     ...classAttentionTargets(CLASS_ATTENTION_SHAPES),
+    ...convTargets(CONV2D, STEM_CONVS),
+    ...convTargets(CONV2D_BACKWARD, STEM_CONVS.slice(3)),
   ];
 }
 

@@ -7,6 +7,7 @@
 import assert from "node:assert/strict";
 import type { Gpu } from "../../src/gpu/runtime.ts";
 import { conv3x3s2Backward, conv3x3s2Train } from "../../src/ops/conv2d_backward.ts";
+import { CONV2D_VARIANTS } from "../../src/ops/conv2d.ts";
 import { conv2dBackwardReference, conv2dReference } from "../../src/ops/conv2d_reference.ts";
 import { assertClose, randomArray, seededRandom, withGpu } from "../_util.ts";
 import { numericGradient } from "./_gradcheck.ts";
@@ -29,6 +30,7 @@ async function check(
   seed: number,
   { B, cin, H, W, cout }: { B: number; cin: number; H: number; W: number; cout: number },
   layout: "nchw" | "nhwc",
+  variant: string,
 ) {
   const x = randomArray(B * cin * H * W, seed);
   const weight = randomArray(cout * cin * 9, seed + 100);
@@ -54,10 +56,10 @@ async function check(
   const wt = gpu.upload(weight, [cout, cin, 3, 3]);
   const dy = gpu.upload(toNhwc(dyNchw, B, cout, ho, wo), [B, ho, wo, cout]);
   const dWeight = gpu.upload(new Float32Array(weight.length).fill(1), [cout, cin, 3, 3]);
-  const y = await conv3x3s2Train(gpu, xt, wt, layout);
-  const dx = await conv3x3s2Backward(gpu, { dy, x: xt, weight: wt, dWeight, layout });
+  const y = await conv3x3s2Train(gpu, xt, wt, layout, { variant });
+  const dx = await conv3x3s2Backward(gpu, { dy, x: xt, weight: wt, dWeight, layout, variant });
   assert.ok(dx);
-  const what = `${layout} B${B} ${cin}→${cout} ${H}×${W}`;
+  const what = `${variant} ${layout} B${B} ${cin}→${cout} ${H}×${W}`;
   assertClose(
     await y.read(),
     toNhwc(ref.data, B, cout, ho, wo),
@@ -72,17 +74,23 @@ async function check(
 
 Deno.test("conv3x3s2 training forward and backward match float64 at awkward sizes", async () => {
   await withGpu(async (gpu) => {
-    await check(gpu, 1, { B: 2, cin: 3, H: 7, W: 5, cout: 5 }, "nchw");
-    await check(gpu, 2, { B: 3, cin: 6, H: 9, W: 4, cout: 3 }, "nhwc");
-    await check(gpu, 3, { B: 1, cin: 1, H: 1, W: 1, cout: 1 }, "nhwc");
-    await check(gpu, 4, { B: 2, cin: 3, H: 32, W: 33, cout: 16 }, "nchw");
+    for (const v of CONV2D_VARIANTS) {
+      await check(gpu, 1, { B: 2, cin: 3, H: 7, W: 5, cout: 5 }, "nchw", v);
+      await check(gpu, 2, { B: 3, cin: 6, H: 9, W: 4, cout: 3 }, "nhwc", v);
+      await check(gpu, 3, { B: 1, cin: 1, H: 1, W: 1, cout: 1 }, "nhwc", v);
+      await check(gpu, 6, { B: 3, cin: 5, H: 5, W: 7, cout: 7 }, "nchw", v);
+      await check(gpu, 7, { B: 1, cin: 1, H: 7, W: 5, cout: 6 }, "nhwc", v);
+      await check(gpu, 4, { B: 2, cin: 3, H: 32, W: 33, cout: 16 }, "nchw", v);
+    }
   });
 });
 
 Deno.test("conv3x3s2 backward: a weight gradient over 65535 workgroups", async () => {
   await withGpu(async (gpu) => {
     // 96·80·9 = 69120 weight elements, one workgroup each.
-    await check(gpu, 5, { B: 2, cin: 80, H: 3, W: 4, cout: 96 }, "nhwc");
+    for (const v of CONV2D_VARIANTS) {
+      await check(gpu, 5, { B: 2, cin: 80, H: 3, W: 4, cout: 96 }, "nhwc", v);
+    }
   });
 });
 

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import {
+  CONV2D_VARIANTS,
   conv3x3s2,
   convOutSize,
   foldBatchNorm,
@@ -8,6 +9,7 @@ import {
 import { conv2dReference } from "../../src/ops/conv2d_reference.ts";
 import type { FeatureMap } from "../../src/ops/conv2d_reference.ts";
 import { batchNormReference } from "../../src/ops/batch_norm_reference.ts";
+import { geluReference } from "../../src/ops/gelu_reference.ts";
 import { assertClose, randomArray, withGpu } from "../_util.ts";
 
 /** NHWC → NCHW. */
@@ -41,16 +43,17 @@ Deno.test("convOutSize is PyTorch's ⌊(n + 2 − 3)/2⌋ + 1", () => {
   assert.deepEqual([1, 2, 3, 7, 28, 40, 224].map(convOutSize), [1, 1, 2, 4, 14, 20, 112]);
 });
 
-Deno.test("conv3x3s2 with folded BatchNorm matches the reference at awkward sizes, NCHW and NHWC, in pieces of images", async () => {
+Deno.test("conv3x3s2 with folded BatchNorm matches the reference at awkward sizes, every variant, NCHW and NHWC, in pieces of images, with and without GELU", async () => {
   await withGpu(async (gpu) => {
     for (
-      const [B, cin, H, W, cout] of [[1, 3, 1, 1, 1], [2, 3, 7, 9, 5], [3, 6, 13, 8, 12], [
-        1,
-        7,
-        28,
-        28,
-        16,
-      ]]
+      const [B, cin, H, W, cout] of [
+        [1, 3, 1, 1, 1],
+        [3, 1, 5, 7, 3],
+        [2, 3, 7, 9, 5],
+        [3, 5, 7, 5, 7],
+        [3, 6, 13, 8, 12],
+        [1, 7, 28, 28, 16],
+      ]
     ) {
       const x = randomArray(B * cin * H * W, 1);
       const weight = randomArray(cout * cin * 9, 2);
@@ -81,14 +84,23 @@ Deno.test("conv3x3s2 with folded BatchNorm matches the reference at awkward size
         const input = layout === "nchw"
           ? gpu.upload(x, [B, cin, H, W])
           : gpu.upload(nhwc(x, B, cin, H, W), [B, H, W, cin]);
-        // Whole batch in one binding, and one image per binding (a tiny limit).
-        const perImage = 4 * Math.max(cin * H * W, ho * wo * cout) + 256;
-        for (const maxBindingBytes of [undefined, perImage]) {
-          const y = await conv3x3s2(gpu, input, w, b, layout, { maxBindingBytes });
-          assert.deepEqual(y.shape, [B, ho, wo, cout]);
-          const got = toNchw((await y.read()) as Float32Array, B, ho, wo, cout);
-          const what = `${layout} ${[B, cin, H, W, cout]} limit ${maxBindingBytes}`;
-          assertClose(got, want, { atol: 2e-6, rtol: 2e-6 }, what);
+        // Whole batch in one binding, and one image per binding (a tiny
+        // limit; the GEMM variant's patch matrix has Cin·9 values per pixel).
+        const perImage = 4 * Math.max(cin * H * W, ho * wo * cout, ho * wo * cin * 9) + 256;
+        for (const variant of CONV2D_VARIANTS) {
+          for (const maxBindingBytes of [undefined, perImage]) {
+            const y = await conv3x3s2(gpu, input, w, b, layout, { maxBindingBytes, variant });
+            assert.deepEqual(y.shape, [B, ho, wo, cout]);
+            const got = toNchw((await y.read()) as Float32Array, B, ho, wo, cout);
+            const what = `${variant} ${layout} ${[B, cin, H, W, cout]} limit ${maxBindingBytes}`;
+            assertClose(got, want, { atol: 2e-6, rtol: 2e-6 }, what);
+            y.destroy();
+          }
+          const g = await conv3x3s2(gpu, input, w, b, layout, { variant, gelu: true });
+          const got = toNchw((await g.read()) as Float32Array, B, ho, wo, cout);
+          const what = `${variant} ${layout} ${[B, cin, H, W, cout]} + GELU`;
+          assertClose(got, geluReference(want), { atol: 2e-6, rtol: 2e-6 }, what);
+          g.destroy();
         }
       }
     }

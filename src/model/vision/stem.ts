@@ -9,7 +9,7 @@
  * BatchNorm has two modes, as in PyTorch. In **eval** mode (inference,
  * evaluation) it uses the running statistics, folded into the convolution
  * on the GPU from the live parameters (`foldBatchNorm`, one small dispatch
- * per stage). In **training** mode it normalises with the batch statistics,
+ * per stage), and the GELU between stages is fused into the convolution. In **training** mode it normalises with the batch statistics,
  * updates the running statistics in place (momentum 0.1, unbiased
  * variance) and keeps what its backward needs.
  *
@@ -74,12 +74,15 @@ export async function stem(
   let layout: ConvLayout = "nchw";
   for (let s = 0; s < p.stem.length; s++) {
     const last = s === p.stem.length - 1;
-    const stage = training
-      ? await trainingStage(gpu, p.stem[s], x, layout)
-      : { out: await evalStage(gpu, p.stem[s], x, layout), saves: null };
-    const out = last ? stage.out : await gelu(gpu, stage.out);
-    if (stage.saves) stages.push(stage.saves);
-    else if (!last) stage.out.destroy();
+    let out: Tensor;
+    if (training) {
+      const stage = await trainingStage(gpu, p.stem[s], x, layout);
+      out = last ? stage.out : await gelu(gpu, stage.out);
+      stages.push(stage.saves);
+    } else {
+      // GELU between stages is the GEMM's epilogue (BatchNorm is folded in).
+      out = await evalStage(gpu, p.stem[s], x, layout, !last);
+    }
     if (!training && x !== images) x.destroy();
     x = out;
     layout = "nhwc";
@@ -99,10 +102,11 @@ async function evalStage(
   p: StemStageParams,
   x: Tensor,
   layout: ConvLayout,
+  gelu: boolean,
 ): Promise<Tensor> {
   const bn = { weight: p.bn.weight, bias: p.bn.bias, ...runningStats("stem", p.bn) };
   const folded = await foldBatchNorm(gpu, p.conv, bn, BATCH_NORM_EPS);
-  const y = await conv3x3s2(gpu, x, folded.weight, folded.bias, layout);
+  const y = await conv3x3s2(gpu, x, folded.weight, folded.bias, layout, { gelu });
   folded.weight.destroy();
   folded.bias.destroy();
   return y;
