@@ -148,9 +148,9 @@ function classAttentionTargets(shapes: readonly ClassAttentionShape[]): TuneTarg
  * The vision stem's convolutions (patch 8, 64 wide: Cin → 16 → 32 → 64
  * channels on 28-pixel images, 14, 7 and 4 pixels a side after each) for the
  * vision fixture's evaluation batch of 128 (3 input channels) and the
- * `mnist` preset's training batch of 32 (1 input channel).
+ * `mnist` preset's training batch of 64 (1 input channel).
  */
-export const STEM_CONVS: readonly ConvShape[] = [[128, 3], [32, 1]].flatMap(([B, cin]) => [
+export const STEM_CONVS: readonly ConvShape[] = [[128, 3], [64, 1]].flatMap(([B, cin]) => [
   { m: B * 14 * 14, cin, cout: 16 },
   { m: B * 7 * 7, cin: 16, cout: 32 },
   { m: B * 4 * 4, cin: 32, cout: 64 },

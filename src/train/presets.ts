@@ -129,12 +129,12 @@ const VISION_PRESETS: Record<string, Omit<TrainSettings, "preset" | "attention">
     n_head: 4,
     n_embd: 64,
     block_size: 28,
-    batch_size: 32,
-    max_iters: 300,
+    batch_size: 64,
+    max_iters: 2000,
     learning_rate: 2e-3,
     min_lr: 1e-4,
     warmup_iters: 20,
-    eval_interval: 100,
+    eval_interval: 250,
     eval_tokens: 1000,
     log_interval: 10,
     sample_tokens: 0,
@@ -145,7 +145,7 @@ const DESCRIPTIONS: Record<string, string> = {
   tiny: "causal ToST, 2 layers × 32, context 32, 20 steps: a smoke test",
   small: "causal ToST, 2 layers × 64, context 64, 200 steps: the default (CPU minutes)",
   medium: "causal ToST, 6 layers × 384, 6 heads, context 256 (nanoGPT char): for a GPU",
-  mnist: "vision ToST on MNIST, patch 8, 2 blocks × 64, 300 steps of 32 images",
+  mnist: "vision ToST on MNIST, patch 8, 2 blocks × 64, 2000 steps of 64 images",
 };
 
 /** Preset names, ToST first then each twin. */
