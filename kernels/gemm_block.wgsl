@@ -23,9 +23,9 @@
 // over row blocks).
 //
 // src/ops/_gemm_source.ts generates the slots: operands (the bindings of A
-// and B), rows (per-invocation row offsets), and the unrolled declare, load,
-// fma and spill (which copies the block into `blk` for the epilogue loop,
-// kept out of the unrolled code).
+// and B), rows (per-invocation row offsets), the unrolled declare, load and
+// fma, and store (which copies the block into `blk` and emits it in a loop,
+// one output or, where C's rows allow, 4 at a time).
 
 {{operands}}
 
@@ -52,9 +52,5 @@ fn main(
     {{load}}
     {{fma}}
   }
-  var blk: array<f32, RM * RN>;
-  {{spill}}
-  for (var e = 0u; e < RM * RN; e++) {
-    emit(i0 + e / RN, j0 + e % RN, blk[e]);
-  }
+  {{store}}
 }

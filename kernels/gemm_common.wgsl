@@ -19,6 +19,14 @@
 //   otherwise    C[i, j] = v
 // Every variant sums r in increasing order with one fma per term starting
 // from 0, so all variants give bit-identical results on one device.
+//
+// The register-block kernels may store through the vector form instead:
+// `emit4(i, j, v)` finishes outputs (i, j … j+3) with the same steps done
+// on a vec4f, C and the epilogue tensors bound as array<vec4f> (when every
+// row and base is a multiple of 4: see src/ops/_gemm_source.ts). Each
+// component sees the same operations as in `emit`, so the bits are the same;
+// on lavapipe a store is a per-lane loop, so 4 outputs per store make the
+// epilogue ~3× cheaper, which matters at small K.
 
 struct Params {
   m: u32,         // rows of C in this piece
@@ -39,7 +47,6 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(3) var<storage, read_write> c: array<f32>;
 {{epilogueBindings}}
 
 {{include erf}}
@@ -50,14 +57,6 @@ fn gelu(v: f32) -> f32 {
   return v * normal_cdf(v);
 }
 
-// Store the dot product `acc` of output (i, j) of this piece.
-fn emit(i: u32, j: u32, acc: f32) {
-  if (i >= p.m || j >= p.n) {
-    return;
-  }
-  let at = p.c_base + i * p.c_ld + j;
-  var v = acc;
-  {{epilogue}}
-}
+{{emit}}
 
 {{include grid}}

@@ -30,6 +30,12 @@ export interface EpilogueSpec {
   gelu: boolean;
   /** `C[i, j] += gamma[j]·v` ("gamma"), `C[i, j] += v` ("plain"), or `C[i, j] = v` ("none") */
   residual: "none" | "gamma" | "plain";
+  /**
+   * Store 4 outputs at a time (`emit4`, C and the epilogue tensors bound as
+   * array<vec4f>): register-block kernels only, when every row of C, the
+   * piece's first column and the bias and gamma sizes are multiples of 4.
+   */
+  vector: boolean;
 }
 
 /** The epilogue of a plain product `C = A·Bᵀ`. */
@@ -39,6 +45,7 @@ export const PLAIN_EPILOGUE: Readonly<EpilogueSpec> = {
   aux: false,
   gelu: false,
   residual: "none",
+  vector: false,
 };
 
 /** The extra bindings (4, 5, …) an epilogue uses, in binding order. */
@@ -58,36 +65,90 @@ export function epilogueName(spec: EpilogueSpec): string {
   if (spec.aux) parts.push("aux");
   if (spec.gelu) parts.push("gelu");
   if (spec.residual !== "none") parts.push(spec.residual === "gamma" ? "residual" : "add");
-  return parts.join("+") || "plain";
+  return (parts.join("+") || "plain") + (spec.vector ? ",vec4" : "");
 }
 
 function epilogueSlots(spec: EpilogueSpec): Record<string, string> {
-  const bindings = epilogueBindingNames(spec).map((name, i) => {
-    const access = name === "aux" ? "read_write" : "read";
-    return `@group(0) @binding(${4 + i}) var<storage, ${access}> ${name}: array<f32>;`;
-  });
+  // The vector form does each scalar step on a vec4f: the same operations
+  // per component, so the same bits (see kernels/gemm_common.wgsl).
+  const [type, q] = spec.vector ? ["vec4f", " / 4u"] : ["f32", ""];
+  const bindings = [
+    `@group(0) @binding(3) var<storage, read_write> c: array<${type}>;`,
+    ...epilogueBindingNames(spec).map((name, i) => {
+      const access = name === "aux" ? "read_write" : "read";
+      return `@group(0) @binding(${4 + i}) var<storage, ${access}> ${name}: array<${type}>;`;
+    }),
+  ];
   const steps: string[] = [];
-  if (spec.bias) steps.push("v += bias[p.e_base + j];");
+  if (spec.bias) steps.push(`v += bias[(p.e_base + j)${q}];`);
   if (spec.accumulate) steps.push("v += c[at];");
-  if (spec.aux) steps.push("aux[p.aux_base + i * p.c_ld + j] = v;");
-  if (spec.gelu) steps.push("v = gelu(v);");
-  if (spec.residual === "gamma") steps.push("c[at] = c[at] + gamma[p.e_base + j] * v;");
+  if (spec.aux) steps.push(`aux[(p.aux_base + i * p.c_ld + j)${q}] = v;`);
+  if (spec.gelu) {
+    steps.push(
+      spec.vector ? "v = vec4f(gelu(v.x), gelu(v.y), gelu(v.z), gelu(v.w));" : "v = gelu(v);",
+    );
+  }
+  if (spec.residual === "gamma") steps.push(`c[at] = c[at] + gamma[(p.e_base + j)${q}] * v;`);
   else if (spec.residual === "plain") steps.push("c[at] = c[at] + v;");
   else steps.push("c[at] = v;");
-  return { epilogueBindings: bindings.join("\n"), epilogue: steps.join("\n  ") };
+  const emit = [
+    spec.vector
+      ? "// Store the dot products `acc` of outputs (i, j … j+3) of this piece (j % 4 = 0)."
+      : "// Store the dot product `acc` of output (i, j) of this piece.",
+    `fn emit${spec.vector ? "4" : ""}(i: u32, j: u32, acc: ${type}) {`,
+    "  if (i >= p.m || j >= p.n) {",
+    "    return;",
+    "  }",
+    `  let at = (p.c_base + i * p.c_ld + j)${q};`,
+    "  var v = acc;",
+    ...steps.map((x) => `  ${x}`),
+    "}",
+  ];
+  return { epilogueBindings: bindings.join("\n"), emit: emit.join("\n") };
 }
 
 function range(n: number): number[] {
   return Array.from({ length: n }, (_, i) => i);
 }
 
-/** Declarations, chains and spill of an RM×RN block of plain accumulators. */
-function blockSlots(rm: number, rn: number, fma: (i: number, j: number) => string) {
+/**
+ * Declarations, chains and store of an RM×RN block of plain accumulators:
+ * the store copies the block into `blk` and emits it in a loop (kept out of
+ * the unrolled code: an unrolled epilogue is slower on lavapipe), one output
+ * or, with the vector epilogue, 4 neighbouring outputs at a time.
+ */
+function blockSlots(
+  rm: number,
+  rn: number,
+  vector: boolean,
+  fma: (i: number, j: number) => string,
+) {
   const cells = range(rm).flatMap((i) => range(rn).map((j) => [i, j] as const));
+  const store = vector
+    ? [
+      "var blk: array<vec4f, RM * RN / 4u>;",
+      ...range(rm).flatMap((i) =>
+        range(rn / 4).map((h) =>
+          `blk[${i * (rn / 4) + h}] = vec4f(${
+            range(4).map((x) => `c${i}_${4 * h + x}`).join(", ")
+          });`
+        )
+      ),
+      "for (var e = 0u; e < RM * RN / 4u; e++) {",
+      "  emit4(i0 + e / (RN / 4u), j0 + 4u * (e % (RN / 4u)), blk[e]);",
+      "}",
+    ]
+    : [
+      "var blk: array<f32, RM * RN>;",
+      ...cells.map(([i, j]) => `blk[${i * rn + j}] = c${i}_${j};`),
+      "for (var e = 0u; e < RM * RN; e++) {",
+      "  emit(i0 + e / RN, j0 + e % RN, blk[e]);",
+      "}",
+    ];
   return {
     declare: cells.map(([i, j]) => `var c${i}_${j} = 0.0;`).join("\n  "),
     fma: cells.map(([i, j]) => `c${i}_${j} = ${fma(i, j)};`).join("\n    "),
-    spill: cells.map(([i, j]) => `blk[${i * rn + j}] = c${i}_${j};`).join("\n  "),
+    store: store.join("\n  "),
   };
 }
 
@@ -138,7 +199,7 @@ export function textureSource(
   const chain = (i: number, j: number) =>
     range(4).reduce((acc, q) => `fma(${a.term(i, q)}, ${b.term(j, q)}, ${acc})`, `c${i}_${j}`);
   return blockSource(`gemm_texture_${aForm}${bForm}`, rm, rn, workgroupSize, spec, {
-    ...blockSlots(rm, rn, chain),
+    ...blockSlots(rm, rn, spec.vector, chain),
     operands: [
       "@group(0) @binding(1) var a_tex: texture_storage_2d<rgba32float, read>;",
       "@group(0) @binding(2) var b_tex: texture_storage_2d<rgba32float, read>;",
@@ -172,7 +233,7 @@ export function simpleSource(
   spec: EpilogueSpec,
 ): GemmSource {
   return blockSource("gemm_simple", rm, rn, workgroupSize, spec, {
-    ...blockSlots(rm, rn, (i, j) => `fma(a${i}, b${j}, c${i}_${j})`),
+    ...blockSlots(rm, rn, spec.vector, (i, j) => `fma(a${i}, b${j}, c${i}_${j})`),
     operands: [
       "@group(0) @binding(1) var<storage, read> a: array<f32>;",
       "@group(0) @binding(2) var<storage, read> b: array<f32>;",

@@ -241,9 +241,40 @@ function compile(
   return k;
 }
 
+/**
+ * Invocations per workgroup of a register-block kernel whose rows of C hold
+ * `blocksN` blocks: 64, or fewer for narrow products (8, 16 or 32: whole
+ * 8-lane vectors of lavapipe), so that few workgroups start idle invocations. Lavapipe runs
+ * every 8 invocations as one fibre even when they all leave at once: at
+ * 2176×64→64 with 8×8 blocks (8 blocks a row) a workgroup of 64 took 1.9×
+ * the time of one of 8 (CPU time, under load).
+ */
+function blockWorkgroupSize(blocksN: number): number {
+  // Powers of two: each size is a pipeline of its own to compile.
+  let wg = 8;
+  while (wg < BLOCK_WG && wg < blocksN) wg *= 2;
+  return wg;
+}
+
+const BLOCK_WG = 64;
+
+/**
+ * The piece's epilogue for a register-block kernel of RN columns a block:
+ * stored 4 outputs at a time where C's rows, the piece's columns and the
+ * epilogue tensors are whole vec4s (see `EpilogueSpec.vector`).
+ */
+function blockSpec(prod: GemmProduct, piece: Piece, rn: number): EpilogueSpec {
+  const e = prod.epilogue ?? {};
+  const whole = (bytes: number) => bytes % 16 === 0;
+  const vector = rn % 4 === 0 && prod.n % 4 === 0 && piece.j.start % 4 === 0 &&
+    piece.j.count % 4 === 0 && piece.c.base % 4 === 0 && whole(piece.c.range.size) &&
+    (!piece.aux || (piece.aux.base % 4 === 0 && whole(piece.aux.range.size))) &&
+    (!e.bias || whole(e.bias.byteSize)) && (!e.gamma || whole(e.gamma.byteSize));
+  return { ...piece.spec, vector };
+}
+
 /** Register-block variants straight from the buffers. */
 function simpleVariant(rm: number, rn: number): GemmVariant {
-  const wg = 64;
   const name = `simple-${rm}x${rn}`;
   return {
     name,
@@ -251,13 +282,16 @@ function simpleVariant(rm: number, rn: number): GemmVariant {
     unsupported: () => null,
     caps: () => UNLIMITED,
     async record(gpu, prod, piece) {
+      const spec = blockSpec(prod, piece, rn);
+      const blocksN = Math.ceil(piece.j.count / rn);
+      const wg = blockWorkgroupSize(blocksN);
       const kernel = await compile(
         gpu,
-        name,
-        piece.spec,
-        () => simpleSource(rm, rn, wg, piece.spec),
+        `${name}/${wg}`,
+        spec,
+        () => simpleSource(rm, rn, wg, spec),
       );
-      const blocksN = Math.ceil(piece.j.count / rn);
+
       const groupsPerRow = Math.ceil(blocksN / wg);
       dispatchBuffers(gpu, kernel, prod, piece, blocksN, groupsPerRow, {
         workgroups: Math.ceil(piece.i.count / rm) * groupsPerRow,
@@ -306,7 +340,6 @@ const PACK_WG = 64;
 
 /** Packed-texture variants (for lavapipe). */
 function textureVariant(rm: number, rn: number): GemmVariant {
-  const wg = 64;
   const side = (gpu: Gpu, options: GemmOptions) =>
     Math.min(gpu.limits.maxTextureDimension2D, options.maxTextureSide ?? Infinity);
   const name = `texture-${rm}x${rn}`;
@@ -336,11 +369,14 @@ function textureVariant(rm: number, rn: number): GemmVariant {
     async record(gpu, prod, piece) {
       const [aForm, bForm] = forms(gemmKind(prod));
       const pack = await gpu.kernel("gemm_pack", packWgsl);
+      const spec = blockSpec(prod, piece, rn);
+      const blocksN = Math.ceil(piece.j.count / rn);
+      const wg = blockWorkgroupSize(blocksN);
       const kernel = await compile(
         gpu,
-        `${name}/${aForm}${bForm}`,
-        piece.spec,
-        () => textureSource(rm, rn, wg, piece.spec, aForm, bForm),
+        `${name}/${aForm}${bForm}/${wg}`,
+        spec,
+        () => textureSource(rm, rn, wg, spec, aForm, bForm),
       );
       const depth = piece.r.count;
       const steps = Math.ceil(depth / 4);
@@ -392,7 +428,6 @@ function textureVariant(rm: number, rn: number): GemmVariant {
       // binding or texture limit, where the product dwarfs the packing.
       const aTex = packInto(0, piece.i.count, rm, aForm, piece.a, piece.aAt);
       const bTex = packInto(1, piece.j.count, rn, bForm, piece.b, piece.bAt);
-      const blocksN = Math.ceil(piece.j.count / rn);
       const groupsPerRow = Math.ceil(blocksN / wg);
       gpu.dispatch(kernel, {
         bindings: [aTex, bTex, piece.c.range, ...epilogueBindings(prod, piece)],
@@ -509,6 +544,7 @@ function specOf(e: GemmEpilogue): EpilogueSpec {
     aux: Boolean(e.aux),
     gelu: Boolean(e.gelu),
     residual: e.residual ? (e.gamma ? "gamma" : "plain") : "none",
+    vector: false,
   };
 }
 

@@ -39,7 +39,7 @@ import {
 import { linearForwardReference } from "./linear_reference.ts";
 
 /** Bump when the variants change in a way that invalidates saved choices. */
-export const GEMM_TUNE_VERSION = 1;
+export const GEMM_TUNE_VERSION = 2;
 
 /** A product's size as the tuner sees it. */
 export interface GemmShape {
