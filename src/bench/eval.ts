@@ -9,10 +9,10 @@
  */
 
 import type { Gpu } from "../gpu/runtime.ts";
-import { loadMnistTest, mnistBatch } from "../data/mnist.ts";
+import { loadMnistTest } from "../data/mnist.ts";
 import { destroyModel, readModelFile, uploadModel } from "../model/load.ts";
-import { visionForward } from "../model/vision/model.ts";
-import { median } from "./stats.ts";
+import { scoreMnist } from "../model/vision/score_mnist.ts";
+import { Arena } from "../gpu/arena.ts";
 
 /** One evaluation-throughput measurement, as `tost bench --eval --json` prints it. */
 export interface EvalRecord {
@@ -28,7 +28,7 @@ export interface EvalRecord {
   /** Image side in pixels (28: MNIST). */
   image: number;
   batch_size: number;
-  /** Median wall time of one batch. */
+  /** Wall time per batch: the timed batches, recorded back to back as `tost evaluate` does, over their number. */
   batch_ms: number | null;
   wall_ms: number | null;
   gpu_ms: null;
@@ -47,7 +47,7 @@ export interface EvalRecord {
 export interface EvalBenchOptions {
   batch: number;
   warmup: number;
-  /** Timed batches (the median is reported). */
+  /** Timed batches, recorded back to back (their mean time is reported). */
   repeats: number;
   /** Top-level key of a PyTorch checkpoint's state_dict. */
   key?: string;
@@ -98,32 +98,37 @@ export async function runEvalBench(
   const model = uploadModel(gpu, file);
   if (model.family !== "vision") throw new TypeError("unreachable: not a vision model");
   try {
-    const shape = [o.batch, cfg.in_chans, set.rows, set.cols] as const;
-    let correct = 0;
-    let batchNo = 0;
-    const once = async (): Promise<number> => {
-      const at = (batchNo++ * o.batch) % (set.count - o.batch + 1);
-      const images = mnistBatch(set, at, o.batch, cfg.in_chans);
-      const t0 = performance.now();
-      const { logits } = await visionForward(gpu, model.params, images, shape);
-      const ms = performance.now() - t0;
-      const K = cfg.num_classes;
-      for (let b = 0; b < o.batch; b++) {
-        let best = 0;
-        for (let k = 1; k < K; k++) if (logits[b * K + k] > logits[b * K + best]) best = k;
-        if (best === set.labels[at + b]) correct++;
+    // What `tost evaluate` does (the same scorer): batches recorded back to
+    // back, logits collected on the GPU and read back once per call, so the
+    // time per batch is the timed calls' wall time over their batches.
+    const arena = new Arena(gpu, "bench.eval");
+    const fit = Math.floor(set.count / o.batch); // batches of distinct digits per call
+    const run = async (batches: number) => {
+      let correct = 0;
+      for (let done = 0; done < batches; done += fit) {
+        const n = Math.min(fit, batches - done);
+        correct += (await scoreMnist(gpu, model.params, set, {
+          count: n * o.batch,
+          batchSize: o.batch,
+          inChans: cfg.in_chans,
+          numClasses: cfg.num_classes,
+          arena,
+        })).correct;
       }
-      return ms;
+      return correct;
     };
-    for (let i = 0; i < o.warmup; i++) await once();
-    await gpu.sync();
-    o.onTimed?.();
-    correct = 0;
-    const walls: number[] = [];
-    for (let i = 0; i < o.repeats; i++) walls.push(await once());
-    record.batch_ms = record.wall_ms = median(walls);
-    record.images_per_s = (o.batch * 1000) / record.batch_ms;
-    record.accuracy = correct / (o.batch * o.repeats);
+    try {
+      await run(o.warmup);
+      await gpu.sync();
+      o.onTimed?.();
+      const t0 = performance.now();
+      const correct = await run(o.repeats);
+      record.batch_ms = record.wall_ms = (performance.now() - t0) / o.repeats;
+      record.images_per_s = (o.batch * 1000) / record.batch_ms;
+      record.accuracy = correct / (o.batch * o.repeats);
+    } finally {
+      arena.destroy();
+    }
   } catch (err) {
     record.status = "failed";
     record.error = err instanceof Error ? err.message : String(err);

@@ -181,7 +181,8 @@ With --train, a fresh model of a training preset (or --config, as tost train rea
 --batch overrides batch_size) runs --warmup then --steps optimizer steps through the
 training code; the record gives ms per step and tokens (or images) per second. With
 --eval <model>, a vision model evaluates MNIST test digits, --repeats timed batches of
-128 (or --batch). --compare peer.json (from bench/peer/peer.py, the same workloads in
+128 (or --batch) recorded back to back as tost evaluate runs them (ms per batch is their
+wall time over their number). --compare peer.json (from bench/peer/peer.py, the same workloads in
 PyTorch) pairs every record with the peer's and prints tost ÷ peer; records without a
 partner are listed. Several files (interleaved runs) are reduced to medians; --from
 tost.json,… compares earlier tost --json results without running anything.

@@ -22,11 +22,12 @@ import { readSafetensors, writeSafetensors } from "../io/safetensors.ts";
 import type { SafetensorsFile, StTensor } from "../io/safetensors.ts";
 import { destroyModel, readModelFile, uploadModel } from "../model/load.ts";
 import type { GpuModel, ModelFile } from "../model/load.ts";
-import { encodeVision, visionForward } from "../model/vision/model.ts";
+import { visionForward } from "../model/vision/model.ts";
 import { languageForward, recordLanguageLosses } from "../model/language/model.ts";
 import { Arena } from "../gpu/arena.ts";
 import { collectBatches } from "../gpu/collect.ts";
-import { loadMnistTest, mnistBatch } from "../data/mnist.ts";
+import { loadMnistTest } from "../data/mnist.ts";
+import { scoreMnist } from "../model/vision/score_mnist.ts";
 import { evalBatches, loadSotu, readTextData, splitTrainVal } from "../data/text.ts";
 import type { TextCodec } from "../data/codec.ts";
 import { UsageError } from "./_errors.ts";
@@ -193,37 +194,22 @@ async function evaluateMnist(
   const set = await loadMnistTest();
   const total = Math.min(set.count, opts.limit ?? set.count);
   const progress = new Progress(total, "images", opts.json);
-  let correct = 0;
-  let done = 0;
-  const batches: { at: number; B: number }[] = [];
-  for (let at = 0; at < total; at += opts.batchSize) {
-    batches.push({ at, B: Math.min(opts.batchSize, total - at) });
-  }
   const start = performance.now();
   const arena = new Arena(gpu, "evaluate");
+  let correct: number;
   try {
-    await collectBatches(gpu, batches, {
+    ({ correct } = await scoreMnist(gpu, model.params, set, {
+      count: total,
+      batchSize: opts.batchSize,
+      inChans: cfg.in_chans,
+      numClasses: cfg.num_classes,
       arena,
-      ...progressReads(batches.length),
-      record: ({ at, B }) => {
-        const shape = [B, cfg.in_chans, set.rows, set.cols];
-        const images = gpu.upload(mnistBatch(set, at, B, cfg.in_chans), shape, "images");
-        return encodeVision(gpu, model.params, images);
-      },
-      consume: ({ at, B }, logits) => {
-        const K = cfg.num_classes;
-        for (let b = 0; b < B; b++) {
-          let best = 0;
-          for (let k = 1; k < K; k++) if (logits[b * K + k] > logits[b * K + best]) best = k;
-          if (best === set.labels[at + b]) correct++;
-        }
-        done = at + B;
-      },
-      onRead: () => {
+      ...progressReads(Math.ceil(total / opts.batchSize)),
+      onRead: (done) => {
         const s = (performance.now() - start) / 1000;
         progress.update(done, `${(done / s).toFixed(1)} images/s`);
       },
-    });
+    }));
   } finally {
     arena.destroy();
     progress.stop();

@@ -17,9 +17,9 @@ import { trainedNames } from "../model/params.ts";
 import type { NamedTensors } from "../model/params.ts";
 import type { StTensor } from "../io/safetensors.ts";
 import { paramSpecs } from "../model/names.ts";
-import { encodeVision, visionForwardBackward } from "../model/vision/model.ts";
-import { collectBatches } from "../gpu/collect.ts";
-import { loadMnistTest, mnistBatch } from "../data/mnist.ts";
+import { visionForwardBackward } from "../model/vision/model.ts";
+import { scoreMnist } from "../model/vision/score_mnist.ts";
+import { loadMnistTest } from "../data/mnist.ts";
 import { ImageSampler, loadMnistTrain } from "./mnist.ts";
 import type { SamplerState } from "./data.ts";
 import type { TrainSettings } from "./presets.ts";
@@ -32,26 +32,6 @@ function i64(value: number): StTensor {
     shape: [],
     data: new Uint8Array(new BigInt64Array([BigInt(value)]).buffer),
   };
-}
-
-/** Summed cross-entropy and correct top-1 predictions of logits `[B, K]`. */
-function scoreLogits(logits: Float32Array, labels: ArrayLike<number>, K: number) {
-  let loss = 0;
-  let correct = 0;
-  for (let b = 0; b < labels.length; b++) {
-    const row = logits.subarray(b * K, (b + 1) * K);
-    let best = 0;
-    let max = -Infinity;
-    for (let k = 0; k < K; k++) {
-      if (row[k] > row[best]) best = k;
-      max = Math.max(max, row[k]);
-    }
-    let sum = 0;
-    for (let k = 0; k < K; k++) sum += Math.exp(row[k] - max);
-    loss += Math.log(sum) + max - row[labels[b]];
-    if (best === labels[b]) correct++;
-  }
-  return { loss, correct };
 }
 
 /** Upload a vision model and build its training task on MNIST. */
@@ -92,25 +72,14 @@ export async function createVisionTask(
       async evaluate() {
         // Every batch's logits collected on the GPU, read back once.
         const total = Math.min(test.count, s.eval_tokens);
-        const batches: { at: number; B: number }[] = [];
-        for (let at = 0; at < total; at += s.batch_size) {
-          batches.push({ at, B: Math.min(s.batch_size, total - at) });
-        }
-        let loss = 0;
-        let correct = 0;
-        await collectBatches(gpu, batches, {
+        const r = await scoreMnist(gpu, store, test, {
+          count: total,
+          batchSize: s.batch_size,
+          inChans: cfg.in_chans,
+          numClasses: cfg.num_classes,
           arena: evalArena,
-          record: ({ at, B }) => {
-            const shape = [B, cfg.in_chans, test.rows, test.cols];
-            const images = gpu.upload(mnistBatch(test, at, B, cfg.in_chans), shape, "eval.images");
-            return encodeVision(gpu, store, images);
-          },
-          consume: ({ at, B }, logits) => {
-            const r = scoreLogits(logits, test.labels.subarray(at, at + B), cfg.num_classes);
-            loss += r.loss;
-            correct += r.correct;
-          },
         });
+        const { loss, correct } = r;
         return { loss: loss / total, accuracy: correct / total };
       },
       extraTensors: () => ({
