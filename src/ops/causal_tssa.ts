@@ -40,12 +40,11 @@ import causalSerialWgsl from "../../kernels/causal_tssa_serial.wgsl" with { type
 import { assertF32, bindingLimit, bindRows, rowPieces, storageAlignment } from "./_shapes.ts";
 import { testValues, type Tunable } from "../gpu/tune.ts";
 import { mismatch, resolveVariant, tunableOp } from "./_tuned.ts";
-import { serialBudgetExceeded } from "./_serial.ts";
 import { causalTssaReference } from "./causal_tssa_reference.ts";
 import { bindPiece, blockLayout, blockParams, blockPieces, workgroupGrid } from "./_tssa_blocks.ts";
 import type { TssaOptions } from "./_tssa_blocks.ts";
 import { blockSums, scanRows } from "./_scan.ts";
-import { serialFits, tssaClass, tssaShape, tssaSlots } from "./tssa.ts";
+import { serialFits, tssaClass, tssaShape, tssaSlots, tssaVariantUnsupported } from "./tssa.ts";
 import type { TssaShape } from "./tssa.ts";
 
 /** Tokens per block: the length of the serial in-block part of each prefix sum. */
@@ -283,16 +282,7 @@ function serialIterations(s: TssaShape): number {
 
 /** Why a causal TSSA variant cannot run a call, or null. */
 export function causalTssaUnsupported(gpu: Gpu, variant: string, s: TssaShape): string | null {
-  if (!(CAUSAL_TSSA_VARIANTS as readonly string[]).includes(variant)) {
-    return `is unknown (known: ${CAUSAL_TSSA_VARIANTS.join(", ")})`;
-  }
-  if (variant !== "serial") return null;
-  const over = serialBudgetExceeded(serialIterations(s), `${s.tokens} tokens × ${s.dim} features`);
-  if (over) return over;
-  if (!serialFits(gpu, s)) {
-    return `needs one batch element (${s.tokens * s.dim * 4} bytes) in a storage binding`;
-  }
-  return null;
+  return tssaVariantUnsupported(gpu, CAUSAL_TSSA_VARIANTS, variant, s, serialIterations(s));
 }
 
 /** Shapes the variants are validated at: awkward sizes, more than one 64-token block. */

@@ -344,21 +344,31 @@ export function tssaSerialIterations(s: TssaShape): number {
   return D * (N + 1) + N * (D + 3 * H + 1) + D * (2 * N + 1);
 }
 
-/** Why a TSSA variant cannot run a call, or null. */
-export function tssaUnsupported(gpu: Gpu, variant: string, s: TssaShape): string | null {
-  if (!(TSSA_VARIANTS as readonly string[]).includes(variant)) {
-    return `is unknown (known: ${TSSA_VARIANTS.join(", ")})`;
-  }
+/**
+ * Why a variant of a TSSA-family op (`variants`: its designs, one of them
+ * "serial") cannot run a call whose serial design loops `iterations` times
+ * per invocation, or null. Shared by the non-causal and causal forwards.
+ */
+export function tssaVariantUnsupported(
+  gpu: Gpu,
+  variants: readonly string[],
+  variant: string,
+  s: TssaShape,
+  iterations: number,
+): string | null {
+  if (!variants.includes(variant)) return `is unknown (known: ${variants.join(", ")})`;
   if (variant !== "serial") return null;
-  const over = serialBudgetExceeded(
-    tssaSerialIterations(s),
-    `${s.tokens} tokens × ${s.dim} features`,
-  );
+  const over = serialBudgetExceeded(iterations, `${s.tokens} tokens × ${s.dim} features`);
   if (over) return over;
   if (!serialFits(gpu, s)) {
     return `needs one batch element (${s.tokens * s.dim * 4} bytes) in a storage binding`;
   }
   return null;
+}
+
+/** Why a TSSA variant cannot run a call, or null. */
+export function tssaUnsupported(gpu: Gpu, variant: string, s: TssaShape): string | null {
+  return tssaVariantUnsupported(gpu, TSSA_VARIANTS, variant, s, tssaSerialIterations(s));
 }
 
 /** Shapes the variants are validated at: awkward sizes, heads over chunk edges, an all-zero feature. */
